@@ -1,6 +1,9 @@
 //! qvault: encrypted, deduplicated backups of Qdrant snapshots on any storage backend.
 
+pub mod codec;
+pub mod crypto;
 pub mod error;
+pub mod format;
 pub mod id;
 
 pub use error::{Error, ErrorKind, Result};

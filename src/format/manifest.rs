@@ -1,0 +1,99 @@
+//! Backup manifests: what one backup holds, stream by stream, chunk by chunk.
+//!
+//! ```text
+//! object    = age file to the metadata recipient; backup id = BLAKE3(object bytes)
+//! plaintext = "QVMF" ‖ u32 version (1) ‖ zstd(JSON of Manifest)
+//! ```
+//!
+//! A backup has one or more streams from the start: a cluster backup holds one per shard.
+
+use super::{put_header, ByteReader};
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use std::collections::BTreeMap;
+
+pub const MANIFEST_VERSION: u32 = 1;
+const MAGIC: &[u8; 4] = b"QVMF";
+/// A manifest's JSON is bounded (ids are 64 bytes each): refuse to inflate more than this.
+const MAX_JSON: usize = 1 << 30;
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// RFC 3339 UTC time the backup started.
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub host: String,
+    /// `qvault x.y.z` that wrote it.
+    pub tool_version: String,
+    pub streams: Vec<StreamRecord>,
+    pub summary: BackupStats,
+}
+
+/// One archived byte stream.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StreamRecord {
+    /// A name unique within the backup (file name, `stdin`, collection name, …).
+    pub name: String,
+    pub kind: StreamKind,
+    pub size: u64,
+    /// Hex SHA-256 of the whole stream: Qdrant's checksum format.
+    pub sha256: String,
+    /// Hex BLAKE3 of the whole stream.
+    pub blake3: String,
+    /// Chunk ids in stream order.
+    pub chunks: Vec<ChunkId>,
+    /// Where the stream came from (e.g. Qdrant collection config and info), free-form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    File,
+    Stdin,
+    Directory,
+    QdrantCollection,
+    QdrantShard,
+    QdrantFullStorage,
+}
+
+/// Counts recorded at backup time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BackupStats {
+    pub bytes_read: u64,
+    /// Bytes this backup added to the repository (packs, index files; not the manifest).
+    pub bytes_added: u64,
+    pub chunks: u64,
+    pub new_chunks: u64,
+    pub duration_ms: u64,
+}
+
+impl Manifest {
+    pub fn total_size(&self) -> u64 {
+        self.streams.iter().map(|s| s.size).sum()
+    }
+
+    pub fn encode(&self) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(self)
+            .map_err(|e| Error::invalid_input(format!("cannot serialise manifest: {e}")))?;
+        let compressed =
+            zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing manifest", e))?;
+        let mut out = Vec::with_capacity(compressed.len() + 8);
+        put_header(&mut out, MAGIC, MANIFEST_VERSION);
+        out.extend_from_slice(&compressed);
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Manifest> {
+        let mut r = ByteReader::new(bytes, what);
+        r.expect_header(MAGIC, MANIFEST_VERSION)?;
+        let json = zstd::bulk::decompress(r.rest(), MAX_JSON)
+            .map_err(|e| Error::corrupt(format!("{what} does not decompress: {e}")))?;
+        serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(format!("{what} is not a valid manifest: {e}")))
+    }
+}

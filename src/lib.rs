@@ -1,10 +1,15 @@
 //! qvault: encrypted, deduplicated backups of Qdrant snapshots on any storage backend.
 
+pub mod backup;
+pub mod chunker;
 pub mod codec;
 pub mod crypto;
 pub mod error;
 pub mod format;
 pub mod id;
+pub mod index;
+pub mod repo;
+pub mod storage;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

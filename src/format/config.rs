@@ -30,6 +30,20 @@ pub struct ChunkerConfig {
     pub tar_threshold: u64,
 }
 
+impl ChunkerConfig {
+    /// The chunker's parameters with the repository's secret seed.
+    pub fn params(&self, seed: u64) -> crate::chunker::ChunkerParams {
+        crate::chunker::ChunkerParams {
+            min_size: self.min_size,
+            avg_size: self.avg_size,
+            max_size: self.max_size,
+            seed,
+            tar_aware: self.tar_aware,
+            tar_threshold: self.tar_threshold,
+        }
+    }
+}
+
 impl Default for ChunkerConfig {
     fn default() -> Self {
         ChunkerConfig {

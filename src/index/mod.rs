@@ -1,0 +1,306 @@
+//! The local index: a SQLite cache of the repository's index files and backup list.
+//!
+//! Never the source of truth. It is synced from the repository on each command and can be
+//! deleted at any time (`qvault index rebuild` refills it); a schema this build does not
+//! know is dropped and rebuilt, not migrated.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::index::IndexFile;
+use crate::format::manifest::Manifest;
+use crate::format::pack::PackEntry;
+use crate::id::{BackupId, ChunkId, IndexId, PackId};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// Bump when the tables change: an older cache is then rebuilt from the repository.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, index_file BLOB NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS packs_by_index_file ON packs(index_file);
+CREATE TABLE IF NOT EXISTS chunks (
+    id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+CREATE TABLE IF NOT EXISTS backups (
+    id BLOB PRIMARY KEY, time TEXT NOT NULL, name TEXT, tags TEXT NOT NULL,
+    bytes INTEGER NOT NULL, summary TEXT NOT NULL) WITHOUT ROWID;
+";
+
+/// Where a chunk is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
+    pub pack: PackId,
+    pub entry: PackEntry,
+}
+
+/// A backup as listed (no chunk lists).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct BackupListing {
+    pub id: BackupId,
+    pub time: String,
+    pub name: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    pub bytes: u64,
+}
+
+pub struct LocalIndex {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for LocalIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalIndex").field("path", &self.path).finish()
+    }
+}
+
+fn db_err(path: &Option<PathBuf>, e: rusqlite::Error) -> Error {
+    let place = path.as_ref().map_or("in memory".to_string(), |p| p.display().to_string());
+    Error::new(
+        ErrorKind::Io,
+        format!("local index ({place}) failed: {e}; it is only a cache: delete it or run `qvault index rebuild`"),
+    )
+    .with_source(e)
+}
+
+fn blob32(bytes: Vec<u8>, what: &str) -> rusqlite::Result<[u8; 32]> {
+    bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            format!("{what} is not 32 bytes").into(),
+        )
+    })
+}
+
+impl LocalIndex {
+    /// Opens (creating if needed) the cache file at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("creating cache directory {}", dir.display()), e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| db_err(&Some(path.to_path_buf()), e))?;
+        Self::init(conn, Some(path.to_path_buf()))
+    }
+
+    /// A cache that lives only as long as the process (tests, one-off commands).
+    pub fn in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().map_err(|e| db_err(&None, e))?;
+        Self::init(conn, None)
+    }
+
+    fn init(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+        let setup = || -> rusqlite::Result<()> {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version != SCHEMA_VERSION {
+                conn.execute_batch(
+                    "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS packs;
+                     DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS backups;",
+                )?;
+            }
+            conn.execute_batch(SCHEMA)?;
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+            Ok(())
+        };
+        setup().map_err(|e| db_err(&path, e))?;
+        Ok(LocalIndex { conn: Mutex::new(conn), path })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>> {
+        self.conn.lock().map_err(|_| {
+            Error::new(ErrorKind::Io, "local index lock poisoned by an earlier failure")
+        })
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        db_err(&self.path, e)
+    }
+
+    /// Empties the cache (before a rebuild).
+    pub fn clear(&self) -> Result<()> {
+        self.conn()?
+            .execute_batch(
+                "DELETE FROM chunks; DELETE FROM packs; DELETE FROM index_files; DELETE FROM backups;",
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn index_files(&self) -> Result<HashSet<IndexId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT id FROM index_files").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(IndexId(blob32(r.get(0)?, "index file id")?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    /// Records an index file and every chunk it lists, in one transaction.
+    pub fn add_index_file(&self, id: IndexId, file: &IndexFile) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut pack_stmt = tx
+                .prepare("INSERT OR IGNORE INTO packs (id, index_file) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            let mut chunk_stmt = tx
+                .prepare(
+                    "INSERT OR IGNORE INTO chunks (id, pack, offset, length, raw_length)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| self.err(e))?;
+            for p in &file.packs {
+                pack_stmt.execute(params![&p.pack.0[..], &id.0[..]]).map_err(|e| self.err(e))?;
+                for e in &p.entries {
+                    chunk_stmt
+                        .execute(params![
+                            &e.chunk.0[..],
+                            &p.pack.0[..],
+                            e.offset as i64,
+                            e.length,
+                            e.raw_length
+                        ])
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            tx.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", params![&id.0[..]])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forgets an index file that is gone from the repository, with its packs and chunks.
+    pub fn remove_index_file(&self, id: IndexId) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute(
+            "DELETE FROM chunks WHERE pack IN (SELECT id FROM packs WHERE index_file = ?1)",
+            params![&id.0[..]],
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM packs WHERE index_file = ?1", params![&id.0[..]])
+            .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM index_files WHERE id = ?1", params![&id.0[..]])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    pub fn contains_chunk(&self, id: &ChunkId) -> Result<bool> {
+        let conn = self.conn()?;
+        let mut stmt =
+            conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1").map_err(|e| self.err(e))?;
+        stmt.exists(params![&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLocation>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT pack, offset, length, raw_length FROM chunks WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        stmt.query_row(params![&id.0[..]], |r| {
+            Ok(ChunkLocation {
+                pack: PackId(blob32(r.get(0)?, "pack id")?),
+                entry: PackEntry {
+                    chunk: *id,
+                    offset: r.get::<_, i64>(1)? as u64,
+                    length: r.get(2)?,
+                    raw_length: r.get(3)?,
+                },
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        let conn = self.conn()?;
+        conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    pub fn backup_ids(&self) -> Result<HashSet<BackupId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT id FROM backups").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok(BackupId(blob32(r.get(0)?, "backup id")?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
+    pub fn add_backup(&self, id: BackupId, manifest: &Manifest) -> Result<()> {
+        let tags = serde_json::to_string(&manifest.tags).unwrap_or_else(|_| "{}".into());
+        let summary = serde_json::to_string(&manifest.summary).unwrap_or_else(|_| "{}".into());
+        self.conn()?
+            .execute(
+                "INSERT OR REPLACE INTO backups (id, time, name, tags, bytes, summary)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    &id.0[..],
+                    manifest.time,
+                    manifest.name,
+                    tags,
+                    manifest.total_size() as i64,
+                    summary
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn remove_backup(&self, id: BackupId) -> Result<()> {
+        self.conn()?
+            .execute("DELETE FROM backups WHERE id = ?1", params![&id.0[..]])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// All backups, oldest first.
+    pub fn backups(&self) -> Result<Vec<BackupListing>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT id, time, name, tags, bytes FROM backups ORDER BY time, id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let tags: String = r.get(3)?;
+                Ok(BackupListing {
+                    id: BackupId(blob32(r.get(0)?, "backup id")?),
+                    time: r.get(1)?,
+                    name: r.get(2)?,
+                    tags: serde_json::from_str(&tags).unwrap_or_default(),
+                    bytes: r.get::<_, i64>(4)? as u64,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::index::IndexedPack;
+
+    #[test]
+    fn add_locate_remove() {
+        let idx = LocalIndex::in_memory().unwrap();
+        let entry = PackEntry { chunk: ChunkId([1; 32]), offset: 5, length: 10, raw_length: 20 };
+        let file = IndexFile { packs: vec![IndexedPack { pack: PackId([2; 32]), entries: vec![entry] }] };
+        idx.add_index_file(IndexId([3; 32]), &file).unwrap();
+        assert!(idx.contains_chunk(&ChunkId([1; 32])).unwrap());
+        assert_eq!(
+            idx.locate(&ChunkId([1; 32])).unwrap(),
+            Some(ChunkLocation { pack: PackId([2; 32]), entry })
+        );
+        idx.remove_index_file(IndexId([3; 32])).unwrap();
+        assert!(!idx.contains_chunk(&ChunkId([1; 32])).unwrap());
+        assert!(idx.index_files().unwrap().is_empty());
+    }
+}

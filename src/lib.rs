@@ -9,6 +9,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod repo;
+pub mod restore;
 pub mod storage;
 
 pub use error::{Error, ErrorKind, Result};

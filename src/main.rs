@@ -1,1 +1,66 @@
-fn main() {}
+//! The `qvault` binary: parse, call the library, print. Exit codes are in the README.
+
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use qvault::ErrorKind;
+use std::process::ExitCode;
+
+/// Exit codes scripts can rely on (documented in README.md).
+fn exit_code(error: &anyhow::Error) -> u8 {
+    let Some(e) = error.downcast_ref::<qvault::Error>() else { return 1 };
+    match e.kind() {
+        ErrorKind::InvalidInput => 2,
+        ErrorKind::NotFound | ErrorKind::NotARepository => 3,
+        ErrorKind::KeyRejected | ErrorKind::NeedsDataIdentity => 4,
+        ErrorKind::Corrupt => 5,
+        ErrorKind::Storage | ErrorKind::Qdrant => 6,
+        ErrorKind::UnsupportedVersion => 7,
+        ErrorKind::AlreadyExists | ErrorKind::Refused => 8,
+        _ => 1,
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Init(args) => cli::init::run(g, args).await,
+        Command::Key(cmd) => cli::key::run(g, cmd).await,
+        Command::Backup(args) => cli::backup::run(g, args).await,
+        Command::Backups => cli::list::backups(g).await,
+        Command::Show(args) => cli::list::show(g, args).await,
+        Command::Restore(args) => cli::restore::run(g, args).await,
+        Command::Index(cmd) => cli::index::run(g, cmd).await,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("qvault: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qvault: error: {e:#}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}

@@ -4,7 +4,10 @@ use bytes::Bytes;
 use opendal::{services, Operator};
 
 #[derive(Clone, Default, Debug)]
-pub struct StorageOptions {}
+pub struct StorageOptions {
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+}
 
 #[derive(Clone)]
 pub struct Storage {

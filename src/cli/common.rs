@@ -1,0 +1,139 @@
+//! What every verb needs: storage, credentials, the repository, output helpers.
+
+use super::GlobalArgs;
+use anyhow::{Context, Result};
+use qvault::crypto::{self, Secret};
+use qvault::format::keyfile;
+use qvault::repo::{Cache, Credentials, Repository};
+use qvault::storage::{Storage, StorageOptions};
+use std::io::IsTerminal;
+use std::path::Path;
+
+pub fn repo_location(global: &GlobalArgs) -> Result<&str> {
+    global.repo.as_deref().ok_or_else(|| {
+        qvault::Error::invalid_input("no repository given: use --repo or set QVAULT_REPOSITORY").into()
+    })
+}
+
+pub fn storage(global: &GlobalArgs) -> Result<Storage> {
+    let options = StorageOptions {
+        s3_endpoint: global.s3_endpoint.clone(),
+        s3_region: global.s3_region.clone(),
+        ..StorageOptions::default()
+    };
+    Ok(Storage::open(repo_location(global)?, &options)?)
+}
+
+pub fn cache(global: &GlobalArgs) -> Cache {
+    if global.no_cache {
+        Cache::InMemory
+    } else if let Some(dir) = &global.cache_dir {
+        Cache::Dir(dir.clone())
+    } else {
+        Cache::default_dir()
+    }
+}
+
+/// The passphrase from QVAULT_PASSPHRASE, else a prompt on the terminal.
+pub fn passphrase(prompt: &str) -> Result<Secret<String>> {
+    if let Ok(p) = std::env::var("QVAULT_PASSPHRASE") {
+        return Ok(Secret::new(p));
+    }
+    if !std::io::stdin().is_terminal() && !std::io::stderr().is_terminal() {
+        return Err(qvault::Error::invalid_input(
+            "a passphrase is needed: set QVAULT_PASSPHRASE (no terminal to prompt on)",
+        )
+        .into());
+    }
+    let p = rpassword::prompt_password(prompt).context("reading the passphrase")?;
+    Ok(Secret::new(p))
+}
+
+/// Reads a key or identity file, unwrapping it with a passphrase when it is protected.
+fn read_protected(path: &Path, what: &str) -> Result<Secret<Vec<u8>>> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| qvault::Error::io(format!("reading {what} {}", path.display()), e))?;
+    if crypto::is_age_file(&bytes) {
+        let pass = passphrase(&format!("Passphrase for {}: ", path.display()))?;
+        let label = format!("{what} {}", path.display());
+        return Ok(Secret::new(crypto::passphrase_unwrap(&bytes, &pass, &label)?));
+    }
+    Ok(Secret::new(bytes))
+}
+
+pub fn credentials(global: &GlobalArgs) -> Result<Credentials> {
+    let mut credentials = Credentials::default();
+    if let Some(path) = &global.identity {
+        let text = read_protected(path, "identity file")?;
+        let text = String::from_utf8_lossy(text.expose()).to_string();
+        credentials.identities =
+            crypto::parse_identities(&text, &format!("identity file {}", path.display()))?;
+    }
+    if let Some(path) = &global.key {
+        let bytes = read_protected(path, "key file")?;
+        credentials.key = Some(keyfile::decode(bytes.expose(), &format!("key file {}", path.display()))?);
+    }
+    Ok(credentials)
+}
+
+pub async fn open(global: &GlobalArgs) -> Result<Repository> {
+    let storage = storage(global)?;
+    let credentials = credentials(global)?;
+    Ok(Repository::open(storage, credentials, &cache(global)).await?)
+}
+
+/// Writes a secret file that only its owner can read, refusing to overwrite.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| qvault::Error::io(format!("creating {}", dir.display()), e))?;
+    }
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            qvault::Error::new(
+                qvault::ErrorKind::AlreadyExists,
+                format!("{} already exists: refusing to overwrite a key file", path.display()),
+            )
+        } else {
+            qvault::Error::io(format!("creating {}", path.display()), e)
+        }
+    })?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| {
+        qvault::Error::io(format!("writing {}", path.display()), e)
+    })?;
+    Ok(())
+}
+
+/// Human-readable bytes (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Whether informational lines go to stderr.
+pub fn chatty(global: &GlobalArgs) -> bool {
+    !global.quiet && !global.json
+}

@@ -1,0 +1,108 @@
+//! `qvault init`: create a repository, and a data identity when none is given.
+
+use super::common::{self, write_secret_file};
+use super::GlobalArgs;
+use anyhow::Result;
+use clap::Args;
+use qvault::codec::CodecParams;
+use qvault::crypto;
+use qvault::repo::{InitOptions, Repository};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Data recipient (age public key, age1…); repeatable. Without one, an identity is
+    /// generated and written to --identity (or the default path).
+    #[arg(long = "recipient")]
+    pub recipients: Vec<String>,
+    /// Protect the generated identity file with a passphrase (QVAULT_PASSPHRASE or prompt).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Target pack size in bytes.
+    #[arg(long)]
+    pub pack_size: Option<u64>,
+    /// zstd level for new blobs.
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+}
+
+fn default_identity_path(recipient: &str) -> PathBuf {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("qvault").join(format!("identity-{}.txt", &recipient[4..16]))
+}
+
+pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
+    let storage = common::storage(global)?;
+    // Refuse early, before generating an identity nobody needs.
+    if Repository::read_config(&storage).await.is_ok() {
+        return Err(qvault::Error::new(
+            qvault::ErrorKind::AlreadyExists,
+            format!("{} already holds a qvault repository: refusing to overwrite it", storage.location()),
+        )
+        .into());
+    }
+    let mut recipients = args
+        .recipients
+        .iter()
+        .map(|r| crypto::parse_recipient(r))
+        .collect::<qvault::Result<Vec<_>>>()?;
+    let mut created_identity = None;
+    if recipients.is_empty() {
+        let identity = age::x25519::Identity::generate();
+        let recipient = identity.to_public();
+        let path = global.identity.clone().unwrap_or_else(|| default_identity_path(&recipient.to_string()));
+        let text = crypto::identity_file_text(&identity, &qvault::repo::now_rfc3339());
+        let bytes = if args.passphrase {
+            let pass = common::passphrase("Passphrase for the new identity file: ")?;
+            crypto::passphrase_wrap(text.as_bytes(), &pass)?
+        } else {
+            text.into_bytes()
+        };
+        // The identity is saved before the repository exists, so no repository can be
+        // created whose only key was lost.
+        write_secret_file(&path, &bytes)?;
+        created_identity = Some(path);
+        recipients.push(recipient);
+    }
+    let options = InitOptions {
+        recipients,
+        compression: args.compression_level.map(|level| CodecParams { level, ..CodecParams::default() }),
+        pack_size: args.pack_size,
+        ..InitOptions::default()
+    };
+    let repo = match Repository::init(storage, options, &common::cache(global)).await {
+        Ok(repo) => repo,
+        Err(e) => {
+            if let Some(path) = &created_identity {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
+    let config = repo.config();
+    if global.json {
+        common::print_json(&serde_json::json!({
+            "id": config.id,
+            "location": repo.storage().location(),
+            "recipients": config.data_recipients,
+            "identity_file": created_identity,
+        }))?;
+    } else {
+        println!("created repository {} at {}", config.id, repo.storage().location());
+        for r in &config.data_recipients {
+            println!("data recipient: {r}");
+        }
+    }
+    if let Some(path) = created_identity {
+        eprintln!(
+            "\nWrote the data identity to {}.\n\
+             WITHOUT THIS FILE THE BACKUPS IN THIS REPOSITORY CANNOT BE RESTORED.\n\
+             Copy it somewhere safe, offline, now. Use it with --identity or QVAULT_IDENTITY.",
+            path.display()
+        );
+    }
+    Ok(())
+}

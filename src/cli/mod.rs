@@ -1,0 +1,76 @@
+//! Command-line definitions (clap) in one place; one file per verb, glue only.
+
+pub mod backup;
+pub mod common;
+pub mod index;
+pub mod init;
+pub mod key;
+pub mod list;
+pub mod restore;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "qvault", version, about = "Encrypted, deduplicated backups of Qdrant snapshots")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository: a path, or s3://bucket/prefix (azblob://, gcs://, webdav://, sftp:// with
+    /// the matching cargo feature).
+    #[arg(long, short = 'r', env = "QVAULT_REPOSITORY", global = true)]
+    pub repo: Option<String>,
+    /// Data identity file (age X25519), needed to restore.
+    #[arg(long, short = 'i', env = "QVAULT_IDENTITY", global = true)]
+    pub identity: Option<PathBuf>,
+    /// Repository key file (from `qvault key export`): enough to back up, not to restore.
+    #[arg(long, env = "QVAULT_KEY", global = true)]
+    pub key: Option<PathBuf>,
+    /// Directory of the local index cache.
+    #[arg(long, env = "QVAULT_CACHE_DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+    /// Keep the local index in memory only (rebuilt from the repository each run).
+    #[arg(long, global = true)]
+    pub no_cache: bool,
+    /// S3 endpoint URL (for S3-compatible servers).
+    #[arg(long, env = "QVAULT_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "QVAULT_S3_REGION", global = true)]
+    pub s3_region: Option<String>,
+    /// Print results as JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// No progress or informational output on stderr.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository.
+    Init(init::InitArgs),
+    /// Manage keys: export the repository key, add or list data recipients.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Back up a file or stdin.
+    Backup(backup::BackupArgs),
+    /// List backups.
+    Backups,
+    /// Show one backup: streams, sizes, hashes, tags.
+    Show(list::ShowArgs),
+    /// Restore a backup's stream, byte-exact and checked.
+    Restore(restore::RestoreArgs),
+    /// The local index cache.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+}

@@ -1,0 +1,113 @@
+//! `qvault restore`: a backup's stream to a file or stdout.
+
+use super::common;
+use super::GlobalArgs;
+use anyhow::Result;
+use clap::Args;
+use qvault::format::manifest::{Manifest, StreamRecord};
+use qvault::restore::{restore_stream, RestoreOptions};
+use std::path::{Path, PathBuf};
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Backup id (or a unique prefix, or `latest`).
+    pub id: String,
+    /// Output file, or `-` for stdout.
+    #[arg(long)]
+    pub to: String,
+    /// Which stream, when the backup has several.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Replace an existing output file.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+fn pick_stream<'a>(m: &'a Manifest, wanted: Option<&str>) -> qvault::Result<&'a StreamRecord> {
+    let names = || m.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    match wanted {
+        Some(name) => m.streams.iter().find(|s| s.name == name).ok_or_else(|| {
+            qvault::Error::not_found(format!("the backup has no stream {name:?}; its streams: {}", names()))
+        }),
+        None if m.streams.len() == 1 => Ok(&m.streams[0]),
+        None => Err(qvault::Error::invalid_input(format!(
+            "the backup has {} streams: choose one with --stream ({})",
+            m.streams.len(),
+            names()
+        ))),
+    }
+}
+
+/// A temporary sibling of `target`: same directory, so the final rename is atomic.
+fn partial_path(target: &Path) -> PathBuf {
+    let name = target.file_name().map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
+    let nonce: u32 = rand::random();
+    target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"))
+}
+
+pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let target = (args.to != "-").then(|| PathBuf::from(&args.to));
+    if let Some(path) = &target {
+        if path.exists() && !args.overwrite {
+            return Err(qvault::Error::new(
+                qvault::ErrorKind::AlreadyExists,
+                format!("{} exists: choose another --to, or pass --overwrite", path.display()),
+            )
+            .into());
+        }
+    }
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let options = RestoreOptions::default();
+    let summary = match &target {
+        None => {
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+            restore_stream(&repo, id, stream, out, &options).await?.1
+        }
+        Some(path) => {
+            let partial = partial_path(path);
+            let file = std::fs::File::create(&partial)
+                .map_err(|e| qvault::Error::io(format!("creating {}", partial.display()), e))?;
+            let out = std::io::BufWriter::with_capacity(1 << 20, file);
+            let result = restore_stream(&repo, id, stream, out, &options).await;
+            let finished = result.and_then(|(out, summary)| {
+                let file = out.into_inner().map_err(|e| {
+                    qvault::Error::io(format!("writing {}", partial.display()), e.into_error())
+                })?;
+                file.sync_all()
+                    .map_err(|e| qvault::Error::io(format!("syncing {}", partial.display()), e))?;
+                std::fs::rename(&partial, path).map_err(|e| {
+                    qvault::Error::io(format!("renaming {} to {}", partial.display(), path.display()), e)
+                })?;
+                Ok(summary)
+            });
+            match finished {
+                Ok(summary) => summary,
+                Err(e) => {
+                    // Nothing that looks complete is left behind.
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e.into());
+                }
+            }
+        }
+    };
+    let seconds = summary.duration.as_secs_f64();
+    if global.json {
+        common::print_json(&serde_json::json!({
+            "id": id, "stream": stream.name, "bytes": summary.bytes, "chunks": summary.chunks,
+            "packs_read": summary.packs_read, "seconds": seconds, "sha256": stream.sha256,
+        }))?;
+    } else if common::chatty(global) {
+        eprintln!(
+            "restored stream {:?} of backup {}: {} in {:.2} s, SHA-256 {} checked",
+            stream.name,
+            id.short(),
+            common::human_bytes(summary.bytes),
+            seconds,
+            stream.sha256
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! Helpers shared by integration tests.
+#![allow(dead_code)]
+
+use qvault::storage::{Storage, StorageOptions};
+
+/// The S3 test server's settings from `.ci/s3-server.sh start`, or `None` (with a loud
+/// message) when it is not running. With `QVAULT_REQUIRE_S3=1` (set by `.ci/run`) a missing
+/// server fails the test instead of skipping it.
+pub fn s3_options() -> Option<(String, StorageOptions)> {
+    let Some(endpoint) = std::env::var("QVAULT_TEST_S3_ENDPOINT").ok().filter(|v| !v.is_empty())
+    else {
+        if std::env::var("QVAULT_REQUIRE_S3").as_deref() == Ok("1") {
+            panic!(
+                "QVAULT_REQUIRE_S3=1 but QVAULT_TEST_S3_ENDPOINT is unset (start .ci/s3-server.sh)"
+            );
+        }
+        eprintln!("SKIPPED: S3 tests need QVAULT_TEST_S3_ENDPOINT (start .ci/s3-server.sh)");
+        return None;
+    };
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| panic!("{k} must be set with QVAULT_TEST_S3_ENDPOINT"))
+    };
+    let bucket = var("QVAULT_TEST_S3_BUCKET");
+    let options = StorageOptions {
+        s3_endpoint: Some(endpoint),
+        s3_region: Some("us-east-1".to_string()),
+        access_key_id: Some(var("QVAULT_TEST_S3_ACCESS_KEY")),
+        secret_access_key: Some(var("QVAULT_TEST_S3_SECRET_KEY")),
+        // Tests against a local server should fail fast rather than back off for minutes.
+        retries: Some(1),
+        ..Default::default()
+    };
+    Some((bucket, options))
+}
+
+/// A `Storage` on the S3 test server under `prefix` (use a unique prefix per test), or
+/// `None` when the server is not configured (see [`s3_options`]).
+pub fn s3_storage(prefix: &str) -> Option<Storage> {
+    let (bucket, options) = s3_options()?;
+    let location = format!("s3://{bucket}/{prefix}");
+    Some(Storage::open(&location, &options).unwrap_or_else(|e| panic!("open {location}: {e}")))
+}
+
+/// A prefix no other test run uses, so runs against a long-lived server don't collide.
+pub fn unique_prefix(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{nanos}", std::process::id())
+}

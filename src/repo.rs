@@ -111,8 +111,9 @@ impl std::fmt::Debug for Repository {
 }
 
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
+    // Milliseconds: two backups in one second must still sort, and `latest` must be right.
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())

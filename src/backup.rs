@@ -66,7 +66,13 @@ pub struct BackupOptions {
 
 impl Default for BackupOptions {
     fn default() -> Self {
-        BackupOptions { name: None, tags: BTreeMap::new(), host: None, workers: None, upload_concurrency: 3 }
+        BackupOptions {
+            name: None,
+            tags: BTreeMap::new(),
+            host: None,
+            workers: None,
+            upload_concurrency: 3,
+        }
     }
 }
 
@@ -262,9 +268,8 @@ async fn archive_stream(
     let stream_name = name.clone();
     let read = tokio::task::spawn_blocking(move || -> Result<()> {
         for (seq, chunk) in chunker.enumerate() {
-            let chunk = chunk.map_err(|e| {
-                Error::io(format!("reading stream {stream_name:?}"), e)
-            })?;
+            let chunk =
+                chunk.map_err(|e| Error::io(format!("reading stream {stream_name:?}"), e))?;
             reader_progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             hash_tx.send(chunk.clone()).map_err(|_| pipeline_stopped())?;
             chunk_tx.send((seq as u64, chunk)).map_err(|_| pipeline_stopped())?;
@@ -356,7 +361,9 @@ fn run_packer(
         w.add(blob.id, &blob.blob, blob.raw_length)?;
         if w.len() >= pack_size {
             if let Some(full) = writer.take() {
-                packs.blocking_send(full.finish(metadata_recipient)?).map_err(|_| pipeline_stopped())?;
+                packs
+                    .blocking_send(full.finish(metadata_recipient)?)
+                    .map_err(|_| pipeline_stopped())?;
             }
         }
     }

@@ -187,7 +187,11 @@ impl Repository {
     }
 
     /// Opens a repository with the given credentials and syncs the local index.
-    pub async fn open(storage: Storage, credentials: Credentials, cache: &Cache) -> Result<Repository> {
+    pub async fn open(
+        storage: Storage,
+        credentials: Credentials,
+        cache: &Cache,
+    ) -> Result<Repository> {
         let config = Self::read_config(&storage).await?;
         let key = match credentials.key {
             Some((id, key)) => {
@@ -305,7 +309,8 @@ impl Repository {
     /// Brings the local index up to date with the repository's index files and backups.
     pub async fn sync(&self) -> Result<()> {
         let stored = self.list_ids("index/").await?;
-        let cached: HashSet<[u8; 32]> = self.index.index_files()?.into_iter().map(|i| i.0).collect();
+        let cached: HashSet<[u8; 32]> =
+            self.index.index_files()?.into_iter().map(|i| i.0).collect();
         for id in cached.difference(&stored) {
             self.index.remove_index_file(IndexId(*id))?;
         }

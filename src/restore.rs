@@ -81,7 +81,11 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let identities = repo.data_identities("restoring a backup")?.to_vec();
     let runs = plan(repo, backup, stream)?;
     let packs_read = runs.len() as u64;
-    let context = move |pack: &PackId| format!("backup {backup}, stream {:?}, pack {pack}", stream.name);
+    // A pack that fails as a whole is reported with the first chunk the stream needs from it.
+    let context = move |run: &Run| {
+        let chunk = run.entries.first().map(|e| e.chunk.to_hex()).unwrap_or_default();
+        format!("backup {backup}, stream {:?}, chunk {chunk} in pack {}", stream.name, run.pack)
+    };
     let (tx, rx) = crossbeam_channel::bounded::<(Run, Bytes)>(1);
     let key = repo.key().clone();
     let expected = stream.clone();
@@ -90,17 +94,18 @@ pub async fn restore_stream<W: Write + Send + 'static>(
         let mut sha = sha2::Sha256::new();
         let mut b3 = blake3::Hasher::new();
         let mut size = 0u64;
-        let refs: Vec<&dyn age::Identity> = identities.iter().map(|i| i as &dyn age::Identity).collect();
-        let where_ = |pack: &PackId| format!("backup {backup}, stream {:?}, pack {pack}", expected.name);
+        let refs: Vec<&dyn age::Identity> =
+            identities.iter().map(|i| i as &dyn age::Identity).collect();
+        let where_ =
+            |pack: &PackId| format!("backup {backup}, stream {:?}, pack {pack}", expected.name);
         for (run, pack) in rx {
             let data = data_section(&pack).map_err(|e| e.context(where_(&run.pack)))?;
             let what = format!("pack {}", run.pack);
             let mut reader = PackData::open(std::io::Cursor::new(data), &refs, &what)
                 .map_err(|e| e.context(where_(&run.pack)))?;
             for entry in &run.entries {
-                let chunk_error = |e: Error| {
-                    e.context(format!("{}, chunk {}", where_(&run.pack), entry.chunk))
-                };
+                let chunk_error =
+                    |e: Error| e.context(format!("{}, chunk {}", where_(&run.pack), entry.chunk));
                 let blob = reader.read_blob(entry).map_err(chunk_error)?;
                 let chunk = codec::decode(&blob, entry.raw_length as usize).map_err(chunk_error)?;
                 if key.chunk_id(&chunk) != entry.chunk {
@@ -131,7 +136,7 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let fetch = async {
         let mut fetched = stream::iter(runs)
             .map(|run| async move {
-                let pack = repo.read_pack(run.pack).await.map_err(|e| e.context(context(&run.pack)))?;
+                let pack = repo.read_pack(run.pack).await.map_err(|e| e.context(context(&run)))?;
                 Ok::<_, Error>((run, pack))
             })
             .buffered(options.prefetch.max(1));
@@ -139,9 +144,8 @@ pub async fn restore_stream<W: Write + Send + 'static>(
             let item = item?;
             // A closed channel means the writer failed; its error is the one to report.
             let tx = tx.clone();
-            let sent = tokio::task::spawn_blocking(move || tx.send(item).is_ok())
-                .await
-                .unwrap_or(false);
+            let sent =
+                tokio::task::spawn_blocking(move || tx.send(item).is_ok()).await.unwrap_or(false);
             if !sent {
                 break;
             }
@@ -150,7 +154,8 @@ pub async fn restore_stream<W: Write + Send + 'static>(
         Ok::<_, Error>(())
     };
     let (fetched, written) = tokio::join!(fetch, writer);
-    let written = written.map_err(|e| Error::new(ErrorKind::Io, format!("restore writer failed: {e}")))?;
+    let written =
+        written.map_err(|e| Error::new(ErrorKind::Io, format!("restore writer failed: {e}")))?;
     let (out, bytes) = match (fetched, written) {
         // A failed fetch ends the writer's input early: the fetch error is the cause.
         (Err(e), _) | (Ok(()), Err(e)) => return Err(e),

@@ -41,7 +41,8 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
             let file = std::fs::File::open(path)
                 .map_err(|e| qvault::Error::io(format!("opening {}", path.display()), e))?;
             let size = file.metadata().ok().map(|m| m.len());
-            let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
+            let name =
+                path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
             let source = StreamSource {
                 name,
                 kind: StreamKind::File,
@@ -65,12 +66,19 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
             "unexpected argument {other:?}: give --file PATH, or - to read stdin"
         ))
         .into()),
-        _ => Err(qvault::Error::invalid_input("nothing to back up: give --file PATH, or - to read stdin").into()),
+        _ => Err(qvault::Error::invalid_input(
+            "nothing to back up: give --file PATH, or - to read stdin",
+        )
+        .into()),
     }
 }
 
 /// A progress bar on stderr while `progress` moves, when stderr is a terminal.
-fn progress_bar(global: &GlobalArgs, total: Option<u64>, progress: &Arc<Progress>) -> Option<tokio::task::JoinHandle<()>> {
+fn progress_bar(
+    global: &GlobalArgs,
+    total: Option<u64>,
+    progress: &Arc<Progress>,
+) -> Option<tokio::task::JoinHandle<()>> {
     if !common::chatty(global) || !std::io::stderr().is_terminal() {
         return None;
     }

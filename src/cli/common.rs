@@ -11,7 +11,8 @@ use std::path::Path;
 
 pub fn repo_location(global: &GlobalArgs) -> Result<&str> {
     global.repo.as_deref().ok_or_else(|| {
-        qvault::Error::invalid_input("no repository given: use --repo or set QVAULT_REPOSITORY").into()
+        qvault::Error::invalid_input("no repository given: use --repo or set QVAULT_REPOSITORY")
+            .into()
     })
 }
 
@@ -71,7 +72,8 @@ pub fn credentials(global: &GlobalArgs) -> Result<Credentials> {
     }
     if let Some(path) = &global.key {
         let bytes = read_protected(path, "key file")?;
-        credentials.key = Some(keyfile::decode(bytes.expose(), &format!("key file {}", path.display()))?);
+        credentials.key =
+            Some(keyfile::decode(bytes.expose(), &format!("key file {}", path.display()))?);
     }
     Ok(credentials)
 }
@@ -106,9 +108,9 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
             qvault::Error::io(format!("creating {}", path.display()), e)
         }
     })?;
-    file.write_all(bytes).and_then(|()| file.sync_all()).map_err(|e| {
-        qvault::Error::io(format!("writing {}", path.display()), e)
-    })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| qvault::Error::io(format!("writing {}", path.display()), e))?;
     Ok(())
 }
 

@@ -40,7 +40,10 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     if Repository::read_config(&storage).await.is_ok() {
         return Err(qvault::Error::new(
             qvault::ErrorKind::AlreadyExists,
-            format!("{} already holds a qvault repository: refusing to overwrite it", storage.location()),
+            format!(
+                "{} already holds a qvault repository: refusing to overwrite it",
+                storage.location()
+            ),
         )
         .into());
     }
@@ -53,7 +56,10 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     if recipients.is_empty() {
         let identity = age::x25519::Identity::generate();
         let recipient = identity.to_public();
-        let path = global.identity.clone().unwrap_or_else(|| default_identity_path(&recipient.to_string()));
+        let path = global
+            .identity
+            .clone()
+            .unwrap_or_else(|| default_identity_path(&recipient.to_string()));
         let text = crypto::identity_file_text(&identity, &qvault::repo::now_rfc3339());
         let bytes = if args.passphrase {
             let pass = common::passphrase("Passphrase for the new identity file: ")?;
@@ -69,7 +75,9 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     }
     let options = InitOptions {
         recipients,
-        compression: args.compression_level.map(|level| CodecParams { level, ..CodecParams::default() }),
+        compression: args
+            .compression_level
+            .map(|level| CodecParams { level, ..CodecParams::default() }),
         pack_size: args.pack_size,
         ..InitOptions::default()
     };

@@ -74,7 +74,12 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
     );
     for s in &m.streams {
         println!("stream   {} ({:?})", s.name, s.kind);
-        println!("  size   {} ({} bytes), {} chunks", common::human_bytes(s.size), s.size, s.chunks.len());
+        println!(
+            "  size   {} ({} bytes), {} chunks",
+            common::human_bytes(s.size),
+            s.size,
+            s.chunks.len()
+        );
         println!("  sha256 {}", s.sha256);
         println!("  blake3 {}", s.blake3);
     }

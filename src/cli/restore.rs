@@ -27,7 +27,10 @@ fn pick_stream<'a>(m: &'a Manifest, wanted: Option<&str>) -> qvault::Result<&'a 
     let names = || m.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
     match wanted {
         Some(name) => m.streams.iter().find(|s| s.name == name).ok_or_else(|| {
-            qvault::Error::not_found(format!("the backup has no stream {name:?}; its streams: {}", names()))
+            qvault::Error::not_found(format!(
+                "the backup has no stream {name:?}; its streams: {}",
+                names()
+            ))
         }),
         None if m.streams.len() == 1 => Ok(&m.streams[0]),
         None => Err(qvault::Error::invalid_input(format!(
@@ -40,7 +43,8 @@ fn pick_stream<'a>(m: &'a Manifest, wanted: Option<&str>) -> qvault::Result<&'a 
 
 /// A temporary sibling of `target`: same directory, so the final rename is atomic.
 fn partial_path(target: &Path) -> PathBuf {
-    let name = target.file_name().map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
+    let name =
+        target.file_name().map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
     let nonce: u32 = rand::random();
     target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"))
 }
@@ -79,7 +83,10 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
                 file.sync_all()
                     .map_err(|e| qvault::Error::io(format!("syncing {}", partial.display()), e))?;
                 std::fs::rename(&partial, path).map_err(|e| {
-                    qvault::Error::io(format!("renaming {} to {}", partial.display(), path.display()), e)
+                    qvault::Error::io(
+                        format!("renaming {} to {}", partial.display(), path.display()),
+                        e,
+                    )
                 })?;
                 Ok(summary)
             });

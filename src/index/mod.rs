@@ -292,7 +292,8 @@ mod tests {
     fn add_locate_remove() {
         let idx = LocalIndex::in_memory().unwrap();
         let entry = PackEntry { chunk: ChunkId([1; 32]), offset: 5, length: 10, raw_length: 20 };
-        let file = IndexFile { packs: vec![IndexedPack { pack: PackId([2; 32]), entries: vec![entry] }] };
+        let file =
+            IndexFile { packs: vec![IndexedPack { pack: PackId([2; 32]), entries: vec![entry] }] };
         idx.add_index_file(IndexId([3; 32]), &file).unwrap();
         assert!(idx.contains_chunk(&ChunkId([1; 32])).unwrap());
         assert_eq!(

@@ -11,6 +11,7 @@ pub mod index;
 pub mod repo;
 pub mod restore;
 pub mod storage;
+pub mod qdrant;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

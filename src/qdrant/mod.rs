@@ -1,0 +1,18 @@
+//! Qdrant's REST API, as qvault uses it: collections, snapshots (collection, shard and full
+//! storage), streaming download, streaming upload-recover and URL recover.
+//!
+//! The contract (paths, verbs, envelopes, status codes, plain-text error bodies) is the one
+//! Qdrant really serves, documented in the project's `qdrant-api.md` and checked against
+//! captures of a real server.
+
+mod client;
+mod types;
+
+pub use client::{
+    http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotDownload,
+};
+pub use types::{
+    CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo, RemoteShardInfo,
+    ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope, VectorParams,
+    VectorsConfig,
+};

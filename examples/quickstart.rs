@@ -31,7 +31,11 @@ fn mib(n: u64) -> f64 {
     n as f64 / (1024.0 * 1024.0)
 }
 
-async fn archive(repo: &Repository, name: &str, data: Vec<u8>) -> qvault::Result<qvault::backup::BackupSummary> {
+async fn archive(
+    repo: &Repository,
+    name: &str,
+    data: Vec<u8>,
+) -> qvault::Result<qvault::backup::BackupSummary> {
     let source = StreamSource {
         name: name.to_string(),
         kind: StreamKind::File,
@@ -40,7 +44,9 @@ async fn archive(repo: &Repository, name: &str, data: Vec<u8>) -> qvault::Result
         expected_sha256: None,
     };
     let started = Instant::now();
-    let summary = backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default())).await?;
+    let summary =
+        backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))
+            .await?;
     let s = &summary.manifest.summary;
     println!(
         "backup {} of {name}: read {:.1} MiB, added {:.2} MiB ({} of {} chunks new) in {:.2} s",
@@ -62,7 +68,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = tempfile::tempdir()?;
     let location = dir.path().join("repository");
-    let storage = Storage::open(location.to_str().ok_or("temp path is not UTF-8")?, &Default::default())?;
+    let storage =
+        Storage::open(location.to_str().ok_or("temp path is not UTF-8")?, &Default::default())?;
     let identity = age::x25519::Identity::generate();
     let cache = Cache::Dir(dir.path().join("cache"));
     let options = InitOptions { recipients: vec![identity.to_public()], ..Default::default() };
@@ -89,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_path = dir.path().join("restored");
     let file = std::io::BufWriter::new(std::fs::File::create(&out_path)?);
     let stream = &b.manifest.streams[0];
-    let (_, restored) = restore_stream(&repo, b.id, stream, file, &RestoreOptions::default()).await?;
+    let (_, restored) =
+        restore_stream(&repo, b.id, stream, file, &RestoreOptions::default()).await?;
     let actual = hex::encode(sha2::Sha256::digest(std::fs::read(&out_path)?));
     println!(
         "restored backup {}: {:.1} MiB in {:.2} s, SHA-256 {}",

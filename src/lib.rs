@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod id;
+pub mod synth;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

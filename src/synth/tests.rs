@@ -421,3 +421,32 @@ fn for_size_lands_near_the_target() {
     let n = series.write_version(0, std::io::sink()).unwrap();
     assert!(n > target * 8 / 10 && n < target * 12 / 10, "{n}");
 }
+
+/// Streaming by construction: output reaches the writer in pieces no larger than the sink's
+/// fixed buffer, never as one whole-snapshot buffer.
+#[test]
+fn output_is_streamed_in_bounded_writes() {
+    struct Probe {
+        calls: u64,
+        largest: usize,
+        total: u64,
+    }
+    impl std::io::Write for Probe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            self.largest = self.largest.max(buf.len());
+            self.total += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut opts = small(Variant::CopyOnWrite);
+    opts.points = 12_000;
+    let mut probe = Probe { calls: 0, largest: 0, total: 0 };
+    let n = Series::new(opts).write_version(1, &mut probe).unwrap();
+    assert_eq!(n, probe.total);
+    assert!(probe.largest <= 1 << 18, "{}", probe.largest);
+    assert!(probe.calls >= n / (1 << 18), "{} calls for {n} bytes", probe.calls);
+}

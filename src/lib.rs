@@ -12,6 +12,7 @@ pub mod qdrant;
 pub mod repo;
 pub mod restore;
 pub mod storage;
+pub mod synth;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

@@ -1,0 +1,302 @@
+//! The CLI contract scripts rely on: flags and environment, `--json` shapes, exit codes,
+//! and what is left on disk when something fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env { dir: tempfile::tempdir().unwrap() }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn repo(&self) -> String {
+        self.path("repo").to_str().unwrap().to_string()
+    }
+    /// Runs qvault with a clean environment pointing at this test's directories.
+    fn run(&self, args: &[&str], envs: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_qvault"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.path("home"))
+            .env("QVAULT_CACHE_DIR", self.path("cache"))
+            .env("QVAULT_REPOSITORY", self.repo());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        if let Some(input) = stdin {
+            use std::io::Write;
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(input).unwrap();
+            return child.wait_with_output().unwrap();
+        }
+        cmd.output().unwrap()
+    }
+    fn identity(&self) -> String {
+        self.path("id.txt").to_str().unwrap().to_string()
+    }
+    /// `init` writing the identity to id.txt.
+    fn init(&self) {
+        let out = self.run(&["init", "--identity", &self.identity()], &[], None);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("stdout is not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+fn data(len: usize, seed: u8) -> Vec<u8> {
+    let mut x = u64::from(seed) + 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn init_backup_list_show_restore_round_trip() {
+    let env = Env::new();
+    let out = env.run(&["init", "--identity", &env.identity()], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("CANNOT BE RESTORED"),
+        "init must warn plainly: {}",
+        stderr(&out)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(env.identity()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let id = [("QVAULT_IDENTITY", env.identity())];
+    let id: Vec<(&str, &str)> = id.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let input = data(3_000_000, 1);
+    write(&env.path("in.bin"), &input);
+    let out = env.run(
+        &[
+            "backup",
+            "--file",
+            env.path("in.bin").to_str().unwrap(),
+            "--name",
+            "n1",
+            "--tag",
+            "env=test",
+            "--json",
+        ],
+        &id,
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let b = json(&out);
+    assert_eq!(b["bytes_read"], 3_000_000);
+    assert!(b["bytes_added"].as_u64().unwrap() > 0);
+    let first_id = b["id"].as_str().unwrap().to_string();
+
+    // stdin, same bytes: everything dedups.
+    let out = env.run(&["backup", "-", "--json"], &id, Some(&input));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let b2 = json(&out);
+    assert_eq!(b2["new_chunks"], 0);
+
+    let out = env.run(&["backups", "--json"], &id, None);
+    let list = json(&out);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    for field in ["id", "time", "name", "tags", "bytes"] {
+        assert!(list[0].get(field).is_some(), "backups --json lacks {field}");
+    }
+    assert_eq!(list[0]["tags"]["env"], "test");
+
+    let out = env.run(&["show", &first_id[..8], "--json"], &id, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["streams"][0]["size"], 3_000_000);
+
+    let target = env.path("out.bin");
+    let out = env.run(&["restore", &first_id, "--to", target.to_str().unwrap()], &id, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&target).unwrap(), input);
+    // Refuses to overwrite without --overwrite.
+    let out = env.run(&["restore", &first_id, "--to", target.to_str().unwrap()], &id, None);
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
+
+    let out = env.run(&["restore", "latest", "--to", "-"], &id, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(out.stdout, input);
+
+    // Deleting the cache loses nothing.
+    std::fs::remove_dir_all(env.path("cache")).unwrap();
+    let out = env.run(&["index", "rebuild", "--json"], &id, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["backups"], 2);
+}
+
+#[test]
+fn a_location_without_a_repository_and_init_over_one() {
+    let env = Env::new();
+    let out = env.run(&["backups"], &[("QVAULT_IDENTITY", "/nonexistent")], None);
+    assert_ne!(code(&out), 0);
+    let out = env.run(&["backups", "--no-cache"], &[], None);
+    assert_eq!(code(&out), 3, "{}", stderr(&out));
+    assert!(stderr(&out).contains("there is no qvault repository at"), "{}", stderr(&out));
+
+    env.init();
+    let out = env.run(&["init", "--identity", env.path("id2.txt").to_str().unwrap()], &[], None);
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
+    assert!(stderr(&out).contains("already holds a qvault repository"), "{}", stderr(&out));
+    assert!(!env.path("id2.txt").exists(), "no identity is left for a refused init");
+}
+
+#[test]
+fn wrong_identity_and_wrong_passphrase_exit_4() {
+    let env = Env::new();
+    let out = env.run(
+        &["init", "--identity", &env.identity(), "--passphrase"],
+        &[("QVAULT_PASSPHRASE", "right")],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let protected = std::fs::read_to_string(env.identity()).unwrap();
+    assert!(protected.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
+    assert!(!protected.contains("AGE-SECRET-KEY"));
+
+    let ok = env.run(
+        &["backups"],
+        &[("QVAULT_IDENTITY", &env.identity()), ("QVAULT_PASSPHRASE", "right")],
+        None,
+    );
+    assert_eq!(code(&ok), 0, "{}", stderr(&ok));
+    let out = env.run(
+        &["backups"],
+        &[("QVAULT_IDENTITY", &env.identity()), ("QVAULT_PASSPHRASE", "wrong")],
+        None,
+    );
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("passphrase does not open"), "{}", stderr(&out));
+
+    let other = env.path("other.txt");
+    let identity = age::x25519::Identity::generate();
+    write(&other, qvault::crypto::identity_file_text(&identity, "now").as_bytes());
+    let out = env.run(&["backups"], &[("QVAULT_IDENTITY", other.to_str().unwrap())], None);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a recipient of the repository"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_write_only_host_backs_up_and_dedups_but_cannot_restore() {
+    let env = Env::new();
+    env.init();
+    let admin = [("QVAULT_IDENTITY", env.identity())];
+    let admin: Vec<(&str, &str)> = admin.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let key = env.path("host.key");
+    let out = env.run(&["key", "export", "--out", key.to_str().unwrap()], &admin, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let input = data(500_000, 2);
+    let out = env.run(&["backup", "-", "--json"], &admin, Some(&input));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let host = [("QVAULT_KEY", key.to_str().unwrap())];
+    let out = env.run(&["backup", "-", "--json"], &host, Some(&input));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["new_chunks"], 0, "the host dedups");
+    let out = env.run(&["restore", "latest", "--to", env.path("x").to_str().unwrap()], &host, None);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs a data identity"), "{}", stderr(&out));
+    assert!(!env.path("x").exists());
+}
+
+#[test]
+fn an_unknown_format_version_exits_7() {
+    let env = Env::new();
+    env.init();
+    let config_path = env.path("repo").join("config");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    write(&config_path, config.replace("\"version\": 1,", "\"version\": 2,").as_bytes());
+    let out = env.run(&["backups"], &[("QVAULT_IDENTITY", &env.identity())], None);
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
+    assert!(stderr(&out).contains("format version 2"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_exits_5_and_leaves_no_output() {
+    let env = Env::new();
+    env.init();
+    let id = [("QVAULT_IDENTITY", env.identity())];
+    let id: Vec<(&str, &str)> = id.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = env.run(&["backup", "-", "--json"], &id, Some(&data(400_000, 3)));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let backup_id = json(&out)["id"].as_str().unwrap().to_string();
+    let data_dir = env.path("repo").join("data");
+    let pack = walk(&data_dir).into_iter().next().expect("a pack");
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[1000] ^= 0x40;
+    write(&pack, &bytes);
+
+    let target = env.path("restored.bin");
+    let out = env.run(&["restore", "latest", "--to", target.to_str().unwrap()], &id, None);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains(&format!("backup {backup_id}")), "{err}");
+    assert!(err.contains("stream \"stdin\""), "{err}");
+    assert!(err.contains("chunk "), "{err}");
+    let left: Vec<_> =
+        std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!target.exists(), "no output file after a failed restore");
+    assert!(
+        !left.iter().any(|n| n.to_string_lossy().contains("qvault-partial")),
+        "no partial file left: {left:?}"
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let env = Env::new();
+    env.init();
+    let out = env.run(&["backup"], &[("QVAULT_IDENTITY", &env.identity())], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to back up"), "{}", stderr(&out));
+    let out = env.run(&["show", "zz"], &[("QVAULT_IDENTITY", &env.identity())], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}

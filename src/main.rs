@@ -33,7 +33,9 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let file = cli::config_file::load(&cli.global)?;
+    cli::config_file::apply(&mut cli.global, file);
     let g = &cli.global;
     match &cli.command {
         Command::Init(args) => cli::init::run(g, args).await,

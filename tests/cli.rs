@@ -300,3 +300,67 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_config_file_supplies_what_flags_and_environment_leave_unset() {
+    let env = Env::new();
+    env.init();
+    let config = env.path("qvault.toml");
+    write(
+        &config,
+        format!("repository = {:?}\nidentity = {:?}\n", env.repo(), env.identity()).as_bytes(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_qvault"))
+        .args(["backups", "--json", "--config", config.to_str().unwrap()])
+        .env_clear()
+        .env("QVAULT_CACHE_DIR", env.path("cache"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out), serde_json::json!([]));
+
+    write(&config, b"repositry = \"typo\"\n");
+    let out = env.run(&["backups", "--config", config.to_str().unwrap()], &[], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not valid"), "{}", stderr(&out));
+}
+
+/// The whole CLI flow on the S3 test server, credentials from a config file.
+#[test]
+fn backup_and_restore_on_s3_with_credentials_from_a_config_file() {
+    let Ok(endpoint) = std::env::var("QVAULT_TEST_S3_ENDPOINT") else {
+        assert_ne!(std::env::var("QVAULT_REQUIRE_S3").as_deref(), Ok("1"), "S3 is required");
+        eprintln!("SKIPPED: S3 CLI test needs QVAULT_TEST_S3_ENDPOINT (start .ci/s3-server.sh)");
+        return;
+    };
+    let var = |k: &str| std::env::var(k).unwrap();
+    let env = Env::new();
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let repo = format!("s3://{}/cli-{nanos}", var("QVAULT_TEST_S3_BUCKET"));
+    let config = env.path("qvault.toml");
+    write(
+        &config,
+        format!(
+            "repository = {repo:?}\nidentity = {:?}\n[s3]\nendpoint = {endpoint:?}\nregion = \"us-east-1\"\n\
+             access_key_id = {:?}\nsecret_access_key = {:?}\n",
+            env.identity(),
+            var("QVAULT_TEST_S3_ACCESS_KEY"),
+            var("QVAULT_TEST_S3_SECRET_KEY")
+        )
+        .as_bytes(),
+    );
+    let run = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut all = args.to_vec();
+        all.extend(["--config", config.to_str().unwrap()]);
+        env.run(&all, &[("QVAULT_REPOSITORY", "")], stdin)
+    };
+    let out = run(&["init", "--identity", &env.identity()], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let input = data(700_000, 9);
+    let out = run(&["backup", "-", "--json"], Some(&input));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(&["restore", "latest", "--to", "-"], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(out.stdout, input);
+}

@@ -20,6 +20,8 @@ pub fn storage(global: &GlobalArgs) -> Result<Storage> {
     let options = StorageOptions {
         s3_endpoint: global.s3_endpoint.clone(),
         s3_region: global.s3_region.clone(),
+        access_key_id: global.s3_access_key_id.clone(),
+        secret_access_key: global.s3_secret_access_key.clone(),
         ..StorageOptions::default()
     };
     Ok(Storage::open(repo_location(global)?, &options)?)

@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod common;
+pub mod config_file;
 pub mod index;
 pub mod init;
 pub mod key;
@@ -20,7 +21,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct GlobalArgs {
     /// Repository: a path, or s3://bucket/prefix (azblob://, gcs://, webdav://, sftp:// with
     /// the matching cargo feature).
@@ -44,6 +45,15 @@ pub struct GlobalArgs {
     /// S3 region.
     #[arg(long, env = "QVAULT_S3_REGION", global = true)]
     pub s3_region: Option<String>,
+    /// TOML config file with defaults (repository, identity, key, cache_dir, [s3]).
+    #[arg(long, env = "QVAULT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// S3 credentials from the config file; the environment's AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY are used when these are unset.
+    #[arg(skip)]
+    pub s3_access_key_id: Option<String>,
+    #[arg(skip)]
+    pub s3_secret_access_key: Option<String>,
     /// Print results as JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -73,4 +83,15 @@ pub enum Command {
     /// The local index cache.
     #[command(subcommand)]
     Index(index::IndexCommand),
+}
+
+impl std::fmt::Debug for GlobalArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GlobalArgs")
+            .field("repo", &self.repo)
+            .field("identity", &self.identity)
+            .field("key", &self.key)
+            .field("s3_endpoint", &self.s3_endpoint)
+            .finish_non_exhaustive()
+    }
 }

@@ -1,5 +1,6 @@
-//! The main job end to end on a local repository, no server needed:
-//! init → backup → change the data → backup again → restore → check, printing the dedup.
+//! The main job end to end on a local repository, no server needed: init → back up a
+//! Qdrant-like collection snapshot → back up the next version of it (1% of points updated,
+//! copy-on-write, like Qdrant) → restore → check byte for byte, printing the dedup.
 //!
 //! `cargo run --example quickstart` (add `--release` for speed; `-- --size-mb N` to resize).
 
@@ -8,24 +9,10 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
+use qvault::synth::{Series, SeriesOptions};
 use sha2::Digest;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Deterministic incompressible bytes with some repeated structure, like vector files.
-fn generate(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 fn mib(n: u64) -> f64 {
     n as f64 / (1024.0 * 1024.0)
@@ -78,19 +65,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let credentials = Credentials { identities: vec![identity], key: None };
     let repo = Repository::open(storage, credentials, &cache).await?;
 
-    let first = generate(size_mb << 20, 1);
-    let mut second = first.clone();
-    // Change it like a database does: a few rewritten regions and an insert in the middle.
-    for (i, at) in [0.1, 0.4, 0.8].iter().enumerate() {
-        let at = (second.len() as f64 * at) as usize;
-        second[at..at + 256 * 1024].copy_from_slice(&generate(256 * 1024, 10 + i as u64));
-    }
-    let middle = second.len() / 2;
-    second.splice(middle..middle, generate(512 * 1024, 20));
+    // Two versions of a generated collection snapshot (nested segment tars, sparse WAL and
+    // vector files, copy-on-write updates): the shape qvault's chunker is built for.
+    let series = Series::new(SeriesOptions::for_size((size_mb as u64) << 20, 42));
+    let mut first = Vec::new();
+    series.write_version(0, &mut first)?;
+    let mut second = Vec::new();
+    series.write_version(1, &mut second)?;
+    println!("generated two snapshot versions; what changed: {}", series.changes(1));
     let expected = hex::encode(sha2::Sha256::digest(&second));
 
-    let a = archive(&repo, "version 1", first).await?;
-    let b = archive(&repo, "version 2", second).await?;
+    let a = archive(&repo, "snapshot v0", first).await?;
+    let b = archive(&repo, "snapshot v1", second).await?;
 
     let started = Instant::now();
     let out_path = dir.path().join("restored");

@@ -77,6 +77,12 @@ impl Fixture {
         let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
         Repository::open(self.storage.clone(), credentials, &self.cache()).await.unwrap()
     }
+
+    /// Opens with only `identities` and a throwaway cache, for tests of what fails.
+    async fn open_as(&self, identities: Vec<x25519::Identity>) -> qvault::Result<Repository> {
+        let credentials = Credentials { identities, key: None };
+        Repository::open(self.storage.clone(), credentials, &Cache::InMemory).await
+    }
 }
 
 async fn backup_bytes(repo: &Repository, name: &str, data: Vec<u8>) -> BackupSummary {
@@ -266,13 +272,7 @@ async fn write_only_host_backs_up_and_dedups_but_cannot_restore() {
 async fn wrong_identity_is_rejected_by_name() {
     let fixture = Fixture::new(Storage::memory(), None).await;
     let other = x25519::Identity::generate();
-    let err = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![other], key: None },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap_err();
+    let err = fixture.open_as(vec![other]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::KeyRejected);
     assert!(err.to_string().contains("is not a recipient of the repository at memory"), "{err}");
 }
@@ -305,13 +305,7 @@ async fn unknown_config_version_is_refused() {
     let mut value: serde_json::Value = serde_json::from_slice(&config).unwrap();
     value["version"] = serde_json::json!(99);
     fixture.storage.write("config", serde_json::to_vec(&value).unwrap().into()).await.unwrap();
-    let err = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![fixture.identity.clone()], key: None },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap_err();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
     assert!(err.to_string().contains("format version 99"), "{err}");
 }
@@ -324,13 +318,7 @@ async fn a_recipient_slipped_into_the_config_is_detected() {
     let intruder = x25519::Identity::generate().to_public().to_string();
     value["data_recipients"].as_array_mut().unwrap().push(intruder.into());
     fixture.storage.write("config", serde_json::to_vec(&value).unwrap().into()).await.unwrap();
-    let err = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![fixture.identity.clone()], key: None },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap_err();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(err.to_string().contains("fails its MAC check"), "{err}");
 }
@@ -385,13 +373,7 @@ async fn a_missing_or_truncated_index_file() {
 
     // Truncated: opening the repository with a fresh cache names the index file.
     fixture.storage.write(&index[0].path, bytes.slice(..bytes.len() - 10)).await.unwrap();
-    let err = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![fixture.identity.clone()], key: None },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap_err();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corrupt);
     assert!(err.to_string().contains("index file"), "{err}");
 
@@ -470,13 +452,7 @@ async fn an_added_recipient_can_restore_new_backups() {
     let escrow = x25519::Identity::generate();
     repo.add_recipient(escrow.to_public()).await.unwrap();
     let summary = backup_bytes(&repo, "n", pseudo_random(20_000, 16)).await;
-    let as_escrow = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![escrow], key: None },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap();
+    let as_escrow = fixture.open_as(vec![escrow]).await.unwrap();
     assert_eq!(restore_bytes(&as_escrow, &summary).await.unwrap(), pseudo_random(20_000, 16));
 }
 

@@ -55,7 +55,7 @@ pub fn decode(blob: &[u8], raw_length: usize) -> Result<Vec<u8>> {
         blob.split_first().ok_or_else(|| Error::corrupt("empty blob: it has no codec byte"))?;
     let chunk = match *codec {
         CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => zstd::bulk::decompress(payload, raw_length)
+        CODEC_ZSTD => zstd_decompress_bounded(payload, raw_length)
             .map_err(|e| Error::corrupt(format!("blob does not decompress: {e}")))?,
         other => return Err(Error::corrupt(format!("blob has unknown codec byte {other}"))),
     };
@@ -66,6 +66,29 @@ pub fn decode(blob: &[u8], raw_length: usize) -> Result<Vec<u8>> {
         )));
     }
     Ok(chunk)
+}
+
+/// What a bounded decompression reserves up front; it grows from there with the data.
+const INITIAL_CAPACITY: usize = 1 << 20;
+
+/// Decompresses zstd `payload` to at most `limit` bytes.
+///
+/// The output grows with what the frames really produce, never with a size the frame
+/// header or our own metadata claims: `zstd::bulk::decompress` reserves the claimed size
+/// (or `limit`) up front, so two damaged bytes could make it allocate gigabytes.
+pub(crate) fn zstd_decompress_bounded(payload: &[u8], limit: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let decoder = zstd::stream::read::Decoder::with_buffer(payload)?;
+    let mut out = Vec::with_capacity(limit.min(INITIAL_CAPACITY));
+    let bound = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    decoder.take(bound).read_to_end(&mut out)?;
+    if out.len() > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("it decompresses to more than {limit} bytes"),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -87,6 +110,19 @@ mod tests {
     fn unknown_codec_is_corrupt() {
         let err = decode(&[9, 1, 2], 2).unwrap_err();
         assert_eq!(err.to_string(), "blob has unknown codec byte 9");
+    }
+
+    /// Found by fuzzing (`fuzz/` target `codec`): a 2-byte blob whose header claimed a
+    /// 1.8 GB chunk made `decode` reserve 1.8 GB before zstd looked at the payload.
+    #[test]
+    fn damaged_blob_claiming_a_huge_chunk_does_not_allocate_it() {
+        let err = decode(&[CODEC_ZSTD, 0xfa], 0x6b00_2400).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        // A frame that decodes to more than the header says is refused, not truncated.
+        let frame = zstd::bulk::compress(&[7u8; 5000], 3).unwrap();
+        let blob = [&[CODEC_ZSTD][..], &frame].concat();
+        assert!(decode(&blob, 4999).is_err());
+        assert_eq!(decode(&blob, 5000).unwrap(), vec![7u8; 5000]);
     }
 
     proptest! {

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 pub const MANIFEST_VERSION: u32 = 1;
 const MAGIC: &[u8; 4] = b"QVMF";
 /// A manifest's JSON is bounded (ids are 64 bytes each): refuse to inflate more than this.
+/// The output grows with the data, so this is a cap, not an up-front allocation.
 const MAX_JSON: usize = 1 << 30;
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -91,9 +92,26 @@ impl Manifest {
     pub fn decode(bytes: &[u8], what: &str) -> Result<Manifest> {
         let mut r = ByteReader::new(bytes, what);
         r.expect_header(MAGIC, MANIFEST_VERSION)?;
-        let json = zstd::bulk::decompress(r.rest(), MAX_JSON)
+        let json = crate::codec::zstd_decompress_bounded(r.rest(), MAX_JSON)
             .map_err(|e| Error::corrupt(format!("{what} does not decompress: {e}")))?;
         serde_json::from_slice(&json)
             .map_err(|e| Error::corrupt(format!("{what} is not a valid manifest: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The manifest side of the over-allocation the `codec` fuzz target found:
+    /// `zstd::bulk::decompress` could reserve up to `MAX_JSON` (1 GiB) for a few bytes of
+    /// frame header that claim a large content size.
+    #[test]
+    fn manifest_frame_claiming_a_huge_size_does_not_allocate_it() {
+        // A zstd frame header declaring a 1 GiB content size, then nothing.
+        let mut plain = b"QVMF\x01\x00\x00\x00".to_vec();
+        plain.extend_from_slice(&[0x28, 0xb5, 0x2f, 0xfd, 0x80, 0x00, 0x00, 0x00, 0x40]);
+        let err = Manifest::decode(&plain, "backup 00").unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
     }
 }

@@ -93,7 +93,7 @@ mod tests {
         #[test]
         fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), zeros in 0usize..5000) {
             let mut data = data;
-            data.extend(std::iter::repeat(0).take(zeros));
+            data.extend(std::iter::repeat_n(0, zeros));
             let blob = encode(&data, &CodecParams::default()).unwrap();
             prop_assert_eq!(decode(&blob, data.len()).unwrap(), data);
         }

@@ -166,8 +166,8 @@ pub fn decrypt(identity: &dyn age::Identity, ciphertext: &[u8], what: &str) -> R
 }
 
 /// Opens a (seekable) decrypting reader over an age file.
-pub fn decrypt_stream<'a, R: Read>(
-    identities: &[&'a dyn age::Identity],
+pub fn decrypt_stream<R: Read>(
+    identities: &[&dyn age::Identity],
     input: R,
     what: &str,
 ) -> Result<age::stream::StreamReader<R>> {

@@ -8,10 +8,10 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod qdrant;
 pub mod repo;
 pub mod restore;
 pub mod storage;
-pub mod qdrant;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

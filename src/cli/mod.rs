@@ -6,6 +6,7 @@ pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod qdrant;
 pub mod restore;
 
 use clap::{Args, Parser, Subcommand};
@@ -62,7 +63,7 @@ pub enum Command {
     /// Manage keys: export the repository key, add or list data recipients.
     #[command(subcommand)]
     Key(key::KeyCommand),
-    /// Back up a file or stdin.
+    /// Back up a file, stdin, or snapshots straight from Qdrant.
     Backup(backup::BackupArgs),
     /// List backups.
     Backups,

@@ -356,17 +356,18 @@ impl QdrantClient {
         let url = self.url_for(&["collections", collection]);
         let raw: Value = self.result(Method::GET, url, None, CallKind::Json, true, &what).await?;
         let config = raw.get("config").cloned().unwrap_or(Value::Null);
-        let params: CollectionParams =
-            match config.get("params") {
-                Some(p) => parse(p.clone(), &what)?,
-                None => return Err(Error::new(
+        let params: CollectionParams = match config.get("params") {
+            Some(p) => parse(p.clone(), &what)?,
+            None => {
+                return Err(Error::new(
                     ErrorKind::Qdrant,
                     format!(
                         "{what}: Qdrant's answer has no `config.params`; is {} a Qdrant server?",
                         self.url()
                     ),
-                )),
-            };
+                ))
+            }
+        };
         Ok(CollectionInfo {
             status: raw.get("status").and_then(Value::as_str).map(str::to_owned),
             points_count: raw.get("points_count").and_then(Value::as_u64),

@@ -552,3 +552,79 @@ async fn cli_backup_and_restore_into_a_new_collection() {
     let uploads_after = fake.requests().iter().filter(|r| r.uri.contains("/upload")).count();
     assert_eq!(uploads_before, uploads_after);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_snapshots_list_create_download_delete() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(300_000, 21));
+    fake.set_snapshot_source("c", bytes.clone());
+    fake.set_snapshot_source("bad", bytes.clone());
+    fake.inject(Fault::wrong_checksum("bad"));
+    let repo = Arc::new(Repo::new(None).await);
+    let url = fake.url();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let snap = |rest: &[&str]| {
+        let mut v = s(&["qdrant", "snapshots"]);
+        v.extend(s(rest));
+        v.extend(s(&["--qdrant", &url]));
+        v
+    };
+
+    let out = qvault_async(&repo, snap(&["create", "--collection", "c"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = qvault_async(
+        &repo,
+        [s(&["--json"]), snap(&["list", "--collection", "c"])].concat(),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    let name = list[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["checksum"], sha256_hex(&bytes));
+
+    let dest = repo.dir.path().join("down.snapshot");
+    let dest_s = dest.to_str().unwrap();
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "c", &name, "--to", dest_s]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    // Refuses to overwrite without --overwrite.
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "c", &name, "--to", dest_s]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+
+    // A checksum mismatch leaves no file, not even the temporary one.
+    let out = qvault_async(&repo, snap(&["create", "--collection", "bad"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let bad_name = fake.snapshot_names("bad").pop().unwrap();
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad_dest = bad_dir.path().join("bad.snapshot");
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "bad", &bad_name, "--to", bad_dest.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("SHA-256"), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(bad_dir.path()).unwrap().count(), 0, "no file left behind");
+
+    let out = qvault_async(&repo, snap(&["delete", "--collection", "c", &name]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(fake.snapshot_names("c").is_empty());
+
+    // Full storage.
+    let out = qvault_async(&repo, snap(&["create", "--full-storage"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake.full_snapshot_names().len(), 1);
+}

@@ -71,6 +71,9 @@ pub enum Command {
     Show(list::ShowArgs),
     /// Restore a backup's stream, byte-exact and checked.
     Restore(restore::RestoreArgs),
+    /// Qdrant helpers: `qdrant snapshots list|create|download|delete`.
+    #[command(subcommand)]
+    Qdrant(qdrant::QdrantCommand),
     /// The local index cache.
     #[command(subcommand)]
     Index(index::IndexCommand),

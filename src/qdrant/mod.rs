@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod client;
+pub mod files;
 pub mod restore;
 mod types;
 

@@ -45,6 +45,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Show(args) => cli::list::show(g, args).await,
         Command::Restore(args) => cli::restore::run(g, args).await,
         Command::Index(cmd) => cli::index::run(g, cmd).await,
+        Command::Qdrant(cmd) => cli::qdrant::run(g, cmd).await,
     }
 }
 

@@ -1,11 +1,14 @@
-//! `qvault backup`: a file or stdin into the repository.
+//! `qvault backup`: a file, stdin or Qdrant snapshots into the repository.
 
 use super::common;
+use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
 use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
 use qvault::format::manifest::StreamKind;
+use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions};
+use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -18,8 +21,29 @@ pub struct BackupArgs {
     #[arg(value_name = "-")]
     pub stdin: Option<String>,
     /// A file to back up.
-    #[arg(long, conflicts_with = "stdin")]
+    #[arg(long, conflicts_with_all = ["stdin", "qdrant"])]
     pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub qdrant: QdrantConnArgs,
+    /// A collection to snapshot (with --qdrant); repeatable, one stream each.
+    #[arg(long = "collection", value_name = "NAME", requires = "qdrant")]
+    pub collections: Vec<String>,
+    /// Snapshot every collection of the node.
+    #[arg(long, requires = "qdrant")]
+    pub all_collections: bool,
+    /// A full-storage snapshot (all collections and aliases; restored by starting Qdrant
+    /// with --storage-snapshot).
+    #[arg(long, requires = "qdrant")]
+    pub full_storage: bool,
+    /// Shard snapshots of this shard of the one --collection; repeatable.
+    #[arg(long = "shard", value_name = "ID", requires = "qdrant")]
+    pub shards: Vec<u32>,
+    /// Archive this existing snapshot instead of creating one (it is left on the node).
+    #[arg(long, value_name = "NAME", requires = "qdrant")]
+    pub snapshot: Option<String>,
+    /// Leave the snapshots qvault created on the node.
+    #[arg(long, requires = "qdrant")]
+    pub keep_remote: bool,
     /// A name for the backup.
     #[arg(long)]
     pub name: Option<String>,
@@ -102,14 +126,105 @@ fn progress_bar(
     }))
 }
 
-pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
-    let (source, total) = source(args)?;
-    let repo = common::open(global).await?;
-    let options = BackupOptions {
+/// The snapshot scopes the flags ask for.
+fn qdrant_scopes(args: &BackupArgs) -> Result<Vec<SnapshotScope>> {
+    let mut scopes = Vec::new();
+    if args.shards.is_empty() {
+        scopes.extend(args.collections.iter().cloned().map(SnapshotScope::Collection));
+    } else {
+        let [collection] = args.collections.as_slice() else {
+            return Err(qvault::Error::invalid_input(
+                "--shard needs exactly one --collection: the collection the shards belong to",
+            )
+            .into());
+        };
+        scopes.extend(args.shards.iter().map(|id| SnapshotScope::shard(collection.clone(), *id)));
+    }
+    if args.full_storage {
+        scopes.push(SnapshotScope::FullStorage);
+    }
+    Ok(scopes)
+}
+
+fn backup_options(args: &BackupArgs) -> BackupOptions {
+    BackupOptions {
         name: args.name.clone(),
         tags: args.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
         ..BackupOptions::default()
+    }
+}
+
+async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
+    let client = args.qdrant.require_client("backing up from Qdrant")?;
+    let options = QdrantBackupOptions {
+        scopes: qdrant_scopes(args)?,
+        all_collections: args.all_collections,
+        existing_snapshot: args.snapshot.clone(),
+        keep_remote: args.keep_remote,
     };
+    let repo = common::open(global).await?;
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(global, None, &progress);
+    let result =
+        backup_qdrant(&repo, &client, &options, &backup_options(args), Arc::clone(&progress)).await;
+    if let Some(bar) = bar {
+        bar.abort();
+        eprint!("\r\x1b[2K");
+    }
+    let report = result?;
+    let summary = &report.summary;
+    let s = &summary.manifest.summary;
+    if global.json {
+        common::print_json(&serde_json::json!({
+            "id": summary.id,
+            "qdrant_version": report.qdrant_version,
+            "streams": summary.manifest.streams.iter().map(|st| serde_json::json!({
+                "name": st.name, "size": st.size, "sha256": st.sha256,
+            })).collect::<Vec<_>>(),
+            "snapshots": report.snapshots,
+            "bytes_read": s.bytes_read,
+            "bytes_added": s.bytes_added,
+            "chunks": s.chunks,
+            "new_chunks": s.new_chunks,
+            "dedup_ratio": summary.dedup_ratio(),
+            "duration_ms": s.duration_ms,
+        }))?;
+    } else {
+        println!("backup {}", summary.id);
+        for st in &summary.manifest.streams {
+            println!("  {} {} sha256 {}", st.name, common::human_bytes(st.size), st.sha256);
+        }
+        println!(
+            "read {}, added {} ({} of {} chunks new), ratio {:.1}x, {:.1} s",
+            common::human_bytes(s.bytes_read),
+            common::human_bytes(s.bytes_added),
+            s.new_chunks,
+            s.chunks,
+            summary.dedup_ratio(),
+            s.duration_ms as f64 / 1000.0
+        );
+        if common::chatty(global) {
+            for snap in &report.snapshots {
+                eprintln!("snapshot {} of {}: {}", snap.name, snap.scope, snap.outcome);
+            }
+        }
+    }
+    for snap in report.left_on_node() {
+        eprintln!(
+            "qvault: warning: snapshot {} of {} is still on the node: {}",
+            snap.name, snap.scope, snap.outcome
+        );
+    }
+    Ok(())
+}
+
+pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
+    if args.qdrant.qdrant.is_some() {
+        return run_qdrant(global, args).await;
+    }
+    let (source, total) = source(args)?;
+    let repo = common::open(global).await?;
+    let options = backup_options(args);
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(global, total, &progress);
     let result = backup(&repo, vec![source], &options, Arc::clone(&progress)).await;

@@ -7,6 +7,7 @@ pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod qdrant;
 pub mod restore;
 
 use clap::{Args, Parser, Subcommand};
@@ -72,7 +73,7 @@ pub enum Command {
     /// Manage keys: export the repository key, add or list data recipients.
     #[command(subcommand)]
     Key(key::KeyCommand),
-    /// Back up a file or stdin.
+    /// Back up a file, stdin, or snapshots straight from Qdrant.
     Backup(backup::BackupArgs),
     /// List backups.
     Backups,
@@ -80,6 +81,9 @@ pub enum Command {
     Show(list::ShowArgs),
     /// Restore a backup's stream, byte-exact and checked.
     Restore(restore::RestoreArgs),
+    /// Qdrant helpers: `qdrant snapshots list|create|download|delete`.
+    #[command(subcommand)]
+    Qdrant(qdrant::QdrantCommand),
     /// The local index cache.
     #[command(subcommand)]
     Index(index::IndexCommand),

@@ -1,10 +1,13 @@
-//! `qvault restore`: a backup's stream to a file or stdout.
+//! `qvault restore`: a backup's stream to a file, stdout, or a Qdrant node.
 
 use super::common;
+use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
 use qvault::format::manifest::{Manifest, StreamRecord};
+use qvault::qdrant::restore::{restore_to_qdrant, QdrantRestoreOptions};
+use qvault::qdrant::SnapshotPriority;
 use qvault::restore::{restore_stream, RestoreOptions};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +16,22 @@ pub struct RestoreArgs {
     /// Backup id (or a unique prefix, or `latest`).
     pub id: String,
     /// Output file, or `-` for stdout.
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, required_unless_present_any = ["qdrant"], conflicts_with = "qdrant")]
+    pub to: Option<String>,
+    #[command(flatten)]
+    pub qdrant: QdrantConnArgs,
+    /// Restore into this collection (default: the one backed up).
+    #[arg(long, requires = "qdrant")]
+    pub collection: Option<String>,
+    /// Qdrant's recovery priority: snapshot (default), replica or no_sync.
+    #[arg(long, requires = "qdrant")]
+    pub priority: Option<SnapshotPriority>,
+    /// Restore into this shard (shard backups).
+    #[arg(long, requires = "qdrant")]
+    pub shard: Option<u32>,
+    /// Restore even when the Qdrant version or the existing collection's layout differ.
+    #[arg(long, requires = "qdrant")]
+    pub force: bool,
     /// Which stream, when the backup has several.
     #[arg(long)]
     pub stream: Option<String>,
@@ -49,8 +66,61 @@ fn partial_path(target: &Path) -> PathBuf {
     target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"))
 }
 
+async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let client = args.qdrant.require_client("restoring into Qdrant")?;
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let options = QdrantRestoreOptions {
+        collection: args.collection.clone(),
+        priority: args.priority,
+        shard: args.shard,
+        force: args.force,
+        restore: RestoreOptions::default(),
+    };
+    if common::chatty(global) {
+        eprintln!(
+            "restoring stream {:?} of backup {} into Qdrant at {} …",
+            stream.name,
+            id.short(),
+            client.url()
+        );
+    }
+    let report = restore_to_qdrant(&repo, id, stream, &client, &options).await?;
+    for w in report.plan.forced.iter().chain(&report.warnings) {
+        eprintln!("qvault: warning: {w}");
+    }
+    let seconds = report.duration.as_secs_f64();
+    if global.json {
+        common::print_json(&serde_json::json!({
+            "id": id, "stream": stream.name, "target": report.plan.scope.to_string(),
+            "qdrant_version": report.plan.target_version, "bytes": report.bytes,
+            "points_count": report.points_count, "seconds": seconds, "sha256": stream.sha256,
+            "uploaded_file": report.uploaded_file, "uploaded_file_deleted": report.uploaded_file_deleted,
+        }))?;
+    } else {
+        let points = report.points_count.map_or_else(|| "unknown".into(), |n| n.to_string());
+        println!(
+            "restored stream {:?} of backup {} into {} at {}: {}, {points} points, in {seconds:.2} s",
+            stream.name,
+            id.short(),
+            report.plan.scope,
+            client.url(),
+            common::human_bytes(report.bytes),
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
-    let target = (args.to != "-").then(|| PathBuf::from(&args.to));
+    if args.qdrant.qdrant.is_some() {
+        return run_qdrant(global, args).await;
+    }
+    let to = args.to.as_deref().ok_or_else(|| {
+        qvault::Error::invalid_input("where to? give --to FILE (or - for stdout), or --qdrant URL")
+    })?;
+    let target = (to != "-").then(|| PathBuf::from(to));
     if let Some(path) = &target {
         if path.exists() && !args.overwrite {
             return Err(qvault::Error::new(

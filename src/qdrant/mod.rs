@@ -5,7 +5,10 @@
 //! Qdrant really serves, documented in the project's `qdrant-api.md` and checked against
 //! captures of a real server.
 
+pub mod backup;
 mod client;
+pub mod files;
+pub mod restore;
 mod types;
 
 pub use client::{

@@ -1,0 +1,379 @@
+//! Backing up straight from a Qdrant node: create the snapshot, stream its download into the
+//! backup pipeline, record where it came from, and delete it from the node again.
+//!
+//! ```text
+//! version, collection info, cluster info ─► create snapshot (wait=true) ─► backup(streams)
+//!                                                                              │ reads each
+//!                        delete snapshot on the node (success or not) ◄────────┘ download lazily
+//! ```
+//!
+//! Every snapshot is created before the backup starts because the manifest's provenance and
+//! the SHA-256 the pipeline checks against (Qdrant's checksum) are known only once Qdrant
+//! has written the file. The downloads, though, start only when the pipeline reaches their
+//! stream, so an idle connection never waits behind another stream's upload.
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{json, Value};
+
+use super::client::QdrantClient;
+use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
+use crate::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::manifest::StreamKind;
+use crate::repo::Repository;
+
+/// What to archive from one Qdrant node.
+#[derive(Clone, Debug, Default)]
+pub struct QdrantBackupOptions {
+    /// Collection, shard or full-storage snapshots; one stream each, in this order.
+    pub scopes: Vec<SnapshotScope>,
+    /// Add a collection snapshot of every collection the node lists.
+    pub all_collections: bool,
+    /// Archive this existing snapshot instead of creating one (exactly one scope); it is
+    /// never deleted.
+    pub existing_snapshot: Option<String>,
+    /// Leave the created snapshots on the node.
+    pub keep_remote: bool,
+}
+
+/// A snapshot qvault created and what became of it on the node.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RemoteSnapshot {
+    /// `collection \`c\``, `shard 0 of collection \`c\`` or `full storage`.
+    pub scope: String,
+    pub name: String,
+    /// `deleted`, `kept` (asked for), `not ours` (an existing snapshot) or `delete failed: …`.
+    pub outcome: String,
+}
+
+/// The result of a Qdrant backup.
+#[derive(Clone, Debug)]
+pub struct QdrantBackupReport {
+    pub summary: BackupSummary,
+    pub qdrant_version: String,
+    pub snapshots: Vec<RemoteSnapshot>,
+}
+
+impl QdrantBackupReport {
+    /// Snapshots that should have been deleted but are still on the node.
+    pub fn left_on_node(&self) -> impl Iterator<Item = &RemoteSnapshot> {
+        self.snapshots.iter().filter(|s| s.outcome.starts_with("delete failed"))
+    }
+}
+
+/// The stream name of a scope inside a backup.
+pub fn stream_name(scope: &SnapshotScope) -> String {
+    match scope {
+        SnapshotScope::Collection(c) => c.clone(),
+        SnapshotScope::Shard { collection, shard_id } => format!("{collection}/shard-{shard_id}"),
+        SnapshotScope::FullStorage => "full-storage".to_string(),
+    }
+}
+
+fn stream_kind(scope: &SnapshotScope) -> StreamKind {
+    match scope {
+        SnapshotScope::Collection(_) => StreamKind::QdrantCollection,
+        SnapshotScope::Shard { .. } => StreamKind::QdrantShard,
+        SnapshotScope::FullStorage => StreamKind::QdrantFullStorage,
+    }
+}
+
+/// One stream to be: where its snapshot is and what the manifest records about it.
+struct Planned {
+    scope: SnapshotScope,
+    snapshot: SnapshotDescription,
+    created: bool,
+    source: Value,
+}
+
+/// Archives snapshots of `client`'s node into `repo` as one backup, one stream per scope.
+///
+/// Guarantees: a backup is recorded only when every download completed and matched the
+/// checksum Qdrant reported; the snapshots qvault created are deleted from the node whether
+/// the backup succeeded or not (unless `keep_remote`), and the error says what was left.
+pub async fn backup_qdrant(
+    repo: &Repository,
+    client: &QdrantClient,
+    options: &QdrantBackupOptions,
+    backup_options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<QdrantBackupReport> {
+    let version = client.version().await?;
+    let scopes = resolve_scopes(client, options).await?;
+
+    // Everything read before the first snapshot is created: a missing collection or a bad
+    // key fails here, with nothing to clean up on the node.
+    let mut sources = Vec::with_capacity(scopes.len());
+    for scope in &scopes {
+        sources.push(describe_source(client, scope, &version).await?);
+    }
+
+    let mut planned: Vec<Planned> = Vec::with_capacity(scopes.len());
+    for (scope, source) in scopes.into_iter().zip(sources) {
+        let found = match &options.existing_snapshot {
+            Some(name) => existing_snapshot(client, &scope, name).await.map(|s| (s, false)),
+            None => create_snapshot(client, &scope).await.map(|s| (s, true)),
+        };
+        match found {
+            Ok((snapshot, created)) => {
+                planned.push(Planned { scope, snapshot, created, source });
+            }
+            Err(e) => {
+                let cleanup = cleanup(client, &planned, options.keep_remote).await;
+                return Err(e.context(format!(
+                    "no backup recorded{}",
+                    cleanup_note(&cleanup, options.keep_remote)
+                )));
+            }
+        }
+    }
+
+    let download_errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut streams = Vec::with_capacity(planned.len());
+    for p in &planned {
+        let mut source = p.source.clone();
+        source["snapshot"] = json!({
+            "name": p.snapshot.name,
+            "size": p.snapshot.size,
+            "checksum": p.snapshot.checksum,
+            "creation_time": p.snapshot.creation_time,
+            "created_by_qvault": p.created,
+        });
+        streams.push(StreamSource {
+            name: stream_name(&p.scope),
+            kind: stream_kind(&p.scope),
+            reader: lazy_download(client, &p.scope, &p.snapshot.name, &download_errors),
+            source: Some(source),
+            expected_sha256: p.snapshot.checksum.clone(),
+        });
+    }
+
+    let result = backup(repo, streams, backup_options, progress).await;
+    let snapshots = cleanup(client, &planned, options.keep_remote).await;
+    match result {
+        Ok(summary) => {
+            Ok(QdrantBackupReport { summary, qdrant_version: version.version, snapshots })
+        }
+        Err(e) => {
+            let note = cleanup_note(&snapshots, options.keep_remote);
+            // A download that broke shows up in the pipeline as a read error; report it as
+            // the Qdrant failure it is, with Qdrant's own words.
+            let downloads = download_errors.lock().map(|d| d.clone()).unwrap_or_default();
+            let e = match downloads.first() {
+                Some(first) if e.kind() == ErrorKind::Io => Error::new(
+                    ErrorKind::Qdrant,
+                    format!("backup failed, no backup recorded{note}: {first}"),
+                ),
+                _ => e.context(format!("from Qdrant at {}{note}", client.url())),
+            };
+            Err(e)
+        }
+    }
+}
+
+async fn resolve_scopes(
+    client: &QdrantClient,
+    options: &QdrantBackupOptions,
+) -> Result<Vec<SnapshotScope>> {
+    let mut scopes = options.scopes.clone();
+    if options.all_collections {
+        for name in client.list_collections().await? {
+            let scope = SnapshotScope::Collection(name);
+            if !scopes.contains(&scope) {
+                scopes.push(scope);
+            }
+        }
+    }
+    if scopes.is_empty() {
+        return Err(Error::invalid_input(if options.all_collections {
+            format!("Qdrant at {} has no collections: nothing to back up", client.url())
+        } else {
+            "nothing to back up: name a collection (--collection), --all-collections or \
+             --full-storage"
+                .to_string()
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &scopes {
+        if !seen.insert(stream_name(s)) {
+            return Err(Error::invalid_input(format!("{s} is named twice: name it once")));
+        }
+    }
+    if options.existing_snapshot.is_some() && scopes.len() != 1 {
+        return Err(Error::invalid_input(
+            "--snapshot NAME archives one existing snapshot: give exactly one collection, \
+             shard or --full-storage with it",
+        ));
+    }
+    Ok(scopes)
+}
+
+/// The manifest's provenance of a scope: node, version, collection config and info.
+async fn describe_source(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    version: &ServerVersion,
+) -> Result<Value> {
+    let mut source = json!({
+        "qdrant": {"url": client.url(), "version": version.version, "commit": version.commit},
+    });
+    match scope {
+        SnapshotScope::Collection(c) | SnapshotScope::Shard { collection: c, .. } => {
+            let info = client.collection_info(c).await?;
+            let cluster = client.collection_cluster_info(c).await?;
+            source["collection"] = json!(c);
+            source["config"] = info.config.clone();
+            source["collection_info"] = info.raw.clone();
+            source["cluster"] = serde_json::to_value(&cluster).unwrap_or(Value::Null);
+            match scope {
+                SnapshotScope::Shard { shard_id, .. } => {
+                    let local = cluster.local_shards.iter().find(|s| s.shard_id == *shard_id);
+                    let Some(local) = local else {
+                        let elsewhere = cluster
+                            .remote_shards
+                            .iter()
+                            .find(|s| s.shard_id == *shard_id)
+                            .map(|s| format!(" (peer {} holds it)", s.peer_id))
+                            .unwrap_or_default();
+                        return Err(Error::invalid_input(format!(
+                            "{scope} is not local to Qdrant at {}{elsewhere}: snapshot it on \
+                             the node that holds it",
+                            client.url()
+                        )));
+                    };
+                    source["shard_id"] = json!(shard_id);
+                    source["points_count"] = json!(local.points_count);
+                }
+                _ => {
+                    source["points_count"] = json!(info.points_count);
+                }
+            }
+        }
+        SnapshotScope::FullStorage => {
+            let mut collections = serde_json::Map::new();
+            for c in client.list_collections().await? {
+                let info = client.collection_info(&c).await?;
+                collections
+                    .insert(c, json!({"config": info.config, "points_count": info.points_count}));
+            }
+            source["collections"] = Value::Object(collections);
+        }
+    }
+    Ok(source)
+}
+
+async fn create_snapshot(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+) -> Result<SnapshotDescription> {
+    match client.create_snapshot(scope, true).await? {
+        Some(s) => Ok(s),
+        // wait=true always answers with the description; an old or odd server may not.
+        None => Err(Error::new(
+            ErrorKind::Qdrant,
+            format!(
+                "creating a snapshot of {scope}: Qdrant at {} accepted the request but did not \
+                 say which snapshot it made; check the node's snapshots with `qvault qdrant \
+                 snapshots list`",
+                client.url()
+            ),
+        )),
+    }
+}
+
+async fn existing_snapshot(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    name: &str,
+) -> Result<SnapshotDescription> {
+    let list = client.list_snapshots(scope).await?;
+    list.into_iter().find(|s| s.name == name).ok_or_else(|| {
+        Error::not_found(format!(
+            "Qdrant at {} has no snapshot `{name}` of {scope}; list them with `qvault qdrant \
+             snapshots list`",
+            client.url()
+        ))
+    })
+}
+
+/// A blocking reader over the snapshot's download, which starts on the first read. Errors
+/// of the download are also noted in `errors`, so the caller can name the real cause.
+fn lazy_download(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    name: &str,
+    errors: &Arc<Mutex<Vec<String>>>,
+) -> Box<dyn Read + Send> {
+    let client = client.clone();
+    let scope = scope.clone();
+    let name = name.to_string();
+    let errors = Arc::clone(errors);
+    let stream = futures::stream::once(async move {
+        client.download_snapshot(&scope, &name).await.map(|d| d.into_stream())
+    })
+    .try_flatten()
+    .inspect_err(move |e: &Error| {
+        if let Ok(mut list) = errors.lock() {
+            list.push(e.message().to_string());
+        }
+    })
+    .map_err(std::io::Error::other)
+    .boxed();
+    let reader = tokio_util::io::StreamReader::new(stream);
+    // The backup pipeline reads on a blocking thread, where bridging to async is allowed.
+    Box::new(tokio_util::io::SyncIoBridge::new(reader))
+}
+
+/// Deletes the snapshots qvault created (unless `keep`), reporting what happened to each.
+async fn cleanup(client: &QdrantClient, planned: &[Planned], keep: bool) -> Vec<RemoteSnapshot> {
+    let mut out = Vec::with_capacity(planned.len());
+    for p in planned {
+        let outcome = if !p.created {
+            "not ours".to_string()
+        } else if keep {
+            "kept".to_string()
+        } else {
+            match client.delete_snapshot(&p.scope, &p.snapshot.name, true).await {
+                Ok(()) => "deleted".to_string(),
+                Err(e) => {
+                    tracing::warn!("{e}");
+                    format!("delete failed: {e}")
+                }
+            }
+        };
+        out.push(RemoteSnapshot {
+            scope: p.scope.to_string(),
+            name: p.snapshot.name.clone(),
+            outcome,
+        });
+    }
+    out
+}
+
+fn cleanup_note(snapshots: &[RemoteSnapshot], keep: bool) -> String {
+    let created: Vec<&RemoteSnapshot> =
+        snapshots.iter().filter(|s| s.outcome != "not ours").collect();
+    if created.is_empty() {
+        return String::new();
+    }
+    let failed: Vec<&str> = created
+        .iter()
+        .filter(|s| s.outcome.starts_with("delete failed"))
+        .map(|s| s.name.as_str())
+        .collect();
+    if keep {
+        let names: Vec<&str> = created.iter().map(|s| s.name.as_str()).collect();
+        format!(" (snapshots kept on the node as asked: {})", names.join(", "))
+    } else if failed.is_empty() {
+        " (the snapshots qvault created were deleted from the node)".to_string()
+    } else {
+        format!(
+            " (could not delete {} from the node: delete them with `qvault qdrant snapshots \
+             delete`)",
+            failed.join(", ")
+        )
+    }
+}

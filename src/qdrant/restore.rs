@@ -1,0 +1,432 @@
+//! Restoring a backup's stream into a Qdrant node: checks first, then the reassembled
+//! snapshot streamed as Qdrant's upload-recover, then proof that it worked.
+//!
+//! ```text
+//! check target (version, existing collection's vectors + shard_number) ── refuse? ──► stop
+//!   │ ok
+//! restore_stream ─Write─► UploadWriter ─bounded channel─► multipart body ─► Qdrant upload
+//!   (every chunk and the whole stream checked; a failure errors the body)     │ recovered
+//! point count == backup's ◄── delete the uploaded file from the snapshots dir ◄┘
+//! ```
+//!
+//! Nothing touches disk on this side. Qdrant recovers only from a complete multipart body,
+//! and the body completes only after the whole-stream hash was checked; `checksum=` makes
+//! Qdrant check the SHA-256 itself as well.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use super::client::{QdrantClient, RecoverOptions};
+use super::types::{CollectionParams, SnapshotPriority, SnapshotScope};
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::manifest::{StreamKind, StreamRecord};
+use crate::id::BackupId;
+use crate::repo::Repository;
+use crate::restore::{restore_stream, RestoreOptions};
+
+/// Bytes per piece handed to the upload, and pieces in flight: bounds memory at ~1 MiB.
+const PIECE: usize = 256 * 1024;
+const PIECES_IN_FLIGHT: usize = 4;
+
+#[derive(Clone, Debug, Default)]
+pub struct QdrantRestoreOptions {
+    /// Restore into this collection instead of the one the backup came from.
+    pub collection: Option<String>,
+    /// Qdrant's recovery priority; `None` leaves Qdrant's default (`snapshot`).
+    pub priority: Option<SnapshotPriority>,
+    /// Restore into this shard (shard streams; defaults to the shard backed up).
+    pub shard: Option<u32>,
+    /// Skip the version and collection-config checks.
+    pub force: bool,
+    pub restore: RestoreOptions,
+}
+
+/// What will be restored where, after the checks passed.
+#[derive(Clone, Debug)]
+pub struct QdrantRestorePlan {
+    pub scope: SnapshotScope,
+    /// The Qdrant version that made the snapshot, when recorded.
+    pub backup_version: Option<String>,
+    pub target_version: String,
+    /// Whether the target collection exists already.
+    pub collection_exists: bool,
+    /// Points the backup recorded (of the collection or the shard).
+    pub expected_points: Option<u64>,
+    /// Warnings the checks raised but `force` overrode.
+    pub forced: Vec<String>,
+}
+
+/// What a restore into Qdrant did.
+#[derive(Clone, Debug)]
+pub struct QdrantRestoreReport {
+    pub plan: QdrantRestorePlan,
+    pub bytes: u64,
+    /// Points Qdrant reports after recovery.
+    pub points_count: Option<u64>,
+    /// From the first byte sent to the confirmed point count: the recovery time to plan for.
+    pub duration: Duration,
+    /// The file Qdrant kept in its snapshots dir, and whether qvault deleted it.
+    pub uploaded_file: String,
+    pub uploaded_file_deleted: bool,
+    pub warnings: Vec<String>,
+}
+
+/// The Qdrant facts a stream's manifest records (see `qdrant::backup`).
+struct Provenance {
+    collection: Option<String>,
+    shard_id: Option<u32>,
+    version: Option<String>,
+    params: Option<CollectionParams>,
+    points: Option<u64>,
+}
+
+fn provenance(stream: &StreamRecord) -> Provenance {
+    let src = stream.source.clone().unwrap_or(Value::Null);
+    let config = src.get("config").cloned().unwrap_or(Value::Null);
+    Provenance {
+        collection: src.get("collection").and_then(Value::as_str).map(str::to_owned),
+        shard_id: src.get("shard_id").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
+        version: src.pointer("/qdrant/version").and_then(Value::as_str).map(str::to_owned),
+        params: config.get("params").and_then(|p| serde_json::from_value(p.clone()).ok()),
+        points: src.get("points_count").and_then(Value::as_u64),
+    }
+}
+
+/// `(major, minor)` of a version like `1.18.3` or `v1.18.3-rc1`.
+fn major_minor(v: &str) -> Option<(u64, u64)> {
+    let mut parts = v.trim().trim_start_matches('v').split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Qdrant restores snapshots of its own minor version or the previous one.
+pub fn versions_compatible(backup: &str, target: &str) -> bool {
+    match (major_minor(backup), major_minor(target)) {
+        (Some((bm, bn)), Some((tm, tn))) => bm == tm && (tn == bn || tn == bn + 1),
+        _ => false,
+    }
+}
+
+fn pretty(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "?".into())
+}
+
+/// Checks that `stream` of `backup` can go into `client`'s node; sends nothing that changes
+/// the node. Refusals are [`ErrorKind::Refused`] and show what differs.
+pub async fn plan_qdrant_restore(
+    client: &QdrantClient,
+    backup: BackupId,
+    stream: &StreamRecord,
+    options: &QdrantRestoreOptions,
+) -> Result<QdrantRestorePlan> {
+    let prov = provenance(stream);
+    let mut forced = Vec::new();
+    let mut refuse = |msg: String| -> Result<()> {
+        if options.force {
+            tracing::warn!("--force: {msg}");
+            forced.push(msg);
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Refused, format!("{msg}; pass --force to restore anyway")))
+        }
+    };
+
+    let scope = match stream.kind {
+        StreamKind::QdrantFullStorage => {
+            return Err(Error::invalid_input(format!(
+                "stream {:?} of backup {backup} is a full-storage snapshot, which Qdrant cannot \
+                 recover over its API: restore it to a file with `--to FILE` and start Qdrant \
+                 with `--storage-snapshot FILE`",
+                stream.name
+            )))
+        }
+        StreamKind::QdrantShard => {
+            let collection =
+                options.collection.clone().or(prov.collection.clone()).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "stream {:?} of backup {backup} does not record its collection: name the \
+                         target with --collection",
+                        stream.name
+                    ))
+                })?;
+            let shard_id = options.shard.or(prov.shard_id).ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "stream {:?} of backup {backup} does not record its shard: give --shard",
+                    stream.name
+                ))
+            })?;
+            SnapshotScope::Shard { collection, shard_id }
+        }
+        _ => {
+            let collection =
+                options.collection.clone().or(prov.collection.clone()).ok_or_else(|| {
+                    Error::invalid_input(format!(
+                        "stream {:?} of backup {backup} does not record a Qdrant collection: \
+                         name the target with --collection",
+                        stream.name
+                    ))
+                })?;
+            match options.shard {
+                Some(id) => SnapshotScope::Shard { collection, shard_id: id },
+                None => SnapshotScope::Collection(collection),
+            }
+        }
+    };
+    let collection = scope.collection_name().unwrap_or_default().to_string();
+
+    let target_version = client.version().await?.version;
+    match &prov.version {
+        Some(v) if versions_compatible(v, &target_version) => {}
+        Some(v) => refuse(format!(
+            "backup {backup} holds a snapshot made by Qdrant {v}, and Qdrant at {} is \
+             {target_version}: Qdrant recovers snapshots of its own minor version or the \
+             previous one only; restore into a matching version, then upgrade",
+            client.url()
+        ))?,
+        None => refuse(format!(
+            "stream {:?} of backup {backup} does not record which Qdrant version made it, so \
+             compatibility with Qdrant {target_version} at {} cannot be checked",
+            stream.name,
+            client.url()
+        ))?,
+    }
+
+    let existing = match client.collection_info(&collection).await {
+        Ok(info) => Some(info),
+        Err(e) if e.kind() == ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    match (&existing, &prov.params) {
+        (Some(info), Some(backed_up)) => {
+            let same_vectors = info.params.vectors.same_shape(&backed_up.vectors);
+            let same_shards = info.params.shard_number == backed_up.shard_number;
+            if !same_vectors || !same_shards {
+                refuse(format!(
+                    "collection `{collection}` exists on Qdrant at {} with another layout than \
+                     backup {backup}: existing vectors {} and shard_number {}; backed up vectors \
+                     {} and shard_number {}. Restore into a new collection with --collection \
+                     NEW_NAME, or delete `{collection}` first",
+                    client.url(),
+                    pretty(&info.params.vectors),
+                    info.params.shard_number,
+                    pretty(&backed_up.vectors),
+                    backed_up.shard_number
+                ))?;
+            }
+        }
+        (Some(_), None) => refuse(format!(
+            "collection `{collection}` exists on Qdrant at {} and stream {:?} of backup \
+             {backup} does not record its config, so they cannot be compared",
+            client.url(),
+            stream.name
+        ))?,
+        (None, _) => {
+            if let SnapshotScope::Shard { .. } = scope {
+                let body = prov
+                    .params
+                    .as_ref()
+                    .map(|p| {
+                        pretty(&serde_json::json!({"vectors": p.vectors, "shard_number": p.shard_number}))
+                    })
+                    .unwrap_or_else(|| "{…}".into());
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "collection `{collection}` does not exist on Qdrant at {}: a shard can \
+                         only be recovered into an existing collection; create it first with \
+                         the backed-up layout (PUT /collections/{collection} {body}), then \
+                         restore each shard on the node that hosts it",
+                        client.url()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(QdrantRestorePlan {
+        scope,
+        backup_version: prov.version,
+        target_version,
+        collection_exists: existing.is_some(),
+        expected_points: prov.points,
+        forced,
+    })
+}
+
+/// Restores `stream` of `backup` into `client`'s node as Qdrant's upload-recover.
+///
+/// Guarantees: nothing is sent before [`plan_qdrant_restore`]'s checks pass; no temporary
+/// file; Qdrant recovers nothing unless every chunk and the whole stream checked out (a
+/// failed check errors the upload body, and Qdrant verifies `checksum=` too); success means
+/// Qdrant reported as many points as the backup recorded.
+pub async fn restore_to_qdrant(
+    repo: &Repository,
+    backup: BackupId,
+    stream: &StreamRecord,
+    client: &QdrantClient,
+    options: &QdrantRestoreOptions,
+) -> Result<QdrantRestoreReport> {
+    let plan = plan_qdrant_restore(client, backup, stream, options).await?;
+    // Local checks that would otherwise fail after the upload started.
+    repo.data_identities("restoring a backup into Qdrant")?;
+    crate::restore::plan(repo, backup, stream)?;
+
+    let started = Instant::now();
+    let filename = format!(
+        "{}-qvault-{}.snapshot",
+        plan.scope.collection_name().unwrap_or("restore"),
+        &backup.to_hex()[..12]
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
+    let finished = Arc::new(AtomicBool::new(false));
+    let writer =
+        UploadWriter { tx, buf: BytesMut::with_capacity(PIECE), finished: finished.clone() };
+    let body = upload_body(rx, finished);
+
+    let recover = RecoverOptions {
+        priority: options.priority,
+        checksum: Some(stream.sha256.clone()),
+        wait: true,
+        filename: Some(filename.clone()),
+    };
+    let upload = client.upload_recover(&plan.scope, body, Some(stream.size), &recover);
+    let produce = async {
+        let (writer, summary) =
+            restore_stream(repo, backup, stream, writer, &options.restore).await?;
+        writer.finish();
+        Ok::<_, Error>(summary)
+    };
+    let (produced, uploaded) = tokio::join!(produce, upload);
+    let summary = match (produced, uploaded) {
+        (Ok(summary), Ok(_)) => summary,
+        // The upload stopped first (Qdrant refused): the write error is only its echo.
+        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => return Err(u),
+        (Ok(_), Err(u)) => return Err(u),
+        (Err(p), _) => {
+            return Err(p.context(format!(
+                "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
+                 recovered",
+                plan.scope,
+                client.url()
+            )))
+        }
+    };
+
+    let mut warnings = Vec::new();
+    // Qdrant keeps the uploaded file in the snapshots dir; it is a full copy of the data.
+    let uploaded_file_deleted = match client.delete_snapshot(&plan.scope, &filename, true).await {
+        Ok(()) => true,
+        Err(e) => {
+            warnings.push(format!(
+                "could not delete the uploaded file `{filename}` from Qdrant's snapshots dir \
+                 ({e}); delete it with `qvault qdrant snapshots delete`"
+            ));
+            false
+        }
+    };
+
+    let points_count = match &plan.scope {
+        SnapshotScope::Shard { collection, shard_id } => client
+            .collection_cluster_info(collection)
+            .await?
+            .local_shards
+            .iter()
+            .find(|s| s.shard_id == *shard_id)
+            .map(|s| s.points_count),
+        other => {
+            let c = other.collection_name().unwrap_or_default();
+            client.collection_info(c).await?.points_count
+        }
+    };
+    if let (Some(expected), Some(actual)) = (plan.expected_points, points_count) {
+        if expected != actual {
+            return Err(Error::new(
+                ErrorKind::Qdrant,
+                format!(
+                    "Qdrant at {} recovered {} from backup {backup} but reports {actual} points; \
+                     the backup recorded {expected}. Check the Qdrant log and the collection \
+                     before using it",
+                    client.url(),
+                    plan.scope
+                ),
+            ));
+        }
+    }
+    Ok(QdrantRestoreReport {
+        plan,
+        bytes: summary.bytes,
+        points_count,
+        duration: started.elapsed(),
+        uploaded_file: filename,
+        uploaded_file_deleted,
+        warnings,
+    })
+}
+
+/// The `Write` end of the upload: pieces go through a bounded channel to the HTTP body.
+/// Unless [`finish`](Self::finish) is called, the body ends in an error, so a restore that
+/// fails (or panics) half-way can never look like a complete snapshot to Qdrant.
+struct UploadWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: BytesMut,
+    finished: Arc<AtomicBool>,
+}
+
+impl UploadWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let piece = self.buf.split().freeze();
+        // Runs on restore's blocking writer thread, where blocking on the channel is right.
+        self.tx.blocking_send(piece).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload to Qdrant stopped")
+        })
+    }
+
+    /// Marks the stream complete (after every check passed) and closes the body.
+    fn finish(self) {
+        self.finished.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Write for UploadWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= PIECE {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send()
+    }
+}
+
+fn upload_body(
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    finished: Arc<AtomicBool>,
+) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    futures::stream::unfold(Some(rx), move |rx| {
+        let finished = finished.clone();
+        async move {
+            let mut rx = rx?;
+            match rx.recv().await {
+                Some(piece) => Some((Ok(piece), Some(rx))),
+                None if finished.load(Ordering::SeqCst) => None,
+                None => Some((
+                    Err(std::io::Error::other(
+                        "qvault aborted the upload: the restored stream failed a check",
+                    )),
+                    None,
+                )),
+            }
+        }
+    })
+}

@@ -1,0 +1,630 @@
+//! Qdrant backup and restore end to end against the fake Qdrant over loopback: through the
+//! library, and through the `qvault` binary as a user would type it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "support/fake_qdrant.rs"]
+mod fake_qdrant;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use age::secrecy::ExposeSecret;
+use age::x25519;
+use fake_qdrant::{real_snapshot, FakeOptions, FakeQdrant, Fault};
+use qvault::backup::{BackupOptions, Progress};
+use qvault::format::config::ChunkerConfig;
+use qvault::format::manifest::StreamRecord;
+use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions, QdrantBackupReport};
+use qvault::qdrant::restore::{restore_to_qdrant, QdrantRestoreOptions, QdrantRestoreReport};
+use qvault::qdrant::{QdrantClient, QdrantOptions, SnapshotScope};
+use qvault::repo::{Cache, Credentials, InitOptions, Repository};
+use qvault::storage::Storage;
+use qvault::{BackupId, ErrorKind};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const KEY: &str = "full-key-s3cr3t-0123";
+const RO_KEY: &str = "read-only-key-9876";
+
+fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A small collection snapshot tar: config.json plus `payload` as a segment file.
+fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).unwrap();
+    };
+    add("config.json", config.to_string().as_bytes());
+    add("version.info", b"0.4.2");
+    add("0/segments/seg.bin", payload);
+    b.into_inner().unwrap()
+}
+
+fn small_config(size: u64) -> Value {
+    json!({"params": {"vectors": {"size": size, "distance": "Cosine"}, "shard_number": 1,
+        "replication_factor": 1, "write_consistency_factor": 1, "on_disk_payload": true}})
+}
+
+/// A repository on the local filesystem with one data identity.
+struct Repo {
+    dir: tempfile::TempDir,
+    identity: x25519::Identity,
+}
+
+impl Repo {
+    async fn new(chunker: Option<ChunkerConfig>) -> Repo {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = x25519::Identity::generate();
+        let options =
+            InitOptions { recipients: vec![identity.to_public()], chunker, ..Default::default() };
+        Repository::init(self_storage(dir.path()), options, &Cache::Dir(dir.path().join("cache")))
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("identity.txt"), identity.to_string().expose_secret())
+            .unwrap();
+        Repo { dir, identity }
+    }
+
+    async fn open(&self) -> Repository {
+        let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
+        Repository::open(
+            self_storage(self.dir.path()),
+            credentials,
+            &Cache::Dir(self.dir.path().join("cache")),
+        )
+        .await
+        .unwrap()
+    }
+
+    fn location(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+}
+
+fn self_storage(dir: &Path) -> Storage {
+    Storage::open(dir.join("repo").to_str().unwrap(), &Default::default()).unwrap()
+}
+
+fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
+    let mut o = QdrantOptions::new(fake.url());
+    o.api_key = key.map(str::to_owned);
+    o.retries = 1;
+    o.retry_base_delay = Duration::from_millis(10);
+    o.retry_max_delay = Duration::from_millis(20);
+    o.read_idle_timeout = Duration::from_secs(20);
+    QdrantClient::new(o).unwrap()
+}
+
+async fn run_backup(
+    repo: &Repository,
+    client: &QdrantClient,
+    scopes: Vec<SnapshotScope>,
+) -> qvault::Result<QdrantBackupReport> {
+    let options = QdrantBackupOptions { scopes, ..Default::default() };
+    backup_qdrant(repo, client, &options, &BackupOptions::default(), Arc::new(Progress::default()))
+        .await
+}
+
+async fn run_restore(
+    repo: &Repository,
+    id: BackupId,
+    stream: &StreamRecord,
+    client: &QdrantClient,
+    collection: &str,
+) -> qvault::Result<QdrantRestoreReport> {
+    let options =
+        QdrantRestoreOptions { collection: Some(collection.into()), ..Default::default() };
+    restore_to_qdrant(repo, id, stream, client, &options).await
+}
+
+/// The snapshot bytes of the main tests: the real fixture-v0 when present, else generated.
+fn fixture_bytes() -> Vec<u8> {
+    real_snapshot("fixture-v0.snapshot")
+        .unwrap_or_else(|| snapshot_tar(&small_config(64), &noise(3 << 20, 7)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_then_restore_into_new_collection_is_byte_identical() {
+    let fake = FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await;
+    let bytes = fixture_bytes();
+    fake.set_snapshot_source("fixture", bytes.clone());
+    fake.set_points_count("fixture", 3000);
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, Some(KEY));
+
+    let report =
+        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+    assert_eq!(report.qdrant_version, "1.18.3");
+    assert_eq!(report.snapshots.len(), 1);
+    assert_eq!(report.snapshots[0].outcome, "deleted");
+    assert!(fake.snapshot_names("fixture").is_empty(), "the snapshot must be gone from the node");
+    let stream = &report.summary.manifest.streams[0];
+    assert_eq!(stream.sha256, sha256_hex(&bytes));
+    let source = stream.source.as_ref().unwrap();
+    assert_eq!(source["points_count"], 3000);
+    assert_eq!(source["qdrant"]["version"], "1.18.3");
+    assert_eq!(source["config"], fake.collection_config("fixture").unwrap());
+    assert!(source["snapshot"]["name"].as_str().unwrap().starts_with("fixture-"));
+    assert!(!source.to_string().contains(KEY), "the key must not be recorded");
+    // The create call used wait=true and created exactly one snapshot.
+    let creates: Vec<_> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.uri.starts_with("/collections/fixture/snapshots"))
+        .collect();
+    assert_eq!(creates.len(), 1);
+    assert!(creates[0].uri.contains("wait=true"), "{}", creates[0].uri);
+
+    let id = report.summary.id;
+    let restored = run_restore(&repo, id, stream, &qdrant, "restored").await.unwrap();
+    assert_eq!(fake.recovered("restored").unwrap(), bytes, "byte-identical snapshot");
+    assert_eq!(fake.collection_config("restored"), fake.collection_config("fixture"));
+    assert_eq!(restored.points_count, Some(3000));
+    assert!(restored.uploaded_file_deleted);
+    assert!(fake.snapshot_names("restored").is_empty(), "uploaded file must be deleted");
+    let upload = fake.requests().into_iter().find(|r| r.uri.contains("/upload")).unwrap();
+    assert!(upload.uri.contains(&format!("checksum={}", sha256_hex(&bytes))), "{}", upload.uri);
+    println!("restore took {:?}", restored.duration);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_collections_and_a_shard_in_one_backup() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.create_collection("a", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    fake.create_collection(
+        "b",
+        json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
+    );
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, None);
+    let scopes = vec![
+        SnapshotScope::collection("a"),
+        SnapshotScope::collection("b"),
+        SnapshotScope::shard("b", 1),
+    ];
+    let report = run_backup(&repo, &qdrant, scopes).await.unwrap();
+    let names: Vec<_> = report.summary.manifest.streams.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(names, ["a", "b", "b/shard-1"]);
+    assert!(report.snapshots.iter().all(|s| s.outcome == "deleted"), "{:?}", report.snapshots);
+    assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+}
+
+/// Two backups of one collection with a small change between them: the second stores only
+/// (about) the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_backup_stores_only_the_change() {
+    let (v0, v1, what) =
+        match (real_snapshot("fixture-v0.snapshot"), real_snapshot("fixture-v1.snapshot")) {
+            (Some(a), Some(b)) => (a, b, "real fixture-v0 → fixture-v1"),
+            _ => {
+                eprintln!("!!! real fixtures missing: measuring generated snapshots instead !!!");
+                let mut payload = noise(4 << 20, 3);
+                let a = snapshot_tar(&small_config(64), &payload);
+                payload[2 << 20..(2 << 20) + 4096].copy_from_slice(&noise(4096, 99));
+                (a, snapshot_tar(&small_config(64), &payload), "generated, 4 KiB changed")
+            }
+        };
+    // Chunks small enough for a few-MB snapshot to dedup at all (the default is tuned for
+    // multi-GB snapshots).
+    let chunker = ChunkerConfig {
+        min_size: 16 * 1024,
+        avg_size: 64 * 1024,
+        max_size: 256 * 1024,
+        ..Default::default()
+    };
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let repo_dir = Repo::new(Some(chunker)).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, None);
+
+    fake.set_snapshot_source("fixture", v0.clone());
+    let first =
+        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+    fake.set_snapshot_source("fixture", v1.clone());
+    let second =
+        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+    let (a, b) = (&first.summary.manifest.summary, &second.summary.manifest.summary);
+    println!(
+        "dedup ({what}): first backup read {} added {} ({} chunks); second read {} added {} \
+         ({} of {} chunks new)",
+        a.bytes_read, a.bytes_added, a.chunks, b.bytes_read, b.bytes_added, b.new_chunks, b.chunks
+    );
+    assert_eq!(second.summary.manifest.streams[0].sha256, sha256_hex(&v1));
+    assert!(b.bytes_added < a.bytes_added, "the second backup must add less than the first");
+    assert!(b.new_chunks < b.chunks, "the second backup must reuse chunks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_and_missing_collection_errors_record_nothing() {
+    let fake = FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await;
+    fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scope = || vec![SnapshotScope::collection("c")];
+
+    // 401: no key.
+    let e = run_backup(&repo, &client(&fake, None), scope()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    assert!(e.to_string().contains("401") && e.to_string().contains("API key"), "{e}");
+
+    // 401: wrong key, which must not be echoed.
+    let e = run_backup(&repo, &client(&fake, Some("wrong-key-xyz")), scope()).await.unwrap_err();
+    assert!(e.to_string().contains("401") && !e.to_string().contains("wrong-key-xyz"), "{e}");
+
+    // 403: a read-only key may read the collection but not create a snapshot.
+    let e = run_backup(&repo, &client(&fake, Some(RO_KEY)), scope()).await.unwrap_err();
+    assert!(e.to_string().contains("403") && e.to_string().contains("manage access"), "{e}");
+    assert!(!e.to_string().contains(RO_KEY) && !format!("{e:?}").contains(RO_KEY));
+    assert!(e.to_string().contains("no backup recorded"), "{e}");
+
+    // 404: no such collection, found before anything is created.
+    let e = run_backup(&repo, &client(&fake, Some(KEY)), vec![SnapshotScope::collection("nope")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.to_string().contains("nope"), "{e}");
+
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("c").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_error_on_create_records_nothing_and_cleans_up_earlier_snapshots() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.create_collection("a", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    fake.create_collection("b", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    fake.inject(Fault::status(Some(axum::http::Method::POST), "/collections/b/snapshots", 500, 1));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
+    let e = run_backup(&repo, &client(&fake, None), scopes).await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    assert!(e.to_string().contains("500") && e.to_string().contains("no backup recorded"), "{e}");
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("a").is_empty(), "a's snapshot must be deleted again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_cut_half_way_records_no_backup_and_deletes_the_snapshot() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(2 << 20, 5));
+    fake.set_snapshot_source("c", bytes.clone());
+    fake.inject(Fault::cut_download("/collections/c/snapshots/", bytes.len() as u64 / 2));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let e = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("c")])
+        .await
+        .unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    let msg = e.to_string();
+    assert!(msg.contains("no backup recorded") && msg.contains("incomplete"), "{msg}");
+    assert!(msg.contains("deleted from the node"), "{msg}");
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("c").is_empty(), "the remote snapshot must be deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_mismatch_on_download_records_no_backup() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    fake.inject(Fault::wrong_checksum("c"));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let e = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("c")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("no backup recorded"), "{e}");
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("c").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_snapshot_is_archived_and_left_alone() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    let qdrant = client(&fake, None);
+    let made = qdrant.create_snapshot(&SnapshotScope::collection("c"), true).await.unwrap();
+    let made = made.unwrap();
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let options = QdrantBackupOptions {
+        scopes: vec![SnapshotScope::collection("c")],
+        existing_snapshot: Some(made.name.clone()),
+        ..Default::default()
+    };
+    let report = backup_qdrant(
+        &repo,
+        &qdrant,
+        &options,
+        &BackupOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.snapshots[0].outcome, "not ours");
+    assert_eq!(fake.snapshot_names("c"), vec![made.name]);
+}
+
+/// Backs up `c` (4 dims) and returns the repository, backup id and stream.
+async fn backed_up(fake: &FakeQdrant) -> (Repo, BackupId, StreamRecord) {
+    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    fake.set_snapshot_source("c", bytes);
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report =
+        run_backup(&repo, &client(fake, None), vec![SnapshotScope::collection("c")]).await.unwrap();
+    let stream = report.summary.manifest.streams[0].clone();
+    (repo_dir, report.summary.id, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_that_fails_its_check_recovers_nothing() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up(&fake).await;
+    let repo = repo_dir.open().await;
+    // The reassembled bytes will not match the whole-stream hash: restore streams all of
+    // them and only then finds out, which must still abort the upload.
+    let mut tampered = stream.clone();
+    tampered.sha256 = sha256_hex(b"something else");
+    let e = run_restore(&repo, id, &tampered, &client(&fake, None), "target").await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+    assert!(e.to_string().contains("nothing was recovered"), "{e}");
+    assert!(fake.recovered("target").is_none(), "Qdrant must have recovered nothing");
+    assert!(!fake.collection_names().contains(&"target".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_vector_size_is_refused_before_upload() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up(&fake).await;
+    let repo = repo_dir.open().await;
+    fake.create_collection("target", json!({"vectors": {"size": 8, "distance": "Dot"}}));
+    let e = run_restore(&repo, id, &stream, &client(&fake, None), "target").await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Refused);
+    let msg = e.to_string();
+    assert!(msg.contains("\"size\":8") && msg.contains("\"size\":4"), "both configs: {msg}");
+    assert!(!fake.requests().iter().any(|r| r.uri.contains("/upload")), "no upload request");
+    assert!(fake.recovered("target").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_two_minors_ahead_is_refused_unless_forced() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up(&fake).await;
+    let repo = repo_dir.open().await;
+    let newer =
+        FakeQdrant::start(FakeOptions { version: "1.20.0".into(), ..Default::default() }).await;
+    let e = run_restore(&repo, id, &stream, &client(&newer, None), "c").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused);
+    assert!(e.to_string().contains("1.18.3") && e.to_string().contains("1.20.0"), "{e}");
+    assert!(!newer.requests().iter().any(|r| r.uri.contains("/upload")));
+
+    let next =
+        FakeQdrant::start(FakeOptions { version: "1.19.0".into(), ..Default::default() }).await;
+    run_restore(&repo, id, &stream, &client(&next, None), "c").await.unwrap();
+
+    let options = QdrantRestoreOptions { force: true, ..Default::default() };
+    let report =
+        restore_to_qdrant(&repo, id, &stream, &client(&newer, None), &options).await.unwrap();
+    assert_eq!(report.plan.forced.len(), 1);
+    assert!(newer.recovered("c").is_some());
+}
+
+// ----- through the binary -----
+
+fn qvault(repo: &Repo, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"));
+    cmd.arg("--repo")
+        .arg(repo.location())
+        .arg("--identity")
+        .arg(repo.dir.path().join("identity.txt"))
+        .args(args)
+        .env("QVAULT_CACHE_DIR", repo.dir.path().join("cli-cache"))
+        .env_remove("QDRANT_API_KEY")
+        .env_remove("QVAULT_REPOSITORY");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+async fn qvault_async(
+    repo: &Arc<Repo>,
+    args: Vec<String>,
+    envs: Vec<(&'static str, String)>,
+) -> std::process::Output {
+    let repo = Arc::clone(repo);
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        qvault(&repo, &args, &envs)
+    })
+    .await
+    .unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_backup_and_restore_into_a_new_collection() {
+    let fake = FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await;
+    let bytes = fixture_bytes();
+    fake.set_snapshot_source("fixture", bytes.clone());
+    fake.set_points_count("fixture", 3000);
+    let repo = Arc::new(Repo::new(None).await);
+    let url = fake.url();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    let out = qvault_async(
+        &repo,
+        s(&["--json", "backup", "--qdrant", &url, "--collection", "fixture"]),
+        vec![("QDRANT_API_KEY", KEY.into())],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(KEY));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["snapshots"][0]["outcome"], "deleted");
+    assert!(fake.snapshot_names("fixture").is_empty());
+
+    let out = qvault_async(
+        &repo,
+        s(&["restore", &id, "--qdrant", &url, "--collection", "copy", "--api-key", KEY]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("3000 points") && stdout.contains(" s"), "{stdout}");
+    assert!(!text(&out).contains(KEY));
+    assert_eq!(fake.recovered("copy").unwrap(), bytes);
+    assert_eq!(fake.collection_config("copy"), fake.collection_config("fixture"));
+    assert!(fake.snapshot_names("copy").is_empty());
+
+    // A read-only key cannot create a snapshot: exit code 6 (Qdrant), key not shown.
+    let out = qvault_async(
+        &repo,
+        s(&["backup", "--qdrant", &url, "--collection", "fixture", "--api-key", RO_KEY]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(text(&out).contains("403") && !text(&out).contains(RO_KEY), "{}", text(&out));
+
+    // An incompatible existing collection: refused, exit code 8, nothing uploaded.
+    fake.create_collection("other", json!({"vectors": {"size": 3, "distance": "Dot"}}));
+    let uploads_before = fake.requests().iter().filter(|r| r.uri.contains("/upload")).count();
+    let out = qvault_async(
+        &repo,
+        s(&["restore", &id, "--qdrant", &url, "--collection", "other", "--api-key", KEY]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    let uploads_after = fake.requests().iter().filter(|r| r.uri.contains("/upload")).count();
+    assert_eq!(uploads_before, uploads_after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_snapshots_list_create_download_delete() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(300_000, 21));
+    fake.set_snapshot_source("c", bytes.clone());
+    fake.set_snapshot_source("bad", bytes.clone());
+    fake.inject(Fault::wrong_checksum("bad"));
+    let repo = Arc::new(Repo::new(None).await);
+    let url = fake.url();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let snap = |rest: &[&str]| {
+        let mut v = s(&["qdrant", "snapshots"]);
+        v.extend(s(rest));
+        v.extend(s(&["--qdrant", &url]));
+        v
+    };
+
+    let out = qvault_async(&repo, snap(&["create", "--collection", "c"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let out = qvault_async(
+        &repo,
+        [s(&["--json"]), snap(&["list", "--collection", "c"])].concat(),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    let name = list[0]["name"].as_str().unwrap().to_string();
+    assert_eq!(list[0]["checksum"], sha256_hex(&bytes));
+
+    let dest = repo.dir.path().join("down.snapshot");
+    let dest_s = dest.to_str().unwrap();
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "c", &name, "--to", dest_s]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes);
+    // Refuses to overwrite without --overwrite.
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "c", &name, "--to", dest_s]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+
+    // A checksum mismatch leaves no file, not even the temporary one.
+    let out = qvault_async(&repo, snap(&["create", "--collection", "bad"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let bad_name = fake.snapshot_names("bad").pop().unwrap();
+    let bad_dir = tempfile::tempdir().unwrap();
+    let bad_dest = bad_dir.path().join("bad.snapshot");
+    let out = qvault_async(
+        &repo,
+        snap(&["download", "--collection", "bad", &bad_name, "--to", bad_dest.to_str().unwrap()]),
+        vec![],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert!(text(&out).contains("SHA-256"), "{}", text(&out));
+    assert_eq!(std::fs::read_dir(bad_dir.path()).unwrap().count(), 0, "no file left behind");
+
+    let out = qvault_async(&repo, snap(&["delete", "--collection", "c", &name]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(fake.snapshot_names("c").is_empty());
+
+    // Full storage.
+    let out = qvault_async(&repo, snap(&["create", "--full-storage"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake.full_snapshot_names().len(), 1);
+}

@@ -17,7 +17,7 @@ pub struct RestoreArgs {
     /// Backup id (or a unique prefix, or `latest`).
     pub id: String,
     /// Output file, or `-` for stdout.
-    #[arg(long, required_unless_present_any = ["qdrant", "serve"], conflicts_with_all = ["qdrant", "serve"])]
+    #[arg(long, required_unless_present_any = ["qdrant", "serve", "to_dir"], conflicts_with_all = ["qdrant", "serve", "to_dir"])]
     pub to: Option<String>,
     /// Serve the stream once over HTTP at ADDR (e.g. 0.0.0.0:8080) for a Qdrant node to
     /// pull with `PUT …/snapshots/recover`; with --qdrant, make that call too.
@@ -26,6 +26,9 @@ pub struct RestoreArgs {
     /// With --serve: the base URL the Qdrant node reaches this machine at.
     #[arg(long, value_name = "URL", requires = "serve")]
     pub advertise_url: Option<String>,
+    /// Extract a directory backup (`backup --dir`) into this new or empty directory.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["qdrant", "serve"])]
+    pub to_dir: Option<PathBuf>,
     #[command(flatten)]
     pub qdrant: QdrantConnArgs,
     /// Restore into this collection (default: the one backed up).
@@ -174,7 +177,37 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Result<()> {
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let extractor = qvault::dirtar::DirExtractor::new(dir)?;
+    let (extractor, summary) =
+        restore_stream(&repo, id, stream, extractor, &RestoreOptions::default()).await?;
+    let entries = extractor.finish()?;
+    let seconds = summary.duration.as_secs_f64();
+    if global.json {
+        common::print_json(&serde_json::json!({
+            "id": id, "stream": stream.name, "dir": dir, "entries": entries,
+            "bytes": summary.bytes, "seconds": seconds, "sha256": stream.sha256,
+        }))?;
+    } else if common::chatty(global) {
+        eprintln!(
+            "restored stream {:?} of backup {} into {}: {entries} entries, {} in {seconds:.2} s",
+            stream.name,
+            id.short(),
+            dir.display(),
+            common::human_bytes(summary.bytes),
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    if let Some(dir) = &args.to_dir {
+        return run_to_dir(global, args, dir).await;
+    }
     if let Some(addr) = args.serve {
         return run_serve(global, args, addr).await;
     }

@@ -234,31 +234,42 @@ async fn second_backup_stores_only_the_change() {
                 (a, snapshot_tar(&small_config(64), &payload), "generated, 4 KiB changed")
             }
         };
-    // Chunks small enough for a few-MB snapshot to dedup at all (the default is tuned for
-    // multi-GB snapshots).
-    let chunker = ChunkerConfig {
+    // The repository default (tuned for multi-GB snapshots) is measured for the record;
+    // the assertions use chunks small enough for a few-MB snapshot to dedup at all.
+    let small = ChunkerConfig {
         min_size: 16 * 1024,
         avg_size: 64 * 1024,
         max_size: 256 * 1024,
         ..Default::default()
     };
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let repo_dir = Repo::new(Some(chunker)).await;
-    let repo = repo_dir.open().await;
     let qdrant = client(&fake, None);
-
-    fake.set_snapshot_source("fixture", v0.clone());
-    let first =
-        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
-    fake.set_snapshot_source("fixture", v1.clone());
-    let second =
-        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+    let mut last = None;
+    for (label, chunker) in [("default chunker", None), ("16/64/256 KiB chunker", Some(small))] {
+        let repo_dir = Repo::new(chunker).await;
+        let repo = repo_dir.open().await;
+        fake.set_snapshot_source("fixture", v0.clone());
+        let first =
+            run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+        fake.set_snapshot_source("fixture", v1.clone());
+        let second =
+            run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+        let (a, b) = (&first.summary.manifest.summary, &second.summary.manifest.summary);
+        println!(
+            "dedup ({what}, {label}): first backup read {} added {} ({} chunks); second read {} \
+             added {} ({} of {} chunks new)",
+            a.bytes_read,
+            a.bytes_added,
+            a.chunks,
+            b.bytes_read,
+            b.bytes_added,
+            b.new_chunks,
+            b.chunks
+        );
+        last = Some((first, second));
+    }
+    let (first, second) = last.unwrap();
     let (a, b) = (&first.summary.manifest.summary, &second.summary.manifest.summary);
-    println!(
-        "dedup ({what}): first backup read {} added {} ({} chunks); second read {} added {} \
-         ({} of {} chunks new)",
-        a.bytes_read, a.bytes_added, a.chunks, b.bytes_read, b.bytes_added, b.new_chunks, b.chunks
-    );
     assert_eq!(second.summary.manifest.streams[0].sha256, sha256_hex(&v1));
     assert!(b.bytes_added < a.bytes_added, "the second backup must add less than the first");
     assert!(b.new_chunks < b.chunks, "the second backup must reuse chunks");
@@ -735,4 +746,28 @@ async fn cli_restore_serve_with_qdrant() {
     let out = qvault_async(&repo, args.iter().map(|s| s.to_string()).collect(), vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(fake.recovered("served").unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
+    let fake = FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await;
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &noise(2 << 20, 17)));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = run_backup(&repo, &client(&fake, Some(KEY)), vec![SnapshotScope::collection("c")])
+        .await
+        .unwrap();
+    let stream = &report.summary.manifest.streams[0];
+    let e = run_restore(&repo, report.summary.id, stream, &client(&fake, Some(RO_KEY)), "copy")
+        .await
+        .unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    assert!(e.to_string().contains("403") && !e.to_string().contains(RO_KEY), "{e}");
+    assert!(fake.recovered("copy").is_none());
 }

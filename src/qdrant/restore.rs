@@ -378,3 +378,19 @@ pub async fn confirm_points(
     }
     Ok(points_count)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_or_next_minor_only() {
+        assert!(versions_compatible("1.18.3", "1.18.0"));
+        assert!(versions_compatible("1.18.3", "1.19.1"));
+        assert!(versions_compatible("v1.18.3", "1.19.0-rc1"));
+        assert!(!versions_compatible("1.18.3", "1.20.0"));
+        assert!(!versions_compatible("1.18.3", "1.17.9"));
+        assert!(!versions_compatible("1.18.3", "2.18.3"));
+        assert!(!versions_compatible("garbage", "1.18.3"));
+    }
+}

@@ -4,6 +4,7 @@ pub mod backup;
 pub mod chunker;
 pub mod codec;
 pub mod crypto;
+pub mod dirtar;
 pub mod error;
 pub mod format;
 pub mod id;

@@ -234,31 +234,42 @@ async fn second_backup_stores_only_the_change() {
                 (a, snapshot_tar(&small_config(64), &payload), "generated, 4 KiB changed")
             }
         };
-    // Chunks small enough for a few-MB snapshot to dedup at all (the default is tuned for
-    // multi-GB snapshots).
-    let chunker = ChunkerConfig {
+    // The repository default (tuned for multi-GB snapshots) is measured for the record;
+    // the assertions use chunks small enough for a few-MB snapshot to dedup at all.
+    let small = ChunkerConfig {
         min_size: 16 * 1024,
         avg_size: 64 * 1024,
         max_size: 256 * 1024,
         ..Default::default()
     };
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let repo_dir = Repo::new(Some(chunker)).await;
-    let repo = repo_dir.open().await;
     let qdrant = client(&fake, None);
-
-    fake.set_snapshot_source("fixture", v0.clone());
-    let first =
-        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
-    fake.set_snapshot_source("fixture", v1.clone());
-    let second =
-        run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+    let mut last = None;
+    for (label, chunker) in [("default chunker", None), ("16/64/256 KiB chunker", Some(small))] {
+        let repo_dir = Repo::new(chunker).await;
+        let repo = repo_dir.open().await;
+        fake.set_snapshot_source("fixture", v0.clone());
+        let first =
+            run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+        fake.set_snapshot_source("fixture", v1.clone());
+        let second =
+            run_backup(&repo, &qdrant, vec![SnapshotScope::collection("fixture")]).await.unwrap();
+        let (a, b) = (&first.summary.manifest.summary, &second.summary.manifest.summary);
+        println!(
+            "dedup ({what}, {label}): first backup read {} added {} ({} chunks); second read {} \
+             added {} ({} of {} chunks new)",
+            a.bytes_read,
+            a.bytes_added,
+            a.chunks,
+            b.bytes_read,
+            b.bytes_added,
+            b.new_chunks,
+            b.chunks
+        );
+        last = Some((first, second));
+    }
+    let (first, second) = last.unwrap();
     let (a, b) = (&first.summary.manifest.summary, &second.summary.manifest.summary);
-    println!(
-        "dedup ({what}): first backup read {} added {} ({} chunks); second read {} added {} \
-         ({} of {} chunks new)",
-        a.bytes_read, a.bytes_added, a.chunks, b.bytes_read, b.bytes_added, b.new_chunks, b.chunks
-    );
     assert_eq!(second.summary.manifest.streams[0].sha256, sha256_hex(&v1));
     assert!(b.bytes_added < a.bytes_added, "the second backup must add less than the first");
     assert!(b.new_chunks < b.chunks, "the second backup must reuse chunks");
@@ -627,4 +638,136 @@ async fn cli_snapshots_list_create_download_delete() {
     let out = qvault_async(&repo, snap(&["create", "--full-storage"]), vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(fake.full_snapshot_names().len(), 1);
+}
+
+// ----- restore --serve -----
+
+fn serve_options() -> qvault::qdrant::serve::ServeOptions {
+    qvault::qdrant::serve::ServeOptions { addr: "127.0.0.1:0".parse().unwrap(), advertise: None }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_recovery_pulled_by_qdrant() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    let (repo_dir, id, stream) = backed_up(&fake).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, None);
+    let options = QdrantRestoreOptions { collection: Some("pulled".into()), ..Default::default() };
+    let mut printed = None;
+    let report = qvault::qdrant::serve::serve_restore(
+        &repo,
+        id,
+        &stream,
+        &serve_options(),
+        Some((&qdrant, &options)),
+        |ready| printed = Some(ready.clone()),
+    )
+    .await
+    .unwrap();
+    let ready = printed.unwrap();
+    println!("{}", ready.curl);
+    assert!(
+        ready.curl.contains("PUT") && ready.curl.contains("/collections/pulled/snapshots/recover")
+    );
+    assert!(ready.curl.contains(&stream.sha256) && ready.curl.contains(&ready.location));
+    assert_eq!(fake.recovered("pulled").unwrap(), bytes);
+    assert_eq!(report.bytes, bytes.len() as u64);
+    let recover = fake.requests().into_iter().find(|r| r.uri.contains("/recover")).unwrap();
+    assert_eq!(recover.method, "PUT");
+    // The token works once: the server is gone or answers 410.
+    match reqwest::get(&ready.location).await {
+        Ok(r) => assert_eq!(r.status().as_u16(), 410),
+        Err(e) => assert!(e.is_connect(), "{e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_token_works_once_and_wrong_paths_get_nothing() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    // Large enough that the first transfer is still running when the second request comes.
+    let bytes = snapshot_tar(&small_config(4), &noise(24 << 20, 13));
+    fake.set_snapshot_source("big", bytes.clone());
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("big")])
+        .await
+        .unwrap();
+    let (id, stream) = (report.summary.id, report.summary.manifest.streams[0].clone());
+    drop(repo);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(async move {
+        let repo = repo_dir.open().await;
+        qvault::qdrant::serve::serve_restore(&repo, id, &stream, &serve_options(), None, |r| {
+            let _ = tx.send(r.location.clone());
+        })
+        .await
+    });
+    let location = rx.await.unwrap();
+    let base = location.rsplit_once('/').unwrap().0.rsplit_once('/').unwrap().0.to_string();
+    let wrong = reqwest::get(format!("{base}/0000/x.snapshot")).await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 404);
+    let first = reqwest::get(&location).await.unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    // While the first transfer is still running the server answers 410; once it is done
+    // the server is gone. Either way the token does not work twice.
+    match reqwest::get(&location).await {
+        Ok(second) => {
+            println!("second request during the transfer: {}", second.status());
+            assert_eq!(second.status().as_u16(), 410, "the token works once");
+        }
+        Err(e) => {
+            println!("second request after the transfer: {e}");
+            assert!(e.is_connect(), "{e}");
+        }
+    }
+    assert_eq!(first.bytes().await.unwrap().to_vec(), bytes);
+    let report = server.await.unwrap().unwrap();
+    assert_eq!(report.bytes, bytes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_restore_serve_with_qdrant() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    let (repo_dir, id, _) = backed_up(&fake).await;
+    let repo = Arc::new(repo_dir);
+    let url = fake.url();
+    let args = [
+        "restore",
+        &id.to_hex(),
+        "--serve",
+        "127.0.0.1:0",
+        "--qdrant",
+        &url,
+        "--collection",
+        "served",
+    ];
+    let out = qvault_async(&repo, args.iter().map(|s| s.to_string()).collect(), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake.recovered("served").unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
+    let fake = FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await;
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &noise(2 << 20, 17)));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = run_backup(&repo, &client(&fake, Some(KEY)), vec![SnapshotScope::collection("c")])
+        .await
+        .unwrap();
+    let stream = &report.summary.manifest.streams[0];
+    let e = run_restore(&repo, report.summary.id, stream, &client(&fake, Some(RO_KEY)), "copy")
+        .await
+        .unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    assert!(e.to_string().contains("403") && !e.to_string().contains(RO_KEY), "{e}");
+    assert!(fake.recovered("copy").is_none());
 }

@@ -21,8 +21,12 @@ pub struct BackupArgs {
     #[arg(value_name = "-")]
     pub stdin: Option<String>,
     /// A file to back up.
-    #[arg(long, conflicts_with_all = ["stdin", "qdrant"])]
+    #[arg(long, conflicts_with_all = ["stdin", "qdrant", "dir"])]
     pub file: Option<PathBuf>,
+    /// A directory to back up as a deterministic tar stream (e.g. a stopped Qdrant node's
+    /// storage directory); restore it with `restore --to-dir`.
+    #[arg(long, conflicts_with_all = ["stdin", "qdrant"])]
+    pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub qdrant: QdrantConnArgs,
     /// A collection to snapshot (with --qdrant); repeatable, one stream each.
@@ -60,6 +64,18 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 }
 
 fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
+    if let Some(dir) = &args.dir {
+        let name =
+            dir.file_name().map_or_else(|| "directory".into(), |n| n.to_string_lossy().to_string());
+        let source = StreamSource {
+            name,
+            kind: StreamKind::Directory,
+            reader: qvault::dirtar::tar_reader(dir)?,
+            source: Some(serde_json::json!({ "path": dir })),
+            expected_sha256: None,
+        };
+        return Ok((source, None));
+    }
     match (&args.file, args.stdin.as_deref()) {
         (Some(path), None) => {
             let file = std::fs::File::open(path)
@@ -91,7 +107,7 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
         ))
         .into()),
         _ => Err(qvault::Error::invalid_input(
-            "nothing to back up: give --file PATH, or - to read stdin",
+            "nothing to back up: give --file PATH, --dir PATH, --qdrant URL --collection C, or - to read stdin",
         )
         .into()),
     }

@@ -8,7 +8,9 @@
 pub mod backup;
 mod client;
 pub mod files;
+mod pipe;
 pub mod restore;
+pub mod serve;
 mod types;
 
 pub use client::{

@@ -13,25 +13,18 @@
 //! and the body completes only after the whole-stream hash was checked; `checksum=` makes
 //! Qdrant check the SHA-256 itself as well.
 
-use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use super::client::{QdrantClient, RecoverOptions};
+use super::pipe::pipe;
 use super::types::{CollectionParams, SnapshotPriority, SnapshotScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
 use crate::id::BackupId;
 use crate::repo::Repository;
 use crate::restore::{restore_stream, RestoreOptions};
-
-/// Bytes per piece handed to the upload, and pieces in flight: bounds memory at ~1 MiB.
-const PIECE: usize = 256 * 1024;
-const PIECES_IN_FLIGHT: usize = 4;
 
 #[derive(Clone, Debug, Default)]
 pub struct QdrantRestoreOptions {
@@ -117,26 +110,13 @@ fn pretty(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "?".into())
 }
 
-/// Checks that `stream` of `backup` can go into `client`'s node; sends nothing that changes
-/// the node. Refusals are [`ErrorKind::Refused`] and show what differs.
-pub async fn plan_qdrant_restore(
-    client: &QdrantClient,
+/// Where `stream` goes: the collection (or shard) the options name, else the one backed up.
+pub fn target_scope(
     backup: BackupId,
     stream: &StreamRecord,
     options: &QdrantRestoreOptions,
-) -> Result<QdrantRestorePlan> {
+) -> Result<SnapshotScope> {
     let prov = provenance(stream);
-    let mut forced = Vec::new();
-    let mut refuse = |msg: String| -> Result<()> {
-        if options.force {
-            tracing::warn!("--force: {msg}");
-            forced.push(msg);
-            Ok(())
-        } else {
-            Err(Error::new(ErrorKind::Refused, format!("{msg}; pass --force to restore anyway")))
-        }
-    };
-
     let scope = match stream.kind {
         StreamKind::QdrantFullStorage => {
             return Err(Error::invalid_input(format!(
@@ -178,6 +158,30 @@ pub async fn plan_qdrant_restore(
             }
         }
     };
+    Ok(scope)
+}
+
+/// Checks that `stream` of `backup` can go into `client`'s node; sends nothing that changes
+/// the node. Refusals are [`ErrorKind::Refused`] and show what differs.
+pub async fn plan_qdrant_restore(
+    client: &QdrantClient,
+    backup: BackupId,
+    stream: &StreamRecord,
+    options: &QdrantRestoreOptions,
+) -> Result<QdrantRestorePlan> {
+    let prov = provenance(stream);
+    let mut forced = Vec::new();
+    let mut refuse = |msg: String| -> Result<()> {
+        if options.force {
+            tracing::warn!("--force: {msg}");
+            forced.push(msg);
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Refused, format!("{msg}; pass --force to restore anyway")))
+        }
+    };
+
+    let scope = target_scope(backup, stream, options)?;
     let collection = scope.collection_name().unwrap_or_default().to_string();
 
     let target_version = client.version().await?.version;
@@ -282,11 +286,7 @@ pub async fn restore_to_qdrant(
         plan.scope.collection_name().unwrap_or("restore"),
         &backup.to_hex()[..12]
     );
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(PIECES_IN_FLIGHT);
-    let finished = Arc::new(AtomicBool::new(false));
-    let writer =
-        UploadWriter { tx, buf: BytesMut::with_capacity(PIECE), finished: finished.clone() };
-    let body = upload_body(rx, finished);
+    let (writer, body) = pipe();
 
     let recover = RecoverOptions {
         priority: options.priority,
@@ -330,6 +330,25 @@ pub async fn restore_to_qdrant(
         }
     };
 
+    let points_count = confirm_points(client, &plan, backup).await?;
+    Ok(QdrantRestoreReport {
+        plan,
+        bytes: summary.bytes,
+        points_count,
+        duration: started.elapsed(),
+        uploaded_file: filename,
+        uploaded_file_deleted,
+        warnings,
+    })
+}
+
+/// The point count Qdrant reports for the plan's target after recovery; an error when it
+/// differs from the count the backup recorded.
+pub async fn confirm_points(
+    client: &QdrantClient,
+    plan: &QdrantRestorePlan,
+    backup: BackupId,
+) -> Result<Option<u64>> {
     let points_count = match &plan.scope {
         SnapshotScope::Shard { collection, shard_id } => client
             .collection_cluster_info(collection)
@@ -357,76 +376,21 @@ pub async fn restore_to_qdrant(
             ));
         }
     }
-    Ok(QdrantRestoreReport {
-        plan,
-        bytes: summary.bytes,
-        points_count,
-        duration: started.elapsed(),
-        uploaded_file: filename,
-        uploaded_file_deleted,
-        warnings,
-    })
+    Ok(points_count)
 }
 
-/// The `Write` end of the upload: pieces go through a bounded channel to the HTTP body.
-/// Unless [`finish`](Self::finish) is called, the body ends in an error, so a restore that
-/// fails (or panics) half-way can never look like a complete snapshot to Qdrant.
-struct UploadWriter {
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-    buf: BytesMut,
-    finished: Arc<AtomicBool>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl UploadWriter {
-    fn send(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let piece = self.buf.split().freeze();
-        // Runs on restore's blocking writer thread, where blocking on the channel is right.
-        self.tx.blocking_send(piece).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload to Qdrant stopped")
-        })
+    #[test]
+    fn same_or_next_minor_only() {
+        assert!(versions_compatible("1.18.3", "1.18.0"));
+        assert!(versions_compatible("1.18.3", "1.19.1"));
+        assert!(versions_compatible("v1.18.3", "1.19.0-rc1"));
+        assert!(!versions_compatible("1.18.3", "1.20.0"));
+        assert!(!versions_compatible("1.18.3", "1.17.9"));
+        assert!(!versions_compatible("1.18.3", "2.18.3"));
+        assert!(!versions_compatible("garbage", "1.18.3"));
     }
-
-    /// Marks the stream complete (after every check passed) and closes the body.
-    fn finish(self) {
-        self.finished.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Write for UploadWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PIECE {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.send()
-    }
-}
-
-fn upload_body(
-    rx: tokio::sync::mpsc::Receiver<Bytes>,
-    finished: Arc<AtomicBool>,
-) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
-    futures::stream::unfold(Some(rx), move |rx| {
-        let finished = finished.clone();
-        async move {
-            let mut rx = rx?;
-            match rx.recv().await {
-                Some(piece) => Some((Ok(piece), Some(rx))),
-                None if finished.load(Ordering::SeqCst) => None,
-                None => Some((
-                    Err(std::io::Error::other(
-                        "qvault aborted the upload: the restored stream failed a check",
-                    )),
-                    None,
-                )),
-            }
-        }
-    })
 }

@@ -1,0 +1,70 @@
+//! Blob codec throughput: zstd levels 1 and 3, encode and decode, on 1 MiB of float32-like
+//! data (what vector files hold) and on 1 MiB of random bytes (stored raw).
+//!
+//! Run with `cargo bench --bench codec`.
+
+#![allow(clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use qvault::codec::{self, CodecParams, CompressionAlgorithm};
+
+const SIZE: usize = 1 << 20;
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+fn random(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&xorshift(&mut state).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Normalized-embedding-like float32 values: roughly Gaussian, scaled near 1/sqrt(768).
+fn floats(len: usize) -> Vec<u8> {
+    let mut state = 42;
+    let mut out = Vec::with_capacity(len + 4);
+    while out.len() < len {
+        // Sum of four uniforms: a cheap bell curve.
+        let sum: f32 =
+            (0..4).map(|_| (xorshift(&mut state) >> 40) as f32 / (1u64 << 24) as f32).sum();
+        let value = (sum - 2.0) * 0.0625;
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let inputs = [("float32", floats(SIZE)), ("random", random(SIZE))];
+    let mut group = c.benchmark_group("codec");
+    group.sample_size(10);
+    group.measurement_time(std::time::Duration::from_secs(3));
+    group.throughput(Throughput::Bytes(SIZE as u64));
+    for (name, data) in &inputs {
+        for level in [1, 3] {
+            let params = CodecParams { algorithm: CompressionAlgorithm::Zstd, level };
+            let blob = codec::encode(data, &params).expect("encoding");
+            eprintln!("codec {name} level {level}: blob {} of {} bytes", blob.len(), data.len());
+            group.bench_function(format!("encode/{name}/zstd{level}"), |b| {
+                b.iter(|| codec::encode(black_box(data), &params).expect("encoding"))
+            });
+            group.bench_function(format!("decode/{name}/zstd{level}"), |b| {
+                b.iter(|| codec::decode(black_box(&blob), SIZE).expect("decoding"))
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

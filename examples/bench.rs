@@ -566,11 +566,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     restore_step.output = Some(std::fs::metadata(&restored)?.len());
     qv_steps.push(restore_step);
     let qvault_repo = dir_size(&repo_dir);
-    // How often restore fetched a pack (once per run of consecutive chunks in one pack)
-    // against how many distinct packs the stream needs.
-    let runs = qvault::restore::plan(&repo, last.id, stream)?;
-    let distinct_packs = runs.iter().map(|r| r.pack).collect::<std::collections::HashSet<_>>();
-    let (pack_fetches, distinct_packs) = (restore_summary.packs_read, distinct_packs.len());
+    // How restore read the repository: range reads, bytes fetched, distinct packs touched.
+    let (reads, fetched, distinct_packs) =
+        (restore_summary.reads, restore_summary.bytes_fetched, restore_summary.packs_read);
 
     // 4. References on the same files.
     let mut zstd_steps = Vec::new();
@@ -672,7 +670,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "qvault_repository_bytes": qvault_repo,
             "restored_sha256": actual,
             "byte_exact": byte_exact,
-            "restore_pack_fetches": pack_fetches,
+            "restore_reads": reads,
+            "restore_bytes_fetched": fetched,
             "restore_distinct_packs": distinct_packs,
             "restore_chunks": restore_summary.chunks,
             "zstd": steps(&zstd_steps),
@@ -706,9 +705,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
             qv_backup_cpu
         );
         println!(
-            "  restore: {} chunks, {pack_fetches} whole-pack fetches of {distinct_packs} distinct \
+            "  restore: {} chunks, {reads} range reads ({:.2} MB) of {distinct_packs} distinct \
              packs",
-            restore_summary.chunks
+            restore_summary.chunks,
+            mb(fetched)
         );
         println!(
             "  new-bytes floor per version (synth: new vectors, payloads, WAL), MB: {}",

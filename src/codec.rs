@@ -51,14 +51,67 @@ pub fn encode(chunk: &[u8], params: &CodecParams) -> Result<Vec<u8>> {
 /// Decodes a blob back to the chunk; `raw_length` (from the pack header) bounds the output
 /// so a corrupt blob cannot make us allocate without limit.
 pub fn decode(blob: &[u8], raw_length: usize) -> Result<Vec<u8>> {
+    let (codec, payload) = split_codec(blob)?;
+    let chunk = match codec {
+        CODEC_RAW => payload.to_vec(),
+        _ => zstd_decompress_bounded(payload, raw_length)
+            .map_err(|e| Error::corrupt(format!("blob does not decompress: {e}")))?,
+    };
+    check_length(chunk, raw_length)
+}
+
+/// Largest chunk any chunker setting produces (FastCDC 2020's maximum `max_size`): a length
+/// claim above it is damage, whatever the blob says.
+pub const MAX_CHUNK_LEN: usize = 16 * 1024 * 1024;
+
+/// A reusable decoder for many blobs (one zstd context, output sized exactly once).
+///
+/// Unlike [`decode`], it reserves `raw_length` up front, so it refuses lengths above
+/// [`MAX_CHUNK_LEN`]: a damaged index entry costs at most that much memory.
+pub struct Decoder {
+    zstd: zstd::bulk::Decompressor<'static>,
+}
+
+impl Decoder {
+    pub fn new() -> Result<Self> {
+        let zstd = zstd::bulk::Decompressor::new()
+            .map_err(|e| Error::io("creating a zstd decompressor", e))?;
+        Ok(Decoder { zstd })
+    }
+
+    pub fn decode(&mut self, blob: &[u8], raw_length: usize) -> Result<Vec<u8>> {
+        if raw_length > MAX_CHUNK_LEN {
+            return Err(Error::corrupt(format!(
+                "blob claims a {raw_length}-byte chunk, more than any chunker makes ({MAX_CHUNK_LEN})"
+            )));
+        }
+        let (codec, payload) = split_codec(blob)?;
+        let chunk = match codec {
+            CODEC_RAW => payload.to_vec(),
+            _ => {
+                let mut out = Vec::with_capacity(raw_length);
+                // A frame that would decode past `raw_length` fails here (no room), so the
+                // output never outgrows the claim.
+                self.zstd
+                    .decompress_to_buffer(payload, &mut out)
+                    .map_err(|e| Error::corrupt(format!("blob does not decompress: {e}")))?;
+                out
+            }
+        };
+        check_length(chunk, raw_length)
+    }
+}
+
+fn split_codec(blob: &[u8]) -> Result<(u8, &[u8])> {
     let (codec, payload) =
         blob.split_first().ok_or_else(|| Error::corrupt("empty blob: it has no codec byte"))?;
-    let chunk = match *codec {
-        CODEC_RAW => payload.to_vec(),
-        CODEC_ZSTD => zstd_decompress_bounded(payload, raw_length)
-            .map_err(|e| Error::corrupt(format!("blob does not decompress: {e}")))?,
-        other => return Err(Error::corrupt(format!("blob has unknown codec byte {other}"))),
-    };
+    match *codec {
+        CODEC_RAW | CODEC_ZSTD => Ok((*codec, payload)),
+        other => Err(Error::corrupt(format!("blob has unknown codec byte {other}"))),
+    }
+}
+
+fn check_length(chunk: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
     if chunk.len() != raw_length {
         return Err(Error::corrupt(format!(
             "blob decodes to {} bytes, its header says {raw_length}",
@@ -125,7 +178,31 @@ mod tests {
         assert_eq!(decode(&blob, 5000).unwrap(), vec![7u8; 5000]);
     }
 
+    #[test]
+    fn decoder_refuses_what_decode_refuses_and_huge_claims() {
+        let mut decoder = Decoder::new().unwrap();
+        let frame = zstd::bulk::compress(&[7u8; 5000], 3).unwrap();
+        let blob = [&[CODEC_ZSTD][..], &frame].concat();
+        assert_eq!(decoder.decode(&blob, 4999).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(decoder.decode(&blob, 5001).unwrap_err().kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(decoder.decode(&blob, 5000).unwrap(), vec![7u8; 5000]);
+        let err = decoder.decode(&[CODEC_ZSTD, 0xfa], MAX_CHUNK_LEN + 1).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Corrupt);
+        assert_eq!(
+            decoder.decode(&[9, 1], 1).unwrap_err().to_string(),
+            "blob has unknown codec byte 9"
+        );
+    }
+
     proptest! {
+        #[test]
+        fn decoder_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), zeros in 0usize..5000) {
+            let mut data = data;
+            data.extend(std::iter::repeat_n(0, zeros));
+            let blob = encode(&data, &CodecParams::default()).unwrap();
+            prop_assert_eq!(Decoder::new().unwrap().decode(&blob, data.len()).unwrap(), data);
+        }
+
         #[test]
         fn round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), zeros in 0usize..5000) {
             let mut data = data;

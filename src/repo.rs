@@ -355,16 +355,19 @@ impl Repository {
     }
 
     async fn read_object(&self, path: &str, what: &str) -> Result<Bytes> {
-        self.storage.read(path).await.map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::not_found(format!(
-                    "{what} is missing from {}: run `qvault index rebuild`, and `qvault verify` if it persists",
-                    self.storage.location()
-                ))
-            } else {
-                e
-            }
-        })
+        self.storage.read(path).await.map_err(|e| self.missing(e, what))
+    }
+
+    /// A missing object says what it was and what to do about it.
+    fn missing(&self, e: Error, what: &str) -> Error {
+        if e.kind() == ErrorKind::NotFound {
+            Error::not_found(format!(
+                "{what} is missing from {}: run `qvault index rebuild`, and `qvault verify` if it persists",
+                self.storage.location()
+            ))
+        } else {
+            e
+        }
     }
 
     /// Reads, checks the id of, and decrypts a metadata object.
@@ -402,6 +405,13 @@ impl Repository {
             )));
         }
         Ok(bytes)
+    }
+
+    /// Reads `range` of a pack object. No id check is possible on a part: what it holds is
+    /// authenticated by age and by the chunk ids when decoded.
+    pub async fn read_pack_range(&self, id: PackId, range: std::ops::Range<u64>) -> Result<Bytes> {
+        let what = format!("pack {id}");
+        self.storage.read_range(&pack_path(&id), range).await.map_err(|e| self.missing(e, &what))
     }
 
     pub async fn write_pack(&self, id: PackId, bytes: Bytes) -> Result<()> {

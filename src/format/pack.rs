@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use age::x25519;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 
 pub const PACK_VERSION: u32 = 1;
 pub const TRAILER_LEN: usize = 16;
@@ -118,6 +119,36 @@ pub fn decode_trailer(trailer: &[u8], what: &str) -> Result<u64> {
 pub fn age_payload_len(n: u64) -> u64 {
     let segments = n.div_ceil(AGE_SEGMENT).max(1);
     n + segments * AGE_TAG
+}
+
+/// Length of the data section of a pack whose age payload starts at `payload_start` and
+/// holds `plaintext_len` bytes.
+pub fn data_len(payload_start: u64, plaintext_len: u64) -> u64 {
+    payload_start + age_payload_len(plaintext_len)
+}
+
+/// The bytes of the data section to fetch to read every blob within `plaintext` (a range
+/// of blob offsets): whole STREAM segments, from the one holding the byte before the range
+/// (see [`PackData::read_blob`]) to the one holding its last byte, clipped to the data.
+pub fn data_range(payload_start: u64, plaintext_len: u64, plaintext: Range<u64>) -> Range<u64> {
+    let encrypted_segment = AGE_SEGMENT + AGE_TAG;
+    let first = plaintext.start.saturating_sub(1) / AGE_SEGMENT;
+    let end = plaintext.end.div_ceil(AGE_SEGMENT).max(first + 1);
+    let data_len = data_len(payload_start, plaintext_len);
+    let start = (payload_start + first * encrypted_segment).min(data_len);
+    start..(payload_start + end * encrypted_segment).min(data_len)
+}
+
+/// Where the age payload starts in a pack whose first bytes are `prefix`: after the header's
+/// closing `--- <mac>` line and the 16-byte STREAM nonce. `None` when the prefix is too short
+/// to tell. Only locates; age authenticates the header itself when the data is opened.
+pub fn payload_start(prefix: &[u8]) -> Option<u64> {
+    const MAC_LINE: &[u8] = b"\n--- ";
+    const NONCE_LEN: usize = 16;
+    let mac = prefix.windows(MAC_LINE.len()).position(|w| w == MAC_LINE)?;
+    let line_end = mac + 1 + prefix[mac + 1..].iter().position(|&b| b == b'\n')?;
+    let start = line_end + 1 + NONCE_LEN;
+    (start <= prefix.len()).then_some(start as u64)
 }
 
 /// Builds a pack, encrypting blobs as they are added so only one copy is held.
@@ -219,13 +250,26 @@ impl<R: Read + Seek> PackData<R> {
     }
 
     /// Reads the blob an entry points at (authenticated by age on the way).
+    ///
+    /// Reads only the segments holding the blob (and, for a blob starting on a segment
+    /// boundary, the segment before it), so `source` may be a sparse view of the pack with
+    /// just those bytes: age's seek to a segment boundary other than the current one works
+    /// out the stream length by decrypting the *last* segment, and seeking one byte earlier
+    /// and reading that byte avoids it. Offset 0 needs neither as long as it is read first.
     pub fn read_blob(&mut self, entry: &PackEntry) -> Result<Vec<u8>> {
-        self.reader.seek(SeekFrom::Start(entry.offset)).map_err(|e| {
+        let seek_error = |e: std::io::Error| {
             Error::corrupt(format!(
                 "{}: cannot seek to blob of chunk {}: {e}",
                 self.what, entry.chunk
             ))
-        })?;
+        };
+        if entry.offset > 0 && entry.offset % AGE_SEGMENT == 0 {
+            self.reader.seek(SeekFrom::Start(entry.offset - 1)).map_err(seek_error)?;
+            let mut byte = [0u8; 1];
+            self.reader.read_exact(&mut byte).map_err(seek_error)?;
+        } else {
+            self.reader.seek(SeekFrom::Start(entry.offset)).map_err(seek_error)?;
+        }
         let mut blob = vec![0u8; entry.length as usize];
         self.reader.read_exact(&mut blob).map_err(|e| {
             Error::corrupt(format!(
@@ -263,6 +307,28 @@ mod tests {
         // The metadata identity cannot read data.
         let err = PackData::open(std::io::Cursor::new(data), &[&meta], "pack").err().unwrap();
         assert_eq!(err.kind(), crate::ErrorKind::KeyRejected);
+    }
+
+    #[test]
+    fn payload_start_and_data_range_match_the_sealed_pack() {
+        let data_id = x25519::Identity::generate();
+        let meta = x25519::Identity::generate();
+        for len in [1usize, 65_536, 65_537, 200_000] {
+            let mut w = PackWriter::new(&[data_id.to_public()], 1024).unwrap();
+            w.add(ChunkId([1; 32]), &vec![5u8; len], len as u32).unwrap();
+            let sealed = w.finish(&meta.to_public()).unwrap();
+            let h = &sealed.header;
+            assert_eq!(payload_start(&sealed.bytes), Some(h.payload_start));
+            assert_eq!(payload_start(&sealed.bytes[..h.payload_start as usize - 1]), None);
+            assert_eq!(data_len(h.payload_start, len as u64), h.data_len);
+            let all = data_range(h.payload_start, len as u64, 0..len as u64);
+            assert_eq!(all, h.payload_start..h.data_len);
+        }
+        // Segments: 0..65_536 is segment 0; 65_536.. needs segment 0 too (the byte before).
+        let seg = AGE_SEGMENT + AGE_TAG;
+        assert_eq!(data_range(100, 300_000, 0..10), 100..100 + seg);
+        assert_eq!(data_range(100, 300_000, 65_536..65_540), 100..100 + 2 * seg);
+        assert_eq!(data_range(100, 300_000, 65_537..131_073), 100 + seg..100 + 3 * seg);
     }
 
     #[test]

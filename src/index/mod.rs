@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Bump when the tables change: an older cache is then rebuilt from the repository.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, index_file BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS packs (
+    id BLOB PRIMARY KEY, index_file BLOB NOT NULL, plaintext_len INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS packs_by_index_file ON packs(index_file);
 CREATE TABLE IF NOT EXISTS chunks (
     id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
@@ -35,6 +36,9 @@ CREATE TABLE IF NOT EXISTS backups (
 pub struct ChunkLocation {
     pub pack: PackId,
     pub entry: PackEntry,
+    /// Plaintext length of the pack's whole data section (the end of its last blob): with
+    /// it a reader knows where the age stream ends without fetching the pack's header.
+    pub pack_plaintext_len: u64,
 }
 
 /// A backup as listed (no chunk lists).
@@ -147,7 +151,9 @@ impl LocalIndex {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
             let mut pack_stmt = tx
-                .prepare("INSERT OR IGNORE INTO packs (id, index_file) VALUES (?1, ?2)")
+                .prepare(
+                    "INSERT OR IGNORE INTO packs (id, index_file, plaintext_len) VALUES (?1, ?2, ?3)",
+                )
                 .map_err(|e| self.err(e))?;
             let mut chunk_stmt = tx
                 .prepare(
@@ -156,7 +162,13 @@ impl LocalIndex {
                 )
                 .map_err(|e| self.err(e))?;
             for p in &file.packs {
-                pack_stmt.execute(params![&p.pack.0[..], &id.0[..]]).map_err(|e| self.err(e))?;
+                // Blobs are contiguous from offset 0 and the index file lists all of a pack's
+                // entries, so the furthest end is the data plaintext length.
+                let plaintext_len =
+                    p.entries.iter().map(|e| e.offset + u64::from(e.length)).max().unwrap_or(0);
+                pack_stmt
+                    .execute(params![&p.pack.0[..], &id.0[..], plaintext_len as i64])
+                    .map_err(|e| self.err(e))?;
                 for e in &p.entries {
                     chunk_stmt
                         .execute(params![
@@ -201,7 +213,10 @@ impl LocalIndex {
     pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLocation>> {
         let conn = self.conn()?;
         let mut stmt = conn
-            .prepare_cached("SELECT pack, offset, length, raw_length FROM chunks WHERE id = ?1")
+            .prepare_cached(
+                "SELECT c.pack, c.offset, c.length, c.raw_length, p.plaintext_len
+                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+            )
             .map_err(|e| self.err(e))?;
         stmt.query_row(params![&id.0[..]], |r| {
             Ok(ChunkLocation {
@@ -212,6 +227,7 @@ impl LocalIndex {
                     length: r.get(2)?,
                     raw_length: r.get(3)?,
                 },
+                pack_plaintext_len: r.get::<_, i64>(4)? as u64,
             })
         })
         .optional()
@@ -298,7 +314,7 @@ mod tests {
         assert!(idx.contains_chunk(&ChunkId([1; 32])).unwrap());
         assert_eq!(
             idx.locate(&ChunkId([1; 32])).unwrap(),
-            Some(ChunkLocation { pack: PackId([2; 32]), entry })
+            Some(ChunkLocation { pack: PackId([2; 32]), entry, pack_plaintext_len: 15 })
         );
         idx.remove_index_file(IndexId([3; 32])).unwrap();
         assert!(!idx.contains_chunk(&ChunkId([1; 32])).unwrap());

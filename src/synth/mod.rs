@@ -40,6 +40,18 @@ use std::io::{self, Write};
 use segment::{version_time, SegmentTar};
 use tar_writer::{Layout, MemberHeader, Sink, Style};
 
+/// `len` incompressible bytes, a pure function of `seed`: test and bench data that no
+/// chunk of another seed dedups against.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rng::WyRand::new(rng::mix(seed, len as u64));
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        out.extend_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// How versions change the collection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {

@@ -417,6 +417,7 @@ fn check_ge(what: impl Into<String>, value: f64, limit: f64) -> Check {
 
 #[tokio::main]
 async fn main() {
+    qvault::alloc::bound_retained_memory();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

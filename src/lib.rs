@@ -1,5 +1,6 @@
 //! qvault: encrypted, deduplicated backups of Qdrant snapshots on any storage backend.
 
+pub mod alloc;
 pub mod backup;
 pub mod chunker;
 pub mod codec;

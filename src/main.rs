@@ -50,6 +50,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    qvault::alloc::bound_retained_memory();
     let cli = Cli::parse();
     init_logging(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

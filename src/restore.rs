@@ -58,7 +58,7 @@ pub struct RestoreSummary {
 
 /// At most this much of a pack's data (plaintext) is fetched for one piece, and at most
 /// this much chunk data is decoded: bounds the memory each piece in flight holds.
-pub const PIECE_SPAN: u64 = 4 * 1024 * 1024;
+pub const PIECE_SPAN: u64 = 2 * 1024 * 1024;
 
 /// Stream-consecutive chunks of one pack, fetched with one range read.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,20 +11,9 @@ use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qvault::chunker::{Chunker, ChunkerParams};
+use qvault::synth::pseudo_random;
 
 const SIZE: usize = 64 << 20;
-
-fn pseudo_random(mut state: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// About 64 MiB of tar: small files, nested segment tars with big files, mostly-zero WAL files.
 fn synthetic_tar() -> Vec<u8> {
@@ -43,7 +32,7 @@ fn synthetic_tar() -> Vec<u8> {
             [("vectors/chunk_0.mmap", 6 << 20), ("graph.bin", 2 << 20), ("segment.json", 300)]
         {
             seed += 1;
-            append(&mut inner, name, &pseudo_random(seed, len));
+            append(&mut inner, name, &pseudo_random(len, seed));
         }
         let inner = inner.into_inner().expect("finishing an in-memory tar");
         append(&mut outer, &format!("0/segments/{segment}.tar"), &inner);
@@ -64,7 +53,7 @@ fn bench(c: &mut Criterion) {
         tar_aware: true,
         tar_threshold: 64 << 10,
     };
-    let inputs = [("random", pseudo_random(42, SIZE)), ("tar", synthetic_tar())];
+    let inputs = [("random", pseudo_random(SIZE, 42)), ("tar", synthetic_tar())];
     let mut group = c.benchmark_group("chunker");
     group.sample_size(10);
     for (name, data) in &inputs {

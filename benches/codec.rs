@@ -9,34 +9,26 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qvault::codec::{self, CodecParams, CompressionAlgorithm};
+use qvault::synth::pseudo_random;
 
 const SIZE: usize = 1 << 20;
 
-fn xorshift(state: &mut u64) -> u64 {
-    *state ^= *state << 13;
-    *state ^= *state >> 7;
-    *state ^= *state << 17;
-    *state
-}
-
 fn random(len: usize) -> Vec<u8> {
-    let mut state = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        out.extend_from_slice(&xorshift(&mut state).to_le_bytes());
-    }
-    out.truncate(len);
-    out
+    pseudo_random(len, 0x9E37_79B9_7F4A_7C15)
 }
 
 /// Normalized-embedding-like float32 values: roughly Gaussian, scaled near 1/sqrt(768).
 fn floats(len: usize) -> Vec<u8> {
-    let mut state = 42;
+    let uniforms = pseudo_random(len * 4, 42);
     let mut out = Vec::with_capacity(len + 4);
-    while out.len() < len {
+    for four in uniforms.chunks_exact(16) {
         // Sum of four uniforms: a cheap bell curve.
-        let sum: f32 =
-            (0..4).map(|_| (xorshift(&mut state) >> 40) as f32 / (1u64 << 24) as f32).sum();
+        let sum: f32 = four
+            .chunks_exact(4)
+            .map(|u| {
+                (u32::from_le_bytes([u[0], u[1], u[2], u[3]]) >> 8) as f32 / (1u32 << 24) as f32
+            })
+            .sum();
         let value = (sum - 2.0) * 0.0625;
         out.extend_from_slice(&value.to_le_bytes());
     }

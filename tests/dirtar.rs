@@ -17,28 +17,22 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
+use qvault::synth::pseudo_random;
 
 /// A storage-directory-like tree: segments, a WAL, small JSON files, a symlink.
 fn make_tree(root: &Path) {
     std::fs::create_dir_all(root.join("collections/c/0/segments/seg-a")).unwrap();
     std::fs::create_dir_all(root.join("collections/c/0/wal")).unwrap();
-    std::fs::write(root.join("collections/c/0/segments/seg-a/vectors.dat"), noise(3 << 20, 1))
-        .unwrap();
-    std::fs::write(root.join("collections/c/0/segments/seg-a/payload.dat"), noise(1 << 20, 2))
-        .unwrap();
+    std::fs::write(
+        root.join("collections/c/0/segments/seg-a/vectors.dat"),
+        pseudo_random(3 << 20, 1),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("collections/c/0/segments/seg-a/payload.dat"),
+        pseudo_random(1 << 20, 2),
+    )
+    .unwrap();
     std::fs::write(root.join("collections/c/0/wal/open-1"), vec![0u8; 2 << 20]).unwrap();
     std::fs::write(root.join("collections/c/config.json"), br#"{"params":{}}"#).unwrap();
     std::fs::write(root.join("raft_state.json"), b"{}").unwrap();
@@ -172,7 +166,7 @@ async fn directory_round_trip_and_dedup_run_to_run() {
         .write(true)
         .open(src.join("collections/c/0/wal/open-1"))
         .unwrap();
-    wal.write_all(&noise(4096, 9)).unwrap();
+    wal.write_all(&pseudo_random(4096, 9)).unwrap();
     drop(wal);
     let second = backup_dir(&repo, &src).await;
     let (a, b) = (&first.manifest.summary, &second.manifest.summary);

@@ -14,25 +14,12 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
+use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
 use sha2::Digest;
 use std::io::Write;
 use std::sync::Arc;
-
-/// Fast deterministic bytes (splitmix64): random data without a slow debug-build RNG.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use support::sha256_hex;
 
 fn small_chunker() -> ChunkerConfig {
     ChunkerConfig {
@@ -129,10 +116,6 @@ impl Write for HashingWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(sha2::Sha256::digest(data))
 }
 
 /// The dedup contract from the issue: 200 MB of random bytes, then a copy with four 512 KiB

@@ -8,6 +8,7 @@ use proptest::prelude::*;
 use super::tar_scan::TarScanner;
 use super::*;
 use crate::error::ErrorKind;
+use crate::synth::pseudo_random;
 
 const SEED: u64 = 0x5176_6175_6c74;
 
@@ -43,18 +44,6 @@ fn ends(chunks: &[Bytes]) -> Vec<u64> {
 
 fn cut_set(chunks: &[Bytes]) -> BTreeSet<u64> {
     std::iter::once(0).chain(ends(chunks)).collect()
-}
-
-fn xorshift_bytes(mut state: u64, len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        out.extend_from_slice(&state.to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 /// Returns at most the next size of a fixed cycle per read.
@@ -224,12 +213,12 @@ fn build_tar(members: &[Member]) -> Vec<u8> {
                 } else {
                     format!("file-{i}.bin")
                 };
-                let data = xorshift_bytes(*seed | 1, *size);
+                let data = pseudo_random(*size, *seed | 1);
                 let mut h = gnu_header("placeholder", *size as u64, 1_700_000_000 + i as u64);
                 b.append_data(&mut h, &name, data.as_slice()).unwrap();
             }
             Member::Pax { size, seed } => {
-                append_pax_file(&mut b, &format!("pax-{i}.bin"), &xorshift_bytes(*seed | 1, *size));
+                append_pax_file(&mut b, &format!("pax-{i}.bin"), &pseudo_random(*size, *seed | 1));
             }
             Member::Sparse { tail, ext_blocks } => {
                 b.get_mut().extend_from_slice(&sparse_member(
@@ -332,7 +321,7 @@ fn empty_input_gives_no_chunks() {
 
 #[test]
 fn plain_chunking_matches_fastcdc_on_the_whole_buffer() {
-    let data = xorshift_bytes(7, 200_000);
+    let data = pseudo_random(200_000, 7);
     let lengths: Vec<usize> = chunk(&data, &small(false)).iter().map(Bytes::len).collect();
     let whole: Vec<usize> =
         FastCDC::with_level_and_seed(&data, 64, 256, 1024, Normalization::Level1, SEED)
@@ -343,14 +332,14 @@ fn plain_chunking_matches_fastcdc_on_the_whole_buffer() {
 
 #[test]
 fn random_bytes_get_no_forced_cuts() {
-    let data = xorshift_bytes(11, 300_000);
+    let data = pseudo_random(300_000, 11);
     assert!(forced_cuts(&data, &small(true)).is_empty());
     assert_eq!(chunk(&data, &small(true)), chunk(&data, &small(false)));
 }
 
 #[test]
 fn memory_stays_within_two_windows() {
-    let data = xorshift_bytes(3, 1 << 20);
+    let data = pseudo_random(1 << 20, 3);
     let params = small(true);
     for keep in [false, true] {
         let mut chunker = Chunker::new(Cursor::new(&data), &params).unwrap();
@@ -435,12 +424,12 @@ fn chunks_within(chunks: &[Bytes], start: u64, end: u64) -> Vec<Bytes> {
 #[test]
 fn unchanged_member_keeps_its_chunks_when_header_or_neighbours_change() {
     let params = small(true);
-    let big = xorshift_bytes(99, 20_000);
+    let big = pseudo_random(20_000, 99);
     let make = |mtime: u64, before: usize| {
         let mut b = tar::Builder::new(Vec::new());
         if before > 0 {
             let mut h = gnu_header("x", before as u64, 1);
-            b.append_data(&mut h, "before.bin", xorshift_bytes(5, before).as_slice()).unwrap();
+            b.append_data(&mut h, "before.bin", pseudo_random(before, 5).as_slice()).unwrap();
         }
         let mut h = gnu_header("x", big.len() as u64, mtime);
         b.append_data(&mut h, "big.bin", big.as_slice()).unwrap();
@@ -542,7 +531,7 @@ fn sparse_member(name: &str, tail: usize, ext_blocks: usize) -> Vec<u8> {
         ext[504] = u8::from(b + 1 < ext_blocks);
         out.extend_from_slice(&ext);
     }
-    out.extend_from_slice(&xorshift_bytes(stored as u64 + 1, stored));
+    out.extend_from_slice(&pinned_bytes(stored, stored as u64 + 1));
     out.resize(out.len().next_multiple_of(512), 0);
     out
 }
@@ -564,7 +553,7 @@ fn sparse_members_are_cut_around_their_stored_data() {
 
 #[test]
 fn base256_sizes_are_read() {
-    let data = xorshift_bytes(4, 1500);
+    let data = pseudo_random(1500, 4);
     let mut h = gnu_header("big.bin", 0, 0);
     let field = &mut h.as_mut_bytes()[124..136];
     field.fill(0);
@@ -620,7 +609,7 @@ proptest! {
 
     #[test]
     fn prop_random_bytes(seed in any::<u64>(), len in 0usize..20_000, aware in any::<bool>()) {
-        let data = xorshift_bytes(seed | 1, len);
+        let data = pseudo_random(len, seed | 1);
         check_invariants(&data, &small(aware));
     }
 
@@ -686,9 +675,23 @@ proptest! {
 // existing repository would stop deduplicating against new backups. Do not update them to
 // make a test pass.
 
+/// The golden cut points are pinned to these exact bytes (xorshift64, the same on every
+/// platform and independent of the synth generator, which may change).
+fn pinned_bytes(len: usize, mut state: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 #[test]
 fn golden_cut_points_for_pseudo_random_input() {
-    let data = xorshift_bytes(0x9E37_79B9_7F4A_7C15, 3 << 20);
+    let data = pinned_bytes(3 << 20, 0x9E37_79B9_7F4A_7C15);
     let params = ChunkerParams {
         min_size: 64 << 10,
         avg_size: 256 << 10,
@@ -710,17 +713,17 @@ fn golden_tar() -> Vec<u8> {
     let mut segment = tar::Builder::new(Vec::new());
     for (name, len, seed) in [("files/chunk_0.mmap", 6000, 21), ("files/segment.json", 300, 22)] {
         let mut h = gnu_header("x", len as u64, 1_700_000_123);
-        segment.append_data(&mut h, name, xorshift_bytes(seed, len).as_slice()).unwrap();
+        segment.append_data(&mut h, name, pinned_bytes(len, seed).as_slice()).unwrap();
     }
     let segment = segment.into_inner().unwrap();
     let mut b = tar::Builder::new(Vec::new());
     let mut h = gnu_header("x", 200, 1_700_000_001);
-    b.append_data(&mut h, "config.json", xorshift_bytes(1, 200).as_slice()).unwrap();
+    b.append_data(&mut h, "config.json", pinned_bytes(200, 1).as_slice()).unwrap();
     let mut h = gnu_header("x", segment.len() as u64, 1_700_000_002);
     b.append_data(&mut h, "0/segments/a1b2.tar", segment.as_slice()).unwrap();
     b.get_mut().extend_from_slice(&sparse_member("0/wal/open-1", 2600, 1));
     let mut h = gnu_header("x", 9000, 1_700_000_003);
-    b.append_data(&mut h, "0/big.bin", xorshift_bytes(3, 9000).as_slice()).unwrap();
+    b.append_data(&mut h, "0/big.bin", pinned_bytes(9000, 3).as_slice()).unwrap();
     b.into_inner().unwrap()
 }
 

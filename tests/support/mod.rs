@@ -2,6 +2,12 @@
 #![allow(dead_code)]
 
 use qvault::storage::{Storage, StorageOptions};
+use sha2::Digest;
+
+/// Lowercase hex SHA-256, as manifests and Qdrant's checksums write it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
 
 /// The S3 test server's settings from `.ci/s3-server.sh start`, or `None` (with a loud
 /// message) when it is not running. With `QVAULT_REQUIRE_S3=1` (set by `.ci/run`) a missing

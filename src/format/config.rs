@@ -49,9 +49,11 @@ impl Default for ChunkerConfig {
         ChunkerConfig {
             algorithm: CHUNKER_ALGORITHM.to_string(),
             normalization: 1,
-            min_size: 64 * 1024,
-            avg_size: 256 * 1024,
-            max_size: 1024 * 1024,
+            // 64 KiB on average: against 256 KiB it stores 10% less on a copy-on-write
+            // series and 38% less on scattered in-place rewrites (docs/benchmarks.md).
+            min_size: 16 * 1024,
+            avg_size: 64 * 1024,
+            max_size: 256 * 1024,
             tar_aware: true,
             tar_threshold: 64 * 1024,
         }

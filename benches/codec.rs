@@ -47,11 +47,14 @@ fn bench(c: &mut Criterion) {
             let params = CodecParams { algorithm: CompressionAlgorithm::Zstd, level };
             let blob = codec::encode(data, &params).expect("encoding");
             eprintln!("codec {name} level {level}: blob {} of {} bytes", blob.len(), data.len());
+            // The reusable encoder and decoder, as backup workers and restore use them.
+            let mut encoder = codec::Encoder::new(&params).expect("encoder");
             group.bench_function(format!("encode/{name}/zstd{level}"), |b| {
-                b.iter(|| codec::encode(black_box(data), &params).expect("encoding"))
+                b.iter(|| encoder.encode(black_box(data)).expect("encoding"))
             });
+            let mut decoder = codec::Decoder::new().expect("decoder");
             group.bench_function(format!("decode/{name}/zstd{level}"), |b| {
-                b.iter(|| codec::decode(black_box(&blob), SIZE).expect("decoding"))
+                b.iter(|| decoder.decode(black_box(&blob), SIZE).expect("decoding"))
             });
         }
     }

@@ -295,11 +295,12 @@ async fn archive_stream(
         handles.push(tokio::task::spawn_blocking(move || -> Result<(Vec<(u64, ChunkId)>, u64)> {
             let mut ids = Vec::new();
             let mut new_chunks = 0;
+            let mut encoder = codec::Encoder::new(&dedup.codec)?;
             for (seq, chunk) in rx {
                 let id = dedup.key.chunk_id(&chunk);
                 ids.push((seq, id));
                 if dedup.claim(&id)? {
-                    let blob = codec::encode(&chunk, &dedup.codec)?;
+                    let blob = encoder.encode(&chunk)?;
                     let raw_length = chunk.len() as u32;
                     tx.send(NewBlob { id, blob, raw_length }).map_err(|_| pipeline_stopped())?;
                     new_chunks += 1;

@@ -32,20 +32,43 @@ impl Default for CodecParams {
 
 /// Encodes a chunk as a blob: zstd when that is smaller, raw otherwise.
 pub fn encode(chunk: &[u8], params: &CodecParams) -> Result<Vec<u8>> {
-    if params.algorithm == CompressionAlgorithm::Zstd {
-        let mut out = Vec::with_capacity(chunk.len() / 2 + 64);
-        out.push(CODEC_ZSTD);
-        let compressed = zstd::bulk::compress(chunk, params.level)
-            .map_err(|e| Error::io("compressing a chunk", e))?;
-        if compressed.len() < chunk.len() {
-            out.extend_from_slice(&compressed);
-            return Ok(out);
-        }
+    Encoder::new(params)?.encode(chunk)
+}
+
+/// A reusable encoder for many chunks: one zstd context instead of one per chunk (creating
+/// a context showed up at ~1% of a backup's CPU with 64 KiB chunks).
+pub struct Encoder {
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl Encoder {
+    pub fn new(params: &CodecParams) -> Result<Self> {
+        let zstd = match params.algorithm {
+            CompressionAlgorithm::Zstd => Some(
+                zstd::bulk::Compressor::new(params.level)
+                    .map_err(|e| Error::io("creating a zstd compressor", e))?,
+            ),
+            CompressionAlgorithm::None => None,
+        };
+        Ok(Encoder { zstd })
     }
-    let mut out = Vec::with_capacity(chunk.len() + 1);
-    out.push(CODEC_RAW);
-    out.extend_from_slice(chunk);
-    Ok(out)
+
+    pub fn encode(&mut self, chunk: &[u8]) -> Result<Vec<u8>> {
+        if let Some(zstd) = &mut self.zstd {
+            let compressed =
+                zstd.compress(chunk).map_err(|e| Error::io("compressing a chunk", e))?;
+            if compressed.len() < chunk.len() {
+                let mut out = Vec::with_capacity(compressed.len() + 1);
+                out.push(CODEC_ZSTD);
+                out.extend_from_slice(&compressed);
+                return Ok(out);
+            }
+        }
+        let mut out = Vec::with_capacity(chunk.len() + 1);
+        out.push(CODEC_RAW);
+        out.extend_from_slice(chunk);
+        Ok(out)
+    }
 }
 
 /// Decodes a blob back to the chunk; `raw_length` (from the pack header) bounds the output

@@ -344,6 +344,22 @@ async fn unknown_config_version_is_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_compression_algorithm_asks_for_a_newer_qvault() {
+    let fixture = Fixture::new(Storage::memory(), None).await;
+    let config = fixture.storage.read("config").await.unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    value["compression"]["algorithm"] = serde_json::json!("brotli");
+    fixture.storage.write("config", serde_json::to_vec(&value).unwrap().into()).await.unwrap();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
+    assert_eq!(
+        err.to_string(),
+        "the repository at memory:// uses compression algorithm \"brotli\", this qvault knows \
+         only [\"zstd\", \"none\"]: use a newer qvault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_recipient_slipped_into_the_config_is_detected() {
     let fixture = Fixture::new(Storage::memory(), None).await;
     let config = fixture.storage.read("config").await.unwrap();

@@ -149,6 +149,12 @@ impl Config {
                 CONFIG_VERSION,
             ));
         }
+        // Compression is an enum: check its name before serde turns an unknown one into
+        // "damaged", since a newer qvault may have written it.
+        let compression = value.pointer("/compression/algorithm").and_then(|a| a.as_str());
+        if let Some(found) = compression.filter(|a| !COMPRESSION_ALGORITHMS.contains(a)) {
+            return Err(unknown_algorithm(location, "compression", found, COMPRESSION_ALGORITHMS));
+        }
         let config: Config = serde_json::from_value(value)
             .map_err(|e| Error::corrupt(format!("the config of {location} is damaged: {e}")))?;
         for (what, found, known) in [
@@ -157,15 +163,22 @@ impl Config {
             ("encryption", config.encryption.as_str(), ENCRYPTION_ALGORITHM),
         ] {
             if found != known {
-                return Err(Error::new(
-                    ErrorKind::UnsupportedVersion,
-                    format!(
-                        "the repository at {location} uses {what} algorithm {found:?}, \
-                         this qvault knows only {known:?}: use a newer qvault"
-                    ),
-                ));
+                return Err(unknown_algorithm(location, what, found, &[known]));
             }
         }
         Ok(config)
     }
+}
+
+/// Compression names this build reads (`CompressionAlgorithm`'s serde names).
+const COMPRESSION_ALGORITHMS: &[&str] = &["zstd", "none"];
+
+fn unknown_algorithm(location: &str, what: &str, found: &str, known: &[&str]) -> Error {
+    Error::new(
+        ErrorKind::UnsupportedVersion,
+        format!(
+            "the repository at {location} uses {what} algorithm {found:?}, \
+             this qvault knows only {known:?}: use a newer qvault"
+        ),
+    )
 }

@@ -270,6 +270,14 @@ impl<R: Read + Seek> PackData<R> {
         } else {
             self.reader.seek(SeekFrom::Start(entry.offset)).map_err(seek_error)?;
         }
+        // The length comes from an index entry: bound it before allocating. A blob is at
+        // most its chunk plus the codec byte.
+        if entry.length as usize > crate::codec::MAX_CHUNK_LEN + 1 {
+            return Err(Error::corrupt(format!(
+                "{}: the entry for chunk {} claims a {}-byte blob, larger than any chunk",
+                self.what, entry.chunk, entry.length
+            )));
+        }
         let mut blob = vec![0u8; entry.length as usize];
         self.reader.read_exact(&mut blob).map_err(|e| {
             Error::corrupt(format!(

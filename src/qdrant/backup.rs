@@ -112,10 +112,13 @@ pub async fn backup_qdrant(
     }
 
     let mut planned: Vec<Planned> = Vec::with_capacity(scopes.len());
-    for (scope, source) in scopes.into_iter().zip(sources) {
+    for (scope, mut source) in scopes.into_iter().zip(sources) {
         let found = match &options.existing_snapshot {
             Some(name) => existing_snapshot(client, &scope, name).await.map(|s| (s, false)),
-            None => create_snapshot(client, &scope).await.map(|s| (s, true)),
+            None => match add_exact_counts(client, &scope, &mut source).await {
+                Ok(()) => create_snapshot(client, &scope).await.map(|s| (s, true)),
+                Err(e) => Err(e),
+            },
         };
         match found {
             Ok((snapshot, created)) => {
@@ -263,6 +266,55 @@ async fn describe_source(
         }
     }
     Ok(source)
+}
+
+/// Adds Qdrant's exact point counts to `source`, counted just before the snapshot is made:
+/// `exact_points_count` for a collection, and per collection for full storage. Restore
+/// compares against it (collection info's `points_count`, also recorded, is an estimate).
+///
+/// Writes between the count and the snapshot make it a lower or upper bound of what the
+/// snapshot holds. Skipped for shards (Qdrant counts whole collections only) and for a
+/// collection with a shard this node does not hold: the count covers the whole cluster, the
+/// node's snapshot only its local shards.
+async fn add_exact_counts(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    source: &mut Value,
+) -> Result<()> {
+    match scope {
+        SnapshotScope::Collection(c) => {
+            if let Some(n) = exact_count_if_local(client, c).await? {
+                source["exact_points_count"] = json!(n);
+            }
+        }
+        SnapshotScope::Shard { .. } => {}
+        SnapshotScope::FullStorage => {
+            let names: Vec<String> = source
+                .get("collections")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for c in names {
+                if let Some(n) = exact_count_if_local(client, &c).await? {
+                    source["collections"][c.as_str()]["exact_points_count"] = json!(n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The exact point count of `collection` when every shard of it is local to the node.
+async fn exact_count_if_local(client: &QdrantClient, collection: &str) -> Result<Option<u64>> {
+    let cluster = client.collection_cluster_info(collection).await?;
+    let all_local = cluster
+        .remote_shards
+        .iter()
+        .all(|r| cluster.local_shards.iter().any(|l| l.shard_id == r.shard_id));
+    if !all_local {
+        return Ok(None);
+    }
+    client.count_points(collection, true).await.map(Some)
 }
 
 async fn create_snapshot(

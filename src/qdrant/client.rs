@@ -387,6 +387,23 @@ impl QdrantClient {
         }
     }
 
+    /// `POST /collections/{c}/points/count`: the number of points in the whole collection
+    /// (every shard, local or remote). With `exact = true` Qdrant counts the points
+    /// themselves, unlike collection info's `points_count`, which is an estimate (a point
+    /// being moved by the optimizer may be counted twice). Retried: it only reads.
+    pub async fn count_points(&self, collection: &str, exact: bool) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let what = format!("counting the points of collection `{collection}`");
+        let url = self.url_for(&["collections", collection, "points", "count"]);
+        let body = serde_json::json!({ "exact": exact });
+        let count: Count =
+            self.result(Method::POST, url, Some(&body), CallKind::Json, true, &what).await?;
+        Ok(count.count)
+    }
+
     /// `GET /collections/{c}/cluster`: which shards this node holds and where the others are.
     pub async fn collection_cluster_info(&self, collection: &str) -> Result<CollectionClusterInfo> {
         let what = format!("reading the cluster layout of collection `{collection}`");

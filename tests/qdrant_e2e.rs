@@ -220,6 +220,103 @@ async fn several_collections_and_a_shard_in_one_backup() {
     assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
 }
 
+/// Where in the fake's log the first request with `method` and a URI starting with
+/// `prefix` is.
+fn position(log: &[fake_qdrant::RequestRecord], method: &str, prefix: &str) -> usize {
+    log.iter()
+        .position(|r| r.method == method && r.uri.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {method} {prefix}… in {log:#?}"))
+}
+
+/// Two collections whose snapshots take a moment to stream.
+async fn two_collections() -> FakeQdrant {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.set_snapshot_source("a", snapshot_tar(&small_config(4), &noise(1 << 20, 31)));
+    fake.set_snapshot_source("b", snapshot_tar(&small_config(4), &noise(1 << 20, 32)));
+    fake
+}
+
+/// Regression: every snapshot was created before the backup started, so with several
+/// collections all of them sat on the node while the first streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_snapshot_is_created_only_after_the_previous_one_was_deleted() {
+    let fake = two_collections().await;
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
+    let report = run_backup(&repo, &client(&fake, None), scopes).await.unwrap();
+
+    let outcomes: Vec<_> = report.snapshots.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["deleted", "deleted"]);
+    let log = fake.requests();
+    let order = [
+        position(&log, "POST", "/collections/a/snapshots?"),
+        position(&log, "GET", "/collections/a/snapshots/a-"),
+        position(&log, "DELETE", "/collections/a/snapshots/a-"),
+        position(&log, "POST", "/collections/b/points/count"),
+        position(&log, "POST", "/collections/b/snapshots?"),
+        position(&log, "GET", "/collections/b/snapshots/b-"),
+        position(&log, "DELETE", "/collections/b/snapshots/b-"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order {order:?}: {log:#?}");
+    assert_eq!(order[4], order[3] + 1, "b is counted right before its snapshot");
+    // Each stream checked against the checksum of its own, late-made snapshot.
+    for (stream, snap) in report.summary.manifest.streams.iter().zip(&report.snapshots) {
+        let source = stream.source.as_ref().unwrap();
+        assert_eq!(source["snapshot"]["name"], snap.name.as_str());
+        assert_eq!(source["snapshot"]["checksum"], stream.sha256.as_str());
+    }
+    assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_download_cut_records_nothing_and_leaves_no_snapshot() {
+    let fake = two_collections().await;
+    fake.inject(Fault::cut_download("/collections/b/snapshots/", 300_000));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
+    let e = run_backup(&repo, &client(&fake, None), scopes).await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    let msg = e.to_string();
+    assert!(msg.contains("no backup recorded") && msg.contains("incomplete"), "{msg}");
+    assert!(msg.contains("deleted from the node"), "{msg}");
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+    let log = fake.requests();
+    assert!(
+        position(&log, "DELETE", "/collections/a/snapshots/")
+            < position(&log, "POST", "/collections/b/snapshots?")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_remote_keeps_every_snapshot() {
+    let fake = two_collections().await;
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let options = QdrantBackupOptions {
+        scopes: vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")],
+        keep_remote: true,
+        ..Default::default()
+    };
+    let report = backup_qdrant(
+        &repo,
+        &client(&fake, None),
+        &options,
+        &BackupOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<_> = report.snapshots.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["kept", "kept"]);
+    assert_eq!(fake.snapshot_names("a"), [report.snapshots[0].name.clone()]);
+    assert_eq!(fake.snapshot_names("b"), [report.snapshots[1].name.clone()]);
+    assert!(!fake.requests().iter().any(|r| r.method == "DELETE"));
+}
+
 /// Two backups of one collection with a small change between them: the second stores only
 /// (about) the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

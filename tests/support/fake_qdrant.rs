@@ -16,6 +16,10 @@
 //!   the real one.
 //! - Messages not seen in the captures (409-like "already exists", a non-tar upload, a
 //!   location answering non-2xx) are modelled on Qdrant's error style but invented.
+//! - `POST …/points/count` is not in the captures: its answer (`{"count": N}` in the usual
+//!   envelope) follows Qdrant's API reference, and its 400 text is invented. The exact
+//!   count is the stored point count; collection info may report an estimate instead
+//!   (`set_estimated_points_count`).
 //! - Every request needs the key when a key is configured (real Qdrant exempts a few
 //!   health endpoints qvault does not use).
 

@@ -46,6 +46,26 @@ pub struct StreamSource {
     pub expected_sha256: Option<String>,
 }
 
+/// Streams handed to the pipeline one at a time ([`backup_from`]).
+///
+/// The pipeline asks for the next stream only once the previous one was read to its end and
+/// checked, so a source can prepare each stream as late as possible and release the previous
+/// one as early as possible: a Qdrant source creates a snapshot right before its stream and
+/// deletes it right after, and learns the checksum to check only then.
+pub trait StreamSources: Send {
+    /// The next stream, or `None` after the last. An error fails the backup.
+    fn next_stream(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<StreamSource>>> + Send;
+}
+
+/// Streams known up front.
+impl StreamSources for std::vec::IntoIter<StreamSource> {
+    async fn next_stream(&mut self) -> Result<Option<StreamSource>> {
+        Ok(self.next())
+    }
+}
+
 impl std::fmt::Debug for StreamSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StreamSource").field("name", &self.name).field("kind", &self.kind).finish()
@@ -164,6 +184,16 @@ impl Dedup {
     }
 }
 
+fn duplicate_stream(name: &str) -> Error {
+    Error::invalid_input(format!(
+        "two streams are named {name:?}: stream names must be unique within a backup"
+    ))
+}
+
+fn no_streams() -> Error {
+    Error::invalid_input("a backup needs at least one stream")
+}
+
 /// Archives `streams` as one backup. Nothing is recorded unless every stream succeeds.
 pub async fn backup(
     repo: &Repository,
@@ -171,20 +201,28 @@ pub async fn backup(
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
-    let started = Instant::now();
-    let time = now_rfc3339();
+    // Known up front, so checked before anything is read.
     let mut names = HashSet::new();
-    for s in &streams {
-        if !names.insert(s.name.clone()) {
-            return Err(Error::invalid_input(format!(
-                "two streams are named {:?}: stream names must be unique within a backup",
-                s.name
-            )));
-        }
+    if let Some(dup) = streams.iter().find(|s| !names.insert(s.name.as_str())) {
+        return Err(duplicate_stream(&dup.name));
     }
     if streams.is_empty() {
-        return Err(Error::invalid_input("a backup needs at least one stream"));
+        return Err(no_streams());
     }
+    backup_from(repo, &mut streams.into_iter(), options, progress).await
+}
+
+/// Archives the streams `sources` hands out, in that order, as one backup. Nothing is
+/// recorded unless every stream succeeds; the first error (of the pipeline or of
+/// `sources`) stops the backup, and `sources` is not asked for more.
+pub async fn backup_from<S: StreamSources>(
+    repo: &Repository,
+    sources: &mut S,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let time = now_rfc3339();
     let workers = options
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
@@ -206,15 +244,21 @@ pub async fn backup(
 
     let params = repo.config().chunker.params(repo.key().chunker_seed());
     let produce = async {
-        let mut records = Vec::new();
+        let mut records: Vec<StreamRecord> = Vec::new();
         let mut totals = (0u64, 0u64, 0u64);
-        for source in streams {
+        while let Some(source) = sources.next_stream().await? {
+            if records.iter().any(|r| r.name == source.name) {
+                return Err(duplicate_stream(&source.name));
+            }
             let (record, new_chunks) =
                 archive_stream(source, &params, &dedup, &blob_tx, workers, &progress).await?;
             totals.0 += record.size;
             totals.1 += record.chunks.len() as u64;
             totals.2 += new_chunks;
             records.push(record);
+        }
+        if records.is_empty() {
+            return Err(no_streams());
         }
         drop(blob_tx);
         let packed = packer.await.map_err(join_error)?;

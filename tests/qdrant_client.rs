@@ -118,6 +118,23 @@ async fn version_list_info_cluster() {
     assert_eq!(cluster.local_shards.iter().map(|s| s.points_count).sum::<u64>(), 101);
     assert!(cluster.remote_shards.is_empty());
 
+    // Collection info's `points_count` is an estimate; the count API counts exactly (and a
+    // read-only key may ask).
+    fake.set_estimated_points_count("docs", Some(104));
+    assert_eq!(c.collection_info("docs").await.unwrap().points_count, Some(104));
+    assert_eq!(c.count_points("docs", true).await.unwrap(), 101);
+    assert_eq!(client(&fake, Some(RO_KEY)).count_points("docs", true).await.unwrap(), 101);
+    let count = fake.requests().into_iter().rev().find(|r| r.uri.ends_with("/count")).unwrap();
+    assert_eq!(
+        (count.method.as_str(), count.uri.as_str()),
+        ("POST", "/collections/docs/points/count")
+    );
+    assert_eq!(count.content_type.as_deref(), Some("application/json"));
+    let err = c.count_points("nope", true).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("counting the points of collection `nope`"), "{err}");
+    fake.set_estimated_points_count("docs", None);
+
     assert!(c.collection_exists("docs").await.unwrap());
     assert!(!c.collection_exists("nope").await.unwrap());
 

@@ -171,6 +171,7 @@ async fn backup_then_restore_into_new_collection_is_byte_identical() {
     assert_eq!(stream.sha256, sha256_hex(&bytes));
     let source = stream.source.as_ref().unwrap();
     assert_eq!(source["points_count"], 3000);
+    assert_eq!(source["exact_points_count"], 3000);
     assert_eq!(source["qdrant"]["version"], "1.18.3");
     assert_eq!(source["config"], fake.collection_config("fixture").unwrap());
     assert!(source["snapshot"]["name"].as_str().unwrap().starts_with("fixture-"));
@@ -217,6 +218,103 @@ async fn several_collections_and_a_shard_in_one_backup() {
     assert_eq!(names, ["a", "b", "b/shard-1"]);
     assert!(report.snapshots.iter().all(|s| s.outcome == "deleted"), "{:?}", report.snapshots);
     assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+}
+
+/// Where in the fake's log the first request with `method` and a URI starting with
+/// `prefix` is.
+fn position(log: &[fake_qdrant::RequestRecord], method: &str, prefix: &str) -> usize {
+    log.iter()
+        .position(|r| r.method == method && r.uri.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {method} {prefix}… in {log:#?}"))
+}
+
+/// Two collections whose snapshots take a moment to stream.
+async fn two_collections() -> FakeQdrant {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.set_snapshot_source("a", snapshot_tar(&small_config(4), &noise(1 << 20, 31)));
+    fake.set_snapshot_source("b", snapshot_tar(&small_config(4), &noise(1 << 20, 32)));
+    fake
+}
+
+/// Regression: every snapshot was created before the backup started, so with several
+/// collections all of them sat on the node while the first streamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_snapshot_is_created_only_after_the_previous_one_was_deleted() {
+    let fake = two_collections().await;
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
+    let report = run_backup(&repo, &client(&fake, None), scopes).await.unwrap();
+
+    let outcomes: Vec<_> = report.snapshots.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["deleted", "deleted"]);
+    let log = fake.requests();
+    let order = [
+        position(&log, "POST", "/collections/a/snapshots?"),
+        position(&log, "GET", "/collections/a/snapshots/a-"),
+        position(&log, "DELETE", "/collections/a/snapshots/a-"),
+        position(&log, "POST", "/collections/b/points/count"),
+        position(&log, "POST", "/collections/b/snapshots?"),
+        position(&log, "GET", "/collections/b/snapshots/b-"),
+        position(&log, "DELETE", "/collections/b/snapshots/b-"),
+    ];
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "out of order {order:?}: {log:#?}");
+    assert_eq!(order[4], order[3] + 1, "b is counted right before its snapshot");
+    // Each stream checked against the checksum of its own, late-made snapshot.
+    for (stream, snap) in report.summary.manifest.streams.iter().zip(&report.snapshots) {
+        let source = stream.source.as_ref().unwrap();
+        assert_eq!(source["snapshot"]["name"], snap.name.as_str());
+        assert_eq!(source["snapshot"]["checksum"], stream.sha256.as_str());
+    }
+    assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_download_cut_records_nothing_and_leaves_no_snapshot() {
+    let fake = two_collections().await;
+    fake.inject(Fault::cut_download("/collections/b/snapshots/", 300_000));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
+    let e = run_backup(&repo, &client(&fake, None), scopes).await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    let msg = e.to_string();
+    assert!(msg.contains("no backup recorded") && msg.contains("incomplete"), "{msg}");
+    assert!(msg.contains("deleted from the node"), "{msg}");
+    assert!(repo.backups().unwrap().is_empty());
+    assert!(fake.snapshot_names("a").is_empty() && fake.snapshot_names("b").is_empty());
+    let log = fake.requests();
+    assert!(
+        position(&log, "DELETE", "/collections/a/snapshots/")
+            < position(&log, "POST", "/collections/b/snapshots?")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_remote_keeps_every_snapshot() {
+    let fake = two_collections().await;
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let options = QdrantBackupOptions {
+        scopes: vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")],
+        keep_remote: true,
+        ..Default::default()
+    };
+    let report = backup_qdrant(
+        &repo,
+        &client(&fake, None),
+        &options,
+        &BackupOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let outcomes: Vec<_> = report.snapshots.iter().map(|s| s.outcome.as_str()).collect();
+    assert_eq!(outcomes, ["kept", "kept"]);
+    assert_eq!(fake.snapshot_names("a"), [report.snapshots[0].name.clone()]);
+    assert_eq!(fake.snapshot_names("b"), [report.snapshots[1].name.clone()]);
+    assert!(!fake.requests().iter().any(|r| r.method == "DELETE"));
 }
 
 /// Two backups of one collection with a small change between them: the second stores only
@@ -396,14 +494,99 @@ async fn existing_snapshot_is_archived_and_left_alone() {
 
 /// Backs up `c` (4 dims) and returns the repository, backup id and stream.
 async fn backed_up(fake: &FakeQdrant) -> (Repo, BackupId, StreamRecord) {
+    backed_up_with_points(fake, 0).await
+}
+
+/// Like [`backed_up`], with `points` points in `c`.
+async fn backed_up_with_points(fake: &FakeQdrant, points: u64) -> (Repo, BackupId, StreamRecord) {
     let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
     fake.set_snapshot_source("c", bytes);
+    fake.set_points_count("c", points);
     let repo_dir = Repo::new(None).await;
     let repo = repo_dir.open().await;
     let report =
         run_backup(&repo, &client(fake, None), vec![SnapshotScope::collection("c")]).await.unwrap();
     let stream = report.summary.manifest.streams[0].clone();
     (repo_dir, report.summary.id, stream)
+}
+
+/// Regression: restore compared collection info's `points_count`, which Qdrant documents as
+/// approximate, with strict equality. The backup now also records an exact count, taken just
+/// before the snapshot, and restore counts exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_compares_exact_counts_not_estimates() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    fake.set_snapshot_source("c", bytes);
+    fake.set_points_count("c", 3000);
+    // The optimizer is at work: collection info counts some points twice.
+    fake.set_estimated_points_count("c", Some(3017));
+    let repo_dir = Repo::new(None).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, None);
+    let report = run_backup(&repo, &qdrant, vec![SnapshotScope::collection("c")]).await.unwrap();
+    let stream = &report.summary.manifest.streams[0];
+    let source = stream.source.as_ref().unwrap();
+    assert_eq!(source["points_count"], 3017, "collection info is recorded as before");
+    assert_eq!(source["collection_info"]["points_count"], 3017);
+    assert_eq!(source["exact_points_count"], 3000);
+    // Counted just before the snapshot was made: the request right before the create.
+    let log = fake.requests();
+    let create = log
+        .iter()
+        .position(|r| r.method == "POST" && r.uri.starts_with("/collections/c/snapshots"))
+        .unwrap();
+    assert_eq!(
+        (log[create - 1].method.as_str(), log[create - 1].uri.as_str()),
+        ("POST", "/collections/c/points/count")
+    );
+
+    let restored = run_restore(&repo, report.summary.id, stream, &qdrant, "copy").await.unwrap();
+    assert_eq!(restored.points_count, Some(3000));
+    assert!(restored.warnings.is_empty(), "{:?}", restored.warnings);
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.uri == "/collections/copy/points/count"),
+        "the restored collection is counted exactly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_with_another_exact_count_fails_showing_both_counts() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up_with_points(&fake, 3000).await;
+    let repo = repo_dir.open().await;
+    // The recovered collection ends up one point short.
+    fake.set_points_count("c", 2999);
+    let e = run_restore(&repo, id, &stream, &client(&fake, None), "copy").await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant);
+    let msg = e.to_string();
+    assert!(msg.contains("collection `copy`") && msg.contains(&id.to_string()), "{msg}");
+    assert!(msg.contains("holds 2999 points") && msg.contains("counted 3000"), "{msg}");
+    assert!(msg.contains("written to") && msg.contains("check the Qdrant log"), "{msg}");
+    assert!(fake.recovered("copy").is_some(), "Qdrant did recover: the error says what next");
+}
+
+/// A backup that recorded only collection info's estimate (made before qvault counted
+/// exactly, or of an existing snapshot) cannot prove a difference: restore warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_against_an_estimate_warns_on_a_difference() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, mut stream) = backed_up_with_points(&fake, 3000).await;
+    let repo = repo_dir.open().await;
+    let source = stream.source.as_mut().unwrap().as_object_mut().unwrap();
+    assert!(source.remove("exact_points_count").is_some());
+    source.insert("points_count".into(), json!(3017));
+    let report = run_restore(&repo, id, &stream, &client(&fake, None), "copy").await.unwrap();
+    assert_eq!(report.points_count, Some(3000));
+    assert!(!report.plan.expected_points_exact);
+    let [warning] = report.warnings.as_slice() else {
+        panic!("one warning expected: {:?}", report.warnings)
+    };
+    assert!(warning.contains("collection `copy`") && warning.contains("holds 3000"), "{warning}");
+    assert!(warning.contains("estimate of 3017"), "{warning}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,9 @@ use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
+use qvault::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
 use qvault::format::manifest::StreamKind;
-use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions};
+use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions, QdrantBackupReport};
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -142,6 +142,14 @@ fn progress_bar(
     }))
 }
 
+/// Stops a bar from [`progress_bar`] and clears its line.
+fn stop_progress_bar(bar: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(bar) = bar {
+        bar.abort();
+        eprint!("\r\x1b[2K");
+    }
+}
+
 /// The snapshot scopes the flags ask for.
 fn qdrant_scopes(args: &BackupArgs) -> Result<Vec<SnapshotScope>> {
     let mut scopes = Vec::new();
@@ -183,46 +191,12 @@ async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     let bar = progress_bar(global, None, &progress);
     let result =
         backup_qdrant(&repo, &client, &options, &backup_options(args), Arc::clone(&progress)).await;
-    if let Some(bar) = bar {
-        bar.abort();
-        eprint!("\r\x1b[2K");
-    }
+    stop_progress_bar(bar);
     let report = result?;
-    let summary = &report.summary;
-    let s = &summary.manifest.summary;
-    if global.json {
-        common::print_json(&serde_json::json!({
-            "id": summary.id,
-            "qdrant_version": report.qdrant_version,
-            "streams": summary.manifest.streams.iter().map(|st| serde_json::json!({
-                "name": st.name, "size": st.size, "sha256": st.sha256,
-            })).collect::<Vec<_>>(),
-            "snapshots": report.snapshots,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "chunks": s.chunks,
-            "new_chunks": s.new_chunks,
-            "dedup_ratio": summary.dedup_ratio(),
-            "duration_ms": s.duration_ms,
-        }))?;
-    } else {
-        println!("backup {}", summary.id);
-        for st in &summary.manifest.streams {
-            println!("  {} {} sha256 {}", st.name, common::human_bytes(st.size), st.sha256);
-        }
-        println!(
-            "read {}, added {} ({} of {} chunks new), ratio {:.1}x, {:.1} s",
-            common::human_bytes(s.bytes_read),
-            common::human_bytes(s.bytes_added),
-            s.new_chunks,
-            s.chunks,
-            summary.dedup_ratio(),
-            s.duration_ms as f64 / 1000.0
-        );
-        if common::chatty(global) {
-            for snap in &report.snapshots {
-                eprintln!("snapshot {} of {}: {}", snap.name, snap.scope, snap.outcome);
-            }
+    print_summary(global, &report.summary, Some(&report))?;
+    if common::chatty(global) {
+        for snap in &report.snapshots {
+            eprintln!("snapshot {} of {}: {}", snap.name, snap.scope, snap.outcome);
         }
     }
     for snap in report.left_on_node() {
@@ -244,14 +218,21 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(global, total, &progress);
     let result = backup(&repo, vec![source], &options, Arc::clone(&progress)).await;
-    if let Some(bar) = bar {
-        bar.abort();
-        eprint!("\r\x1b[2K");
-    }
-    let summary = result?;
+    stop_progress_bar(bar);
+    print_summary(global, &result?, None)
+}
+
+/// Prints a finished backup on stdout: one JSON object with `--json`, else its id and what
+/// it read and added. A Qdrant backup (`qdrant`) adds the Qdrant version, the snapshots'
+/// fate (JSON only) and its streams.
+fn print_summary(
+    global: &GlobalArgs,
+    summary: &BackupSummary,
+    qdrant: Option<&QdrantBackupReport>,
+) -> Result<()> {
     let s = &summary.manifest.summary;
     if global.json {
-        common::print_json(&serde_json::json!({
+        let mut out = serde_json::json!({
             "id": summary.id,
             "bytes_read": s.bytes_read,
             "bytes_added": s.bytes_added,
@@ -259,18 +240,35 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
             "new_chunks": s.new_chunks,
             "dedup_ratio": summary.dedup_ratio(),
             "duration_ms": s.duration_ms,
-        }))?;
-    } else {
-        println!("backup {}", summary.id);
-        println!(
-            "read {}, added {} ({} of {} chunks new), ratio {:.1}x, {:.1} s",
-            common::human_bytes(s.bytes_read),
-            common::human_bytes(s.bytes_added),
-            s.new_chunks,
-            s.chunks,
-            summary.dedup_ratio(),
-            s.duration_ms as f64 / 1000.0
-        );
+        });
+        if let Some(report) = qdrant {
+            out["qdrant_version"] = serde_json::json!(report.qdrant_version);
+            out["streams"] = summary
+                .manifest
+                .streams
+                .iter()
+                .map(
+                    |st| serde_json::json!({"name": st.name, "size": st.size, "sha256": st.sha256}),
+                )
+                .collect();
+            out["snapshots"] = serde_json::to_value(&report.snapshots)?;
+        }
+        return common::print_json(&out);
     }
+    println!("backup {}", summary.id);
+    if qdrant.is_some() {
+        for st in &summary.manifest.streams {
+            println!("  {} {} sha256 {}", st.name, common::human_bytes(st.size), st.sha256);
+        }
+    }
+    println!(
+        "read {}, added {} ({} of {} chunks new), ratio {:.1}x, {:.1} s",
+        common::human_bytes(s.bytes_read),
+        common::human_bytes(s.bytes_added),
+        s.new_chunks,
+        s.chunks,
+        summary.dedup_ratio(),
+        s.duration_ms as f64 / 1000.0
+    );
     Ok(())
 }

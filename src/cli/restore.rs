@@ -117,6 +117,9 @@ async fn run_serve(
         }
     })
     .await?;
+    for w in &report.warnings {
+        eprintln!("qvault: warning: {w}");
+    }
     let seconds = report.duration.as_secs_f64();
     if global.json {
         common::print_json(&serde_json::json!({

@@ -1,16 +1,21 @@
-//! Backing up straight from a Qdrant node: create the snapshot, stream its download into the
+//! Backing up straight from a Qdrant node: create a snapshot, stream its download into the
 //! backup pipeline, record where it came from, and delete it from the node again.
 //!
 //! ```text
-//! version, collection info, cluster info ─► create snapshot (wait=true) ─► backup(streams)
-//!                                                                              │ reads each
-//!                        delete snapshot on the node (success or not) ◄────────┘ download lazily
+//! version; config, info, cluster of every scope (fails before anything is created)
+//!   │
+//!   ▼ per stream, when the pipeline asks for it:
+//! info, cluster, exact count ─► create snapshot (wait=true) ─► stream its download ─┐
+//!                                                                                  │ read, checked
+//!                   delete it from the node, before the next snapshot is created ◄─┘
 //! ```
 //!
-//! Every snapshot is created before the backup starts because the manifest's provenance and
-//! the SHA-256 the pipeline checks against (Qdrant's checksum) are known only once Qdrant
-//! has written the file. The downloads, though, start only when the pipeline reaches their
-//! stream, so an idle connection never waits behind another stream's upload.
+//! Snapshots are created one at a time, when the pipeline reaches their stream, and deleted
+//! as soon as it has read and checked them: a snapshot is a full copy of the collection, so
+//! with many collections at most one of them takes space on the node, and none waits there
+//! while others stream. The manifest's provenance and the SHA-256 the pipeline checks
+//! against (Qdrant's checksum) come from that create call, which is why the pipeline takes
+//! its streams from a [`StreamSources`] rather than a list made up front.
 
 use std::io::Read;
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,9 @@ use serde_json::{json, Value};
 
 use super::client::QdrantClient;
 use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
-use crate::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
+use crate::backup::{
+    backup_from, BackupOptions, BackupSummary, Progress, StreamSource, StreamSources,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamKind;
 use crate::repo::Repository;
@@ -81,19 +88,114 @@ fn stream_kind(scope: &SnapshotScope) -> StreamKind {
     }
 }
 
-/// One stream to be: where its snapshot is and what the manifest records about it.
-struct Planned {
+/// A snapshot the backup used, and what became of it.
+struct Used {
     scope: SnapshotScope,
-    snapshot: SnapshotDescription,
+    name: String,
     created: bool,
-    source: Value,
+    /// `None` while it is still on the node for the pipeline to read.
+    outcome: Option<String>,
+}
+
+/// The backup's streams, one snapshot at a time: each is created (or, with `--snapshot`,
+/// looked up) when the pipeline asks for its stream, and released when the pipeline asks
+/// for the next one or the backup ends.
+struct SnapshotStreams<'a> {
+    client: &'a QdrantClient,
+    version: ServerVersion,
+    scopes: std::vec::IntoIter<SnapshotScope>,
+    existing_snapshot: Option<String>,
+    keep_remote: bool,
+    used: Vec<Used>,
+    /// Errors of the downloads, in Qdrant's words (the pipeline sees only read errors).
+    download_errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl SnapshotStreams<'_> {
+    async fn open(&mut self, scope: SnapshotScope) -> Result<StreamSource> {
+        let client = self.client;
+        // Read again, not taken from the preflight: earlier streams may have taken hours.
+        let mut source = describe_source(client, &scope, &self.version).await?;
+        let (snapshot, created) = match &self.existing_snapshot {
+            Some(name) => (existing_snapshot(client, &scope, name).await?, false),
+            None => {
+                add_exact_counts(client, &scope, &mut source).await?;
+                (create_snapshot(client, &scope).await?, true)
+            }
+        };
+        self.used.push(Used {
+            scope: scope.clone(),
+            name: snapshot.name.clone(),
+            created,
+            outcome: None,
+        });
+        source["snapshot"] = json!({
+            "name": snapshot.name,
+            "size": snapshot.size,
+            "checksum": snapshot.checksum,
+            "creation_time": snapshot.creation_time,
+            "created_by_qvault": created,
+        });
+        Ok(StreamSource {
+            name: stream_name(&scope),
+            kind: stream_kind(&scope),
+            reader: lazy_download(client, &scope, &snapshot.name, &self.download_errors),
+            source: Some(source),
+            expected_sha256: snapshot.checksum,
+        })
+    }
+
+    /// Deletes every snapshot still on the node that qvault created (unless asked to keep
+    /// them), noting what happened to each.
+    async fn release(&mut self) {
+        let client = self.client;
+        for used in self.used.iter_mut().filter(|u| u.outcome.is_none()) {
+            let outcome = if !used.created {
+                "not ours".to_string()
+            } else if self.keep_remote {
+                "kept".to_string()
+            } else {
+                match client.delete_snapshot(&used.scope, &used.name, true).await {
+                    Ok(()) => "deleted".to_string(),
+                    Err(e) => {
+                        tracing::warn!("{e}");
+                        format!("delete failed: {e}")
+                    }
+                }
+            };
+            used.outcome = Some(outcome);
+        }
+    }
+
+    fn report(&self) -> Vec<RemoteSnapshot> {
+        self.used
+            .iter()
+            .map(|u| RemoteSnapshot {
+                scope: u.scope.to_string(),
+                name: u.name.clone(),
+                outcome: u.outcome.clone().unwrap_or_else(|| "on the node".to_string()),
+            })
+            .collect()
+    }
+}
+
+impl StreamSources for SnapshotStreams<'_> {
+    async fn next_stream(&mut self) -> Result<Option<StreamSource>> {
+        // Asked for the next stream: the pipeline has read and checked the previous one.
+        self.release().await;
+        match self.scopes.next() {
+            Some(scope) => self.open(scope).await.map(Some),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Archives snapshots of `client`'s node into `repo` as one backup, one stream per scope.
 ///
 /// Guarantees: a backup is recorded only when every download completed and matched the
-/// checksum Qdrant reported; the snapshots qvault created are deleted from the node whether
-/// the backup succeeded or not (unless `keep_remote`), and the error says what was left.
+/// checksum Qdrant reported; each snapshot is created only when its stream is due and the
+/// snapshots qvault created are deleted from the node as soon as they were read, and also
+/// when the backup fails (unless `keep_remote`); the error says what was left.
 pub async fn backup_qdrant(
     repo: &Repository,
     client: &QdrantClient,
@@ -104,55 +206,26 @@ pub async fn backup_qdrant(
     let version = client.version().await?;
     let scopes = resolve_scopes(client, options).await?;
 
-    // Everything read before the first snapshot is created: a missing collection or a bad
-    // key fails here, with nothing to clean up on the node.
-    let mut sources = Vec::with_capacity(scopes.len());
+    // Everything read before the first snapshot is created: a missing collection, a shard
+    // on another node or a bad key fails here, with nothing to clean up on the node.
     for scope in &scopes {
-        sources.push(describe_source(client, scope, &version).await?);
+        describe_source(client, scope, &version).await?;
     }
 
-    let mut planned: Vec<Planned> = Vec::with_capacity(scopes.len());
-    for (scope, source) in scopes.into_iter().zip(sources) {
-        let found = match &options.existing_snapshot {
-            Some(name) => existing_snapshot(client, &scope, name).await.map(|s| (s, false)),
-            None => create_snapshot(client, &scope).await.map(|s| (s, true)),
-        };
-        match found {
-            Ok((snapshot, created)) => {
-                planned.push(Planned { scope, snapshot, created, source });
-            }
-            Err(e) => {
-                let cleanup = cleanup(client, &planned, options.keep_remote).await;
-                return Err(e.context(format!(
-                    "no backup recorded{}",
-                    cleanup_note(&cleanup, options.keep_remote)
-                )));
-            }
-        }
-    }
-
-    let download_errors: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut streams = Vec::with_capacity(planned.len());
-    for p in &planned {
-        let mut source = p.source.clone();
-        source["snapshot"] = json!({
-            "name": p.snapshot.name,
-            "size": p.snapshot.size,
-            "checksum": p.snapshot.checksum,
-            "creation_time": p.snapshot.creation_time,
-            "created_by_qvault": p.created,
-        });
-        streams.push(StreamSource {
-            name: stream_name(&p.scope),
-            kind: stream_kind(&p.scope),
-            reader: lazy_download(client, &p.scope, &p.snapshot.name, &download_errors),
-            source: Some(source),
-            expected_sha256: p.snapshot.checksum.clone(),
-        });
-    }
-
-    let result = backup(repo, streams, backup_options, progress).await;
-    let snapshots = cleanup(client, &planned, options.keep_remote).await;
+    let mut streams = SnapshotStreams {
+        client,
+        version: version.clone(),
+        scopes: scopes.into_iter(),
+        existing_snapshot: options.existing_snapshot.clone(),
+        keep_remote: options.keep_remote,
+        used: Vec::new(),
+        download_errors: Arc::default(),
+    };
+    let result = backup_from(repo, &mut streams, backup_options, progress).await;
+    // After a success every snapshot is released already; after a failure, the one being
+    // read (or created) is still on the node.
+    streams.release().await;
+    let snapshots = streams.report();
     match result {
         Ok(summary) => {
             Ok(QdrantBackupReport { summary, qdrant_version: version.version, snapshots })
@@ -161,7 +234,7 @@ pub async fn backup_qdrant(
             let note = cleanup_note(&snapshots, options.keep_remote);
             // A download that broke shows up in the pipeline as a read error; report it as
             // the Qdrant failure it is, with Qdrant's own words.
-            let downloads = download_errors.lock().map(|d| d.clone()).unwrap_or_default();
+            let downloads = streams.download_errors.lock().map(|d| d.clone()).unwrap_or_default();
             let e = match downloads.first() {
                 Some(first) if e.kind() == ErrorKind::Io => Error::new(
                     ErrorKind::Qdrant,
@@ -265,6 +338,55 @@ async fn describe_source(
     Ok(source)
 }
 
+/// Adds Qdrant's exact point counts to `source`, counted just before the snapshot is made:
+/// `exact_points_count` for a collection, and per collection for full storage. Restore
+/// compares against it (collection info's `points_count`, also recorded, is an estimate).
+///
+/// Writes between the count and the snapshot make it a lower or upper bound of what the
+/// snapshot holds. Skipped for shards (Qdrant counts whole collections only) and for a
+/// collection with a shard this node does not hold: the count covers the whole cluster, the
+/// node's snapshot only its local shards.
+async fn add_exact_counts(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    source: &mut Value,
+) -> Result<()> {
+    match scope {
+        SnapshotScope::Collection(c) => {
+            if let Some(n) = exact_count_if_local(client, c).await? {
+                source["exact_points_count"] = json!(n);
+            }
+        }
+        SnapshotScope::Shard { .. } => {}
+        SnapshotScope::FullStorage => {
+            let names: Vec<String> = source
+                .get("collections")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            for c in names {
+                if let Some(n) = exact_count_if_local(client, &c).await? {
+                    source["collections"][c.as_str()]["exact_points_count"] = json!(n);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The exact point count of `collection` when every shard of it is local to the node.
+async fn exact_count_if_local(client: &QdrantClient, collection: &str) -> Result<Option<u64>> {
+    let cluster = client.collection_cluster_info(collection).await?;
+    let all_local = cluster
+        .remote_shards
+        .iter()
+        .all(|r| cluster.local_shards.iter().any(|l| l.shard_id == r.shard_id));
+    if !all_local {
+        return Ok(None);
+    }
+    client.count_points(collection, true).await.map(Some)
+}
+
 async fn create_snapshot(
     client: &QdrantClient,
     scope: &SnapshotScope,
@@ -325,32 +447,6 @@ fn lazy_download(
     let reader = tokio_util::io::StreamReader::new(stream);
     // The backup pipeline reads on a blocking thread, where bridging to async is allowed.
     Box::new(tokio_util::io::SyncIoBridge::new(reader))
-}
-
-/// Deletes the snapshots qvault created (unless `keep`), reporting what happened to each.
-async fn cleanup(client: &QdrantClient, planned: &[Planned], keep: bool) -> Vec<RemoteSnapshot> {
-    let mut out = Vec::with_capacity(planned.len());
-    for p in planned {
-        let outcome = if !p.created {
-            "not ours".to_string()
-        } else if keep {
-            "kept".to_string()
-        } else {
-            match client.delete_snapshot(&p.scope, &p.snapshot.name, true).await {
-                Ok(()) => "deleted".to_string(),
-                Err(e) => {
-                    tracing::warn!("{e}");
-                    format!("delete failed: {e}")
-                }
-            }
-        };
-        out.push(RemoteSnapshot {
-            scope: p.scope.to_string(),
-            name: p.snapshot.name.clone(),
-            outcome,
-        });
-    }
-    out
 }
 
 fn cleanup_note(snapshots: &[RemoteSnapshot], keep: bool) -> String {

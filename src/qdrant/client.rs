@@ -201,6 +201,14 @@ impl fmt::Debug for SnapshotDownload {
     }
 }
 
+/// Why an attempt is retried.
+enum Retry {
+    /// A retryable status (429, 5xx), with the `Retry-After` Qdrant sent.
+    Status(StatusCode, Option<Duration>),
+    /// A connection error or timeout.
+    Unreachable(reqwest::Error),
+}
+
 /// Which connection pool and which limit a call uses.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum CallKind {
@@ -385,6 +393,23 @@ impl QdrantClient {
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// `POST /collections/{c}/points/count`: the number of points in the whole collection
+    /// (every shard, local or remote). With `exact = true` Qdrant counts the points
+    /// themselves, unlike collection info's `points_count`, which is an estimate (a point
+    /// being moved by the optimizer may be counted twice). Retried: it only reads.
+    pub async fn count_points(&self, collection: &str, exact: bool) -> Result<u64> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            count: u64,
+        }
+        let what = format!("counting the points of collection `{collection}`");
+        let url = self.url_for(&["collections", collection, "points", "count"]);
+        let body = serde_json::json!({ "exact": exact });
+        let count: Count =
+            self.result(Method::POST, url, Some(&body), CallKind::Json, true, &what).await?;
+        Ok(count.count)
     }
 
     /// `GET /collections/{c}/cluster`: which shards this node holds and where the others are.
@@ -757,39 +782,13 @@ impl QdrantClient {
         offset: u64,
         not_found_ok_on_retry: bool,
     ) -> Result<(StatusCode, Value)> {
-        let max_attempts = if idempotent { self.inner.options.retries + 1 } else { 1 };
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.send_once(&method, &url, body, kind, offset).await {
-                Ok(resp) => {
-                    let status = resp.status();
-                    if status == StatusCode::NOT_FOUND && attempt > 1 && not_found_ok_on_retry {
-                        return Ok((status, Value::Null));
-                    }
-                    if attempt < max_attempts && retryable_status(status) {
-                        let delay = self.retry_delay(attempt, retry_after(resp.headers()));
-                        tracing::warn!(
-                            method = %method, url = %redact_url(&url), status = status.as_u16(),
-                            "Qdrant answered {status}; retrying in {:.1}s", delay.as_secs_f64()
-                        );
-                        drop(resp);
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    return self.read_json_answer(&method, &url, resp, what).await;
-                }
-                Err(e) if attempt < max_attempts && retryable_transport(&e) => {
-                    let delay = self.retry_delay(attempt, None);
-                    tracing::warn!(
-                        method = %method, url = %redact_url(&url),
-                        "Qdrant unreachable ({}); retrying in {:.1}s", e.without_url(), delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
-                }
-                Err(e) => return Err(self.transport_error(&method, &url, what, e)),
-            }
+        let (resp, attempt) =
+            self.send_retrying(&method, &url, body, kind, idempotent, what, offset).await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND && attempt > 1 && not_found_ok_on_retry {
+            return Ok((status, Value::Null));
         }
+        self.read_json_answer(&method, &url, resp, what).await
     }
 
     /// Like `send_with_retries` but returns the successful response unread (downloads).
@@ -804,37 +803,68 @@ impl QdrantClient {
         what: &str,
         offset: u64,
     ) -> Result<reqwest::Response> {
+        let (resp, _) =
+            self.send_retrying(&method, &url, body, kind, idempotent, what, offset).await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.status_error(&method, &url, resp, what).await)
+    }
+
+    /// The retry loop: sends until an answer is final (not retryable, or no attempts left)
+    /// and returns it unread, whatever its status, with the attempt that got it. Only
+    /// idempotent calls get more than one attempt.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_retrying(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+        kind: CallKind,
+        idempotent: bool,
+        what: &str,
+        offset: u64,
+    ) -> Result<(reqwest::Response, u32)> {
         let max_attempts = if idempotent { self.inner.options.retries + 1 } else { 1 };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.send_once(&method, &url, body, kind, offset).await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
-                Ok(resp) => {
-                    let status = resp.status();
-                    if attempt < max_attempts && retryable_status(status) {
-                        let delay = self.retry_delay(attempt, retry_after(resp.headers()));
-                        tracing::warn!(
-                            method = %method, url = %redact_url(&url), status = status.as_u16(),
-                            "Qdrant answered {status}; retrying in {:.1}s", delay.as_secs_f64()
-                        );
-                        drop(resp);
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    return Err(self.status_error(&method, &url, resp, what).await);
+            let retry = match self.send_once(method, url, body, kind, offset).await {
+                Ok(resp) if attempt < max_attempts && retryable_status(resp.status()) => {
+                    // The answer is dropped here, before the wait, freeing its connection.
+                    Retry::Status(resp.status(), retry_after(resp.headers()))
                 }
+                Ok(resp) => return Ok((resp, attempt)),
                 Err(e) if attempt < max_attempts && retryable_transport(&e) => {
-                    let delay = self.retry_delay(attempt, None);
-                    tracing::warn!(
-                        method = %method, url = %redact_url(&url),
-                        "Qdrant unreachable ({}); retrying in {:.1}s", e.without_url(), delay.as_secs_f64()
-                    );
-                    tokio::time::sleep(delay).await;
+                    Retry::Unreachable(e)
                 }
-                Err(e) => return Err(self.transport_error(&method, &url, what, e)),
-            }
+                Err(e) => return Err(self.transport_error(method, url, what, e)),
+            };
+            self.back_off(method, url, attempt, retry).await;
         }
+    }
+
+    /// Waits before the next attempt, and says on the log why and how long.
+    async fn back_off(&self, method: &Method, url: &Url, attempt: u32, retry: Retry) {
+        let delay = match retry {
+            Retry::Status(status, retry_after) => {
+                let delay = self.retry_delay(attempt, retry_after);
+                tracing::warn!(
+                    method = %method, url = %redact_url(url), status = status.as_u16(),
+                    "Qdrant answered {status}; retrying in {:.1}s", delay.as_secs_f64()
+                );
+                delay
+            }
+            Retry::Unreachable(e) => {
+                let delay = self.retry_delay(attempt, None);
+                tracing::warn!(
+                    method = %method, url = %redact_url(url),
+                    "Qdrant unreachable ({}); retrying in {:.1}s", e.without_url(), delay.as_secs_f64()
+                );
+                delay
+            }
+        };
+        tokio::time::sleep(delay).await;
     }
 
     async fn send_once(

@@ -6,7 +6,7 @@
 //!   │ ok
 //! restore_stream ─Write─► UploadWriter ─bounded channel─► multipart body ─► Qdrant upload
 //!   (every chunk and the whole stream checked; a failure errors the body)     │ recovered
-//! point count == backup's ◄── delete the uploaded file from the snapshots dir ◄┘
+//! exact point count == backup's ◄── delete the uploaded file from the snapshots dir ◄┘
 //! ```
 //!
 //! Nothing touches disk on this side. Qdrant recovers only from a complete multipart body,
@@ -50,6 +50,9 @@ pub struct QdrantRestorePlan {
     pub collection_exists: bool,
     /// Points the backup recorded (of the collection or the shard).
     pub expected_points: Option<u64>,
+    /// Whether `expected_points` is Qdrant's exact count, taken just before the snapshot
+    /// was made; otherwise it is collection info's (or cluster info's) estimate.
+    pub expected_points_exact: bool,
     /// Warnings the checks raised but `force` overrode.
     pub forced: Vec<String>,
 }
@@ -59,7 +62,7 @@ pub struct QdrantRestorePlan {
 pub struct QdrantRestoreReport {
     pub plan: QdrantRestorePlan,
     pub bytes: u64,
-    /// Points Qdrant reports after recovery.
+    /// Points Qdrant counts after recovery (see [`PointsCheck`]).
     pub points_count: Option<u64>,
     /// From the first byte sent to the confirmed point count: the recovery time to plan for.
     pub duration: Duration,
@@ -76,17 +79,22 @@ struct Provenance {
     version: Option<String>,
     params: Option<CollectionParams>,
     points: Option<u64>,
+    points_exact: bool,
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
     let src = stream.source.clone().unwrap_or(Value::Null);
     let config = src.get("config").cloned().unwrap_or(Value::Null);
+    // Backups before qvault counted exactly, and of existing snapshots, have only the
+    // estimate from collection info.
+    let exact_points = src.get("exact_points_count").and_then(Value::as_u64);
     Provenance {
         collection: src.get("collection").and_then(Value::as_str).map(str::to_owned),
         shard_id: src.get("shard_id").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
         version: src.pointer("/qdrant/version").and_then(Value::as_str).map(str::to_owned),
         params: config.get("params").and_then(|p| serde_json::from_value(p.clone()).ok()),
-        points: src.get("points_count").and_then(Value::as_u64),
+        points: exact_points.or(src.get("points_count").and_then(Value::as_u64)),
+        points_exact: exact_points.is_some(),
     }
 }
 
@@ -258,6 +266,7 @@ pub async fn plan_qdrant_restore(
         target_version,
         collection_exists: existing.is_some(),
         expected_points: prov.points,
+        expected_points_exact: prov.points_exact,
         forced,
     })
 }
@@ -267,7 +276,7 @@ pub async fn plan_qdrant_restore(
 /// Guarantees: nothing is sent before [`plan_qdrant_restore`]'s checks pass; no temporary
 /// file; Qdrant recovers nothing unless every chunk and the whole stream checked out (a
 /// failed check errors the upload body, and Qdrant verifies `checksum=` too); success means
-/// Qdrant reported as many points as the backup recorded.
+/// the point count matched the backup's as far as [`confirm_points`] can tell.
 pub async fn restore_to_qdrant(
     repo: &Repository,
     backup: BackupId,
@@ -330,11 +339,12 @@ pub async fn restore_to_qdrant(
         }
     };
 
-    let points_count = confirm_points(client, &plan, backup).await?;
+    let points = confirm_points(client, &plan, backup).await?;
+    warnings.extend(points.warning);
     Ok(QdrantRestoreReport {
         plan,
         bytes: summary.bytes,
-        points_count,
+        points_count: points.points_count,
         duration: started.elapsed(),
         uploaded_file: filename,
         uploaded_file_deleted,
@@ -342,41 +352,82 @@ pub async fn restore_to_qdrant(
     })
 }
 
-/// The point count Qdrant reports for the plan's target after recovery; an error when it
-/// differs from the count the backup recorded.
+/// The point count of a recovered target, and what comparing it with the backup found.
+#[derive(Clone, Debug, Default)]
+pub struct PointsCheck {
+    /// Points Qdrant counts after recovery: exact for a collection, the cluster info's
+    /// figure for a shard (Qdrant has no exact count per shard).
+    pub points_count: Option<u64>,
+    /// Set when the counts differ but the backup's figure is only an estimate, so the
+    /// difference proves nothing either way.
+    pub warning: Option<String>,
+}
+
+/// Counts the points of the plan's target after recovery and compares them with the count
+/// the backup recorded. A difference from an exact recorded count is an error; from an
+/// estimate (older backups, existing snapshots), a warning; shards compare cluster info's
+/// figures as they always did, because Qdrant cannot count one shard exactly.
 pub async fn confirm_points(
     client: &QdrantClient,
     plan: &QdrantRestorePlan,
     backup: BackupId,
-) -> Result<Option<u64>> {
-    let points_count = match &plan.scope {
-        SnapshotScope::Shard { collection, shard_id } => client
-            .collection_cluster_info(collection)
-            .await?
-            .local_shards
-            .iter()
-            .find(|s| s.shard_id == *shard_id)
-            .map(|s| s.points_count),
+) -> Result<PointsCheck> {
+    let url = client.url();
+    let scope = &plan.scope;
+    let (actual, exact) = match scope {
+        SnapshotScope::Shard { collection, shard_id } => {
+            let count = client
+                .collection_cluster_info(collection)
+                .await?
+                .local_shards
+                .iter()
+                .find(|s| s.shard_id == *shard_id)
+                .map(|s| s.points_count);
+            (count, false)
+        }
         other => {
             let c = other.collection_name().unwrap_or_default();
-            client.collection_info(c).await?.points_count
+            (Some(client.count_points(c, true).await?), true)
         }
     };
-    if let (Some(expected), Some(actual)) = (plan.expected_points, points_count) {
-        if expected != actual {
-            return Err(Error::new(
-                ErrorKind::Qdrant,
-                format!(
-                    "Qdrant at {} recovered {} from backup {backup} but reports {actual} points; \
-                     the backup recorded {expected}. Check the Qdrant log and the collection \
-                     before using it",
-                    client.url(),
-                    plan.scope
-                ),
-            ));
-        }
+    let mut check = PointsCheck { points_count: actual, warning: None };
+    let (Some(expected), Some(actual)) = (plan.expected_points, actual) else {
+        return Ok(check);
+    };
+    if expected == actual {
+        return Ok(check);
     }
-    Ok(points_count)
+    if plan.expected_points_exact {
+        return Err(Error::new(
+            ErrorKind::Qdrant,
+            format!(
+                "{scope} on Qdrant at {url} was recovered from backup {backup} but holds {actual} \
+                 points (exact count), while the backup counted {expected} points in the source \
+                 collection just before Qdrant made the snapshot. Writes to it while the backup \
+                 ran make that count a lower or upper bound: if it was being written to, compare \
+                 the two collections before using this one; if not, the recovery is incomplete: \
+                 check the Qdrant log and restore again"
+            ),
+        ));
+    }
+    if !exact {
+        // A shard: the figures on both sides come from cluster info (existing behaviour).
+        return Err(Error::new(
+            ErrorKind::Qdrant,
+            format!(
+                "Qdrant at {url} recovered {scope} from backup {backup} but reports {actual} \
+                 points; the backup recorded {expected}. Check the Qdrant log and the collection \
+                 before using it"
+            ),
+        ));
+    }
+    check.warning = Some(format!(
+        "{scope} on Qdrant at {url} holds {actual} points (exact count) after recovering backup \
+         {backup}, which recorded only Qdrant's estimate of {expected} (collection info's \
+         `points_count`, not an exact count); the difference may be the estimate's: compare the \
+         collection with its source before relying on it"
+    ));
+    Ok(check)
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use futures::StreamExt;
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
 use super::restore::{
-    confirm_points, plan_qdrant_restore, target_scope, QdrantRestoreOptions, QdrantRestorePlan,
+    confirm_points, plan_qdrant_restore, target_scope, PointsCheck, QdrantRestoreOptions,
+    QdrantRestorePlan,
 };
 use super::types::SnapshotScope;
 use crate::error::{Error, ErrorKind, Result};
@@ -61,6 +62,8 @@ pub struct ServeReport {
     /// Set when qvault made the recover call itself.
     pub plan: Option<QdrantRestorePlan>,
     pub points_count: Option<u64>,
+    /// What the checks after recovery could not settle (see `confirm_points`).
+    pub warnings: Vec<String>,
 }
 
 /// The one-time handoff between the HTTP handler and the restore.
@@ -201,11 +204,17 @@ pub async fn serve_restore(
         tracing::warn!("the HTTP server did not stop within {SHUTDOWN_GRACE:?}");
     }
     let summary = result?;
-    let points_count = match (&plan, qdrant) {
+    let points = match (&plan, qdrant) {
         (Some(plan), Some((client, _))) => confirm_points(client, plan, backup).await?,
-        _ => None,
+        _ => PointsCheck::default(),
     };
-    Ok(ServeReport { bytes: summary.bytes, duration: started.elapsed(), plan, points_count })
+    Ok(ServeReport {
+        bytes: summary.bytes,
+        duration: started.elapsed(),
+        plan,
+        points_count: points.points_count,
+        warnings: points.warning.into_iter().collect(),
+    })
 }
 
 async fn handle(

@@ -16,6 +16,10 @@
 //!   the real one.
 //! - Messages not seen in the captures (409-like "already exists", a non-tar upload, a
 //!   location answering non-2xx) are modelled on Qdrant's error style but invented.
+//! - `POST …/points/count` is not in the captures: its answer (`{"count": N}` in the usual
+//!   envelope) follows Qdrant's API reference, and its 400 text is invented. The exact
+//!   count is the stored point count; collection info may report an estimate instead
+//!   (`set_estimated_points_count`).
 //! - Every request needs the key when a key is configured (real Qdrant exempts a few
 //!   health endpoints qvault does not use).
 
@@ -189,7 +193,11 @@ struct Stored {
 struct Collection {
     /// `config` as in collection info: params, hnsw_config, optimizer_config, …
     config: Value,
+    /// The points the collection holds: what an exact count answers.
     points_count: u64,
+    /// What collection info reports instead, when set: Qdrant's `points_count` there is an
+    /// estimate (a point the optimizer is moving between segments counts twice).
+    estimated_points_count: Option<u64>,
     snapshots: BTreeMap<String, Stored>,
     shard_snapshots: BTreeMap<(u32, String), Stored>,
 }
@@ -303,6 +311,16 @@ impl FakeQdrant {
         }
         if let Some(src) = inner.sources.get(collection).cloned() {
             inner.points_by_sha.insert(sha256_hex(&src), n);
+        }
+    }
+
+    /// What collection info reports as `points_count` for `collection` from now on, while
+    /// an exact count still answers the points it holds (see [`Self::set_points_count`]);
+    /// `None` makes both agree again. Models Qdrant's estimate being off while the
+    /// optimizer works.
+    pub fn set_estimated_points_count(&self, collection: &str, n: Option<u64>) {
+        if let Some(c) = self.lock().collections.get_mut(collection) {
+            c.estimated_points_count = n;
         }
     }
 
@@ -434,6 +452,7 @@ fn new_collection(config: Value) -> Collection {
     Collection {
         config,
         points_count: 0,
+        estimated_points_count: None,
         snapshots: BTreeMap::new(),
         shard_snapshots: BTreeMap::new(),
     }
@@ -724,6 +743,29 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
             let removed = shared.inner.lock().unwrap().collections.remove(*c).is_some();
             ok(json!(removed))
         }
+        (Method::POST, ["collections", c, "points", "count"]) => {
+            // A read: allowed with a read-only key. The body is required (an empty one is a
+            // Json payload error); `exact` defaults to true as in Qdrant's CountRequest.
+            let body = match read_json(req).await {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            if body.get("exact").is_some_and(|e| !e.is_boolean()) {
+                return err_text(
+                    400,
+                    "Json deserialize error: invalid type: expected a boolean for `exact`",
+                );
+            }
+            let exact = body.get("exact").and_then(Value::as_bool).unwrap_or(true);
+            let inner = shared.inner.lock().unwrap();
+            match inner.collections.get(*c) {
+                None => err_json(404, &missing_collection(c)),
+                Some(col) if exact => ok(json!({"count": col.points_count})),
+                Some(col) => {
+                    ok(json!({"count": col.estimated_points_count.unwrap_or(col.points_count)}))
+                }
+            }
+        }
         (Method::GET, ["collections", c, "cluster"]) => {
             let inner = shared.inner.lock().unwrap();
             match inner.collections.get(*c) {
@@ -928,7 +970,7 @@ fn collection_info(col: &Collection) -> Value {
         "status": "green",
         "optimizer_status": "ok",
         "indexed_vectors_count": 0,
-        "points_count": col.points_count,
+        "points_count": col.estimated_points_count.unwrap_or(col.points_count),
         "segments_count": 2,
         "config": col.config,
         "payload_schema": {},
@@ -1372,6 +1414,7 @@ fn recover_bytes(
     if shard.is_none() {
         col.config = config;
         col.points_count = points;
+        col.estimated_points_count = None;
     }
     if let Some(name) = uploaded_name {
         // The uploaded file stays in the snapshots dir, listed without a checksum.

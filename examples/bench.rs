@@ -491,6 +491,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let storage =
         Storage::open(repo_dir.to_str().ok_or("--dir is not UTF-8")?, &Default::default())?;
     let identity = age::x25519::Identity::generate();
+    if args.keep {
+        // So the kept repository can be restored again with the CLI (`--identity`).
+        let text = qvault::crypto::identity_file_text(&identity, &qvault::repo::now_rfc3339());
+        std::fs::write(dir.join("identity.txt"), text)?;
+    }
     let cache = Cache::Dir(dir.join("qvault-cache"));
     if let Cache::Dir(c) = &cache {
         if c.exists() {

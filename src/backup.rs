@@ -24,7 +24,6 @@ use crate::index::LocalIndex;
 use crate::repo::{now_rfc3339, Repository};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use sha2::Digest;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,7 +304,7 @@ async fn archive_stream(
 ) -> Result<(StreamRecord, u64)> {
     let StreamSource { name, kind, reader, source: provenance, expected_sha256 } = source;
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<(u64, Bytes)>(workers * 2);
-    let (hash_tx, hash_rx) = crossbeam_channel::bounded::<Bytes>(workers * 2);
+    let (hash_tx, hash) = crate::digest::spawn(workers * 2);
 
     let chunker = Chunker::new(reader, params)?;
     let reader_progress = Arc::clone(progress);
@@ -319,17 +318,6 @@ async fn archive_stream(
             chunk_tx.send((seq as u64, chunk)).map_err(|_| pipeline_stopped())?;
         }
         Ok(())
-    });
-    let hash = tokio::task::spawn_blocking(move || {
-        let mut sha = sha2::Sha256::new();
-        let mut b3 = blake3::Hasher::new();
-        let mut size = 0u64;
-        for bytes in hash_rx {
-            sha.update(&bytes);
-            b3.update(&bytes);
-            size += bytes.len() as u64;
-        }
-        (size, hex::encode(sha.finalize()), b3.finalize().to_hex().to_string())
     });
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -370,7 +358,7 @@ async fn archive_stream(
             Err(e) => errors.push(e),
         }
     }
-    let (size, sha256, blake3) = hash.await.map_err(join_error)?;
+    let crate::digest::StreamDigest { size, sha256, blake3 } = hash.await.map_err(join_error)?;
     if let Some(e) = first_real_error(errors) {
         return Err(e);
     }

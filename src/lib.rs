@@ -5,6 +5,7 @@ pub mod backup;
 pub mod chunker;
 pub mod codec;
 pub mod crypto;
+pub mod digest;
 pub mod dirtar;
 pub mod error;
 pub mod format;

@@ -23,7 +23,6 @@ use crate::repo::Repository;
 use age::x25519;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use sha2::Digest;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,33 +158,21 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let packs_read = pieces.iter().map(|p| p.pack).collect::<HashSet<_>>().len() as u64;
     let fetcher = Fetcher::new(repo);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(2);
-    let expected = stream.clone();
     let place = decode_context.place.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<(W, u64)> {
+    let (digest_tx, digest) = crate::digest::spawn(64);
+    let writer = tokio::task::spawn_blocking(move || -> Result<W> {
         let mut out = out;
-        let mut sha = sha2::Sha256::new();
-        let mut b3 = blake3::Hasher::new();
-        let mut size = 0u64;
         let write_error = |e| Error::io(format!("writing stream {:?}", place.stream), e);
         while let Some(chunks) = rx.blocking_recv() {
             for chunk in chunks {
-                sha.update(&chunk);
-                b3.update(&chunk);
-                size += chunk.len() as u64;
                 out.write_all(&chunk).map_err(write_error)?;
+                digest_tx
+                    .send(chunk)
+                    .map_err(|_| Error::new(ErrorKind::Io, "restore: the stream hasher stopped"))?;
             }
         }
         out.flush().map_err(write_error)?;
-        let sha256 = hex::encode(sha.finalize());
-        let blake3 = b3.finalize().to_hex().to_string();
-        if size != expected.size || sha256 != expected.sha256 || blake3 != expected.blake3 {
-            return Err(Error::corrupt(format!(
-                "stream {:?} of backup {backup} restored to {size} bytes with SHA-256 {sha256}, \
-                 but was backed up as {} bytes with SHA-256 {}: the restored data is wrong",
-                expected.name, expected.size, expected.sha256
-            )));
-        }
-        Ok((out, size))
+        Ok(out)
     });
 
     let fetch = async {
@@ -218,13 +205,23 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let (fetched, written) = tokio::join!(fetch, writer);
     let written =
         written.map_err(|e| Error::new(ErrorKind::Io, format!("restore writer failed: {e}")))?;
-    let (out, bytes) = match (fetched, written) {
+    let out = match (fetched, written) {
         // A failed fetch ends the writer's input early: the fetch error is the cause.
         (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
-        (Ok(()), Ok(w)) => w,
+        (Ok(()), Ok(out)) => out,
     };
+    let got = digest
+        .await
+        .map_err(|e| Error::new(ErrorKind::Io, format!("restore hasher failed: {e}")))?;
+    if got.size != stream.size || got.sha256 != stream.sha256 || got.blake3 != stream.blake3 {
+        return Err(Error::corrupt(format!(
+            "stream {:?} of backup {backup} restored to {} bytes with SHA-256 {}, but was \
+             backed up as {} bytes with SHA-256 {}: the restored data is wrong",
+            stream.name, got.size, got.sha256, stream.size, stream.sha256
+        )));
+    }
     let summary = RestoreSummary {
-        bytes,
+        bytes: got.size,
         chunks: stream.chunks.len() as u64,
         packs_read,
         reads: fetcher.reads.load(Ordering::Relaxed),

@@ -49,6 +49,8 @@ pub fn tar_reader(dir: &Path) -> Result<Box<dyn Read + Send>> {
     Ok(Box::new(ChannelReader { rx, current: Vec::new(), pos: 0 }))
 }
 
+/// Writes in `PIECE`-sized pieces to a channel (tar builder → backup, restore → tar
+/// extraction). A closed channel is `BrokenPipe`: the reading side stopped.
 struct ChannelWriter {
     tx: crossbeam_channel::Sender<io::Result<Vec<u8>>>,
     buf: Vec<u8>,
@@ -62,7 +64,7 @@ impl ChannelWriter {
         let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
         self.tx
             .send(Ok(piece))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the backup stopped reading"))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the reading side stopped"))
     }
 }
 
@@ -224,8 +226,8 @@ fn safe_relative(path: &Path, what: &str) -> Result<PathBuf> {
 pub struct DirExtractor {
     staging: PathBuf,
     target: PathBuf,
-    tx: Option<crossbeam_channel::Sender<io::Result<Vec<u8>>>>,
-    buf: Vec<u8>,
+    /// `None` once the extraction is joined.
+    writer: Option<ChannelWriter>,
     worker: Option<std::thread::JoinHandle<Result<u64>>>,
 }
 
@@ -262,8 +264,7 @@ impl DirExtractor {
         Ok(DirExtractor {
             staging,
             target: target.to_path_buf(),
-            tx: Some(tx),
-            buf: Vec::with_capacity(PIECE),
+            writer: Some(ChannelWriter { tx, buf: Vec::with_capacity(PIECE) }),
             worker: Some(worker),
         })
     }
@@ -287,43 +288,42 @@ impl DirExtractor {
     }
 
     fn join(&mut self) -> Result<u64> {
-        let _ = self.send();
-        self.tx = None;
+        if let Some(mut writer) = self.writer.take() {
+            let _ = writer.send();
+        }
         match self.worker.take() {
             Some(w) => w.join().map_err(|_| Error::new(ErrorKind::Io, "the extraction failed"))?,
             None => Ok(0),
         }
     }
 
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// Passes a write or flush to the channel; when the extraction stopped early (a refused
+    /// path, a full disk) its error is the one to report, not the closed channel.
+    fn forward<T>(
+        &mut self,
+        op: impl FnOnce(&mut ChannelWriter) -> io::Result<T>,
+        done: T,
+    ) -> io::Result<T> {
+        let Some(writer) = self.writer.as_mut() else { return Ok(done) };
+        match op(writer) {
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                let cause = match self.join() {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the tar stream ended before the data did".to_string(),
+                };
+                Err(io::Error::other(cause))
+            }
+            other => other,
         }
-        let piece = std::mem::replace(&mut self.buf, Vec::with_capacity(PIECE));
-        let Some(tx) = &self.tx else { return Ok(()) };
-        if tx.send(Ok(piece)).is_ok() {
-            return Ok(());
-        }
-        // The extraction stopped early (a refused path, a full disk): its error is the one
-        // to report, not the closed channel.
-        let cause = match self.join() {
-            Err(e) => e.to_string(),
-            Ok(_) => "the tar stream ended before the data did".to_string(),
-        };
-        Err(io::Error::other(cause))
     }
 }
 
 impl Write for DirExtractor {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= PIECE {
-            self.send()?;
-        }
-        Ok(data.len())
+        self.forward(|w| w.write(data), data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.send()
+        self.forward(|w| w.flush(), ())
     }
 }
 
@@ -331,7 +331,7 @@ impl Drop for DirExtractor {
     fn drop(&mut self) {
         // Not finished: nothing half-extracted is left behind.
         if self.staging.exists() {
-            self.tx = None;
+            self.writer = None;
             if let Some(w) = self.worker.take() {
                 let _ = w.join();
             }

@@ -298,8 +298,10 @@ impl<'a> Fetcher<'a> {
         let mut want = HEADER_GUESS.min(floor);
         loop {
             let prefix = self.read(pack, 0..want).await?;
+            // Copied out: a slice would keep the storage layer's whole read buffer (MiBs
+            // per pack, measured) alive for as long as the header is cached.
             if let Some(start) = pack::payload_start(&prefix) {
-                return Ok(prefix.slice(..start as usize));
+                return Ok(Bytes::copy_from_slice(&prefix[..start as usize]));
             }
             if want == floor {
                 // A header larger than the smallest possible pack: read the whole object.
@@ -307,7 +309,7 @@ impl<'a> Fetcher<'a> {
                 let start = pack::payload_start(&whole).ok_or_else(|| {
                     Error::corrupt(format!("pack {pack} does not start with an age header"))
                 })?;
-                return Ok(whole.slice(..start as usize));
+                return Ok(Bytes::copy_from_slice(&whole[..start as usize]));
             }
             want = (want * 4).min(floor);
         }

@@ -3,21 +3,20 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use age::secrecy::ExposeSecret;
-use age::x25519;
 use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
 use qvault::dirtar::{tar_reader, DirExtractor};
-use qvault::format::config::ChunkerConfig;
 use qvault::format::manifest::StreamKind;
-use qvault::repo::{Cache, Credentials, InitOptions, Repository};
+use qvault::repo::Repository;
 use qvault::restore::{restore_stream, RestoreOptions};
-use qvault::storage::Storage;
 use qvault::synth::pseudo_random;
+use support::TestRepo;
 
 /// A storage-directory-like tree: segments, a WAL, small JSON files, a symlink.
 fn make_tree(root: &Path) {
@@ -73,50 +72,6 @@ fn snapshot_of(root: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-struct Repo {
-    dir: tempfile::TempDir,
-    identity: x25519::Identity,
-}
-
-impl Repo {
-    async fn new() -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let identity = x25519::Identity::generate();
-        let chunker = ChunkerConfig {
-            min_size: 16 * 1024,
-            avg_size: 64 * 1024,
-            max_size: 256 * 1024,
-            ..Default::default()
-        };
-        let options = InitOptions {
-            recipients: vec![identity.to_public()],
-            chunker: Some(chunker),
-            ..Default::default()
-        };
-        Repository::init(storage(dir.path()), options, &Cache::Dir(dir.path().join("cache")))
-            .await
-            .unwrap();
-        std::fs::write(dir.path().join("identity.txt"), identity.to_string().expose_secret())
-            .unwrap();
-        Repo { dir, identity }
-    }
-
-    async fn open(&self) -> Repository {
-        let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
-        Repository::open(
-            storage(self.dir.path()),
-            credentials,
-            &Cache::Dir(self.dir.path().join("cache")),
-        )
-        .await
-        .unwrap()
-    }
-}
-
-fn storage(dir: &Path) -> Storage {
-    Storage::open(dir.join("repo").to_str().unwrap(), &Default::default()).unwrap()
-}
-
 async fn backup_dir(repo: &Repository, dir: &Path) -> qvault::backup::BackupSummary {
     let source = StreamSource {
         name: "storage".into(),
@@ -156,7 +111,7 @@ async fn directory_round_trip_and_dedup_run_to_run() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("storage");
     make_tree(&src);
-    let repo_dir = Repo::new().await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
 
     let first = backup_dir(&repo, &src).await;
@@ -229,9 +184,9 @@ async fn cli_backup_dir_and_restore_to_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("storage");
     make_tree(&src);
-    let repo = Repo::new().await;
+    let repo = TestRepo::new(None).await;
     let run = |args: Vec<String>| {
-        let repo_path = repo.dir.path().join("repo");
+        let repo_path = repo.location();
         let identity = repo.dir.path().join("identity.txt");
         let cache = repo.dir.path().join("cli-cache");
         async move {

@@ -5,6 +5,7 @@
 
 #[path = "support/fake_qdrant.rs"]
 mod fake_qdrant;
+mod support;
 
 use std::time::Duration;
 
@@ -15,9 +16,10 @@ use qvault::qdrant::{
     http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotPriority,
     SnapshotScope, VectorsConfig,
 };
+use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use support::sha256_hex;
 
 const KEY: &str = "full-key-s3cr3t-0123";
 const RO_KEY: &str = "read-only-key-9876";
@@ -43,24 +45,6 @@ fn options(fake: &FakeQdrant, key: Option<&str>) -> QdrantOptions {
 
 fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
     QdrantClient::new(options(fake, key)).unwrap()
-}
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// Deterministic pseudo-random bytes (for tests that need no real snapshot).
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 async fn collect(d: qvault::qdrant::SnapshotDownload) -> qvault::Result<Vec<u8>> {
@@ -152,7 +136,7 @@ async fn version_list_info_cluster() {
 #[tokio::test]
 async fn create_list_download_delete_collection_snapshot() {
     let fake = fake_with_keys().await;
-    let bytes = real_snapshot("fixture-v0.snapshot").unwrap_or_else(|| noise(3 << 20, 7));
+    let bytes = real_snapshot("fixture-v0.snapshot").unwrap_or_else(|| pseudo_random(3 << 20, 7));
     fake.set_snapshot_source("fixture", bytes.clone());
     let c = client(&fake, Some(KEY));
     let scope = SnapshotScope::collection("fixture");
@@ -206,7 +190,7 @@ async fn shard_and_full_storage_snapshots() {
         "sharded",
         json!({"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 2}),
     );
-    let shard_bytes = noise(200_000, 3);
+    let shard_bytes = pseudo_random(200_000, 3);
     fake.set_shard_snapshot_source("sharded", 1, shard_bytes.clone());
     let c = client(&fake, Some(KEY));
 
@@ -512,7 +496,7 @@ async fn auth_errors_quote_qdrant_and_hide_keys() {
     let err = ro
         .upload_recover(
             &SnapshotScope::collection("x"),
-            chunks_of(noise(10_000, 1), 4096),
+            chunks_of(pseudo_random(10_000, 1), 4096),
             None,
             &RecoverOptions::default(),
         )
@@ -600,7 +584,7 @@ async fn retries_only_idempotent_calls() {
     let err = c
         .upload_recover(
             &SnapshotScope::collection("u"),
-            chunks_of(noise(1000, 2), 100),
+            chunks_of(pseudo_random(1000, 2), 100),
             None,
             &RecoverOptions::default(),
         )
@@ -625,7 +609,7 @@ async fn retries_only_idempotent_calls() {
 #[tokio::test]
 async fn cut_or_stalled_download_is_an_error() {
     let fake = fake_with_keys().await;
-    let bytes = noise(1 << 20, 9);
+    let bytes = pseudo_random(1 << 20, 9);
     fake.set_snapshot_source("c", bytes.clone());
     let c = client(&fake, Some(KEY));
     let scope = SnapshotScope::collection("c");

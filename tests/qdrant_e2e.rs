@@ -5,13 +5,11 @@
 
 #[path = "support/fake_qdrant.rs"]
 mod fake_qdrant;
+mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use age::secrecy::ExposeSecret;
-use age::x25519;
 use fake_qdrant::{real_snapshot, FakeOptions, FakeQdrant, Fault};
 use qvault::backup::{BackupOptions, Progress};
 use qvault::format::config::ChunkerConfig;
@@ -19,32 +17,14 @@ use qvault::format::manifest::StreamRecord;
 use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions, QdrantBackupReport};
 use qvault::qdrant::restore::{restore_to_qdrant, QdrantRestoreOptions, QdrantRestoreReport};
 use qvault::qdrant::{QdrantClient, QdrantOptions, SnapshotScope};
-use qvault::repo::{Cache, Credentials, InitOptions, Repository};
-use qvault::storage::Storage;
+use qvault::repo::Repository;
+use qvault::synth::pseudo_random;
 use qvault::{BackupId, ErrorKind};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use support::{sha256_hex, TestRepo};
 
 const KEY: &str = "full-key-s3cr3t-0123";
 const RO_KEY: &str = "read-only-key-9876";
-
-fn sha256_hex(b: &[u8]) -> String {
-    hex::encode(Sha256::digest(b))
-}
-
-/// Deterministic pseudo-random bytes.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(len + 8);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 /// A small collection snapshot tar: config.json plus `payload` as a segment file.
 fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
@@ -66,46 +46,6 @@ fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
 fn small_config(size: u64) -> Value {
     json!({"params": {"vectors": {"size": size, "distance": "Cosine"}, "shard_number": 1,
         "replication_factor": 1, "write_consistency_factor": 1, "on_disk_payload": true}})
-}
-
-/// A repository on the local filesystem with one data identity.
-struct Repo {
-    dir: tempfile::TempDir,
-    identity: x25519::Identity,
-}
-
-impl Repo {
-    async fn new(chunker: Option<ChunkerConfig>) -> Repo {
-        let dir = tempfile::tempdir().unwrap();
-        let identity = x25519::Identity::generate();
-        let options =
-            InitOptions { recipients: vec![identity.to_public()], chunker, ..Default::default() };
-        Repository::init(self_storage(dir.path()), options, &Cache::Dir(dir.path().join("cache")))
-            .await
-            .unwrap();
-        std::fs::write(dir.path().join("identity.txt"), identity.to_string().expose_secret())
-            .unwrap();
-        Repo { dir, identity }
-    }
-
-    async fn open(&self) -> Repository {
-        let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
-        Repository::open(
-            self_storage(self.dir.path()),
-            credentials,
-            &Cache::Dir(self.dir.path().join("cache")),
-        )
-        .await
-        .unwrap()
-    }
-
-    fn location(&self) -> PathBuf {
-        self.dir.path().join("repo")
-    }
-}
-
-fn self_storage(dir: &Path) -> Storage {
-    Storage::open(dir.join("repo").to_str().unwrap(), &Default::default()).unwrap()
 }
 
 fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
@@ -143,7 +83,7 @@ async fn run_restore(
 /// The snapshot bytes of the main tests: the real fixture-v0 when present, else generated.
 fn fixture_bytes() -> Vec<u8> {
     real_snapshot("fixture-v0.snapshot")
-        .unwrap_or_else(|| snapshot_tar(&small_config(64), &noise(3 << 20, 7)))
+        .unwrap_or_else(|| snapshot_tar(&small_config(64), &pseudo_random(3 << 20, 7)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,7 +97,7 @@ async fn backup_then_restore_into_new_collection_is_byte_identical() {
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let qdrant = client(&fake, Some(KEY));
 
@@ -205,7 +145,7 @@ async fn several_collections_and_a_shard_in_one_backup() {
         "b",
         json!({"vectors": {"size": 8, "distance": "Cosine"}, "shard_number": 2}),
     );
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let qdrant = client(&fake, None);
     let scopes = vec![
@@ -231,8 +171,8 @@ fn position(log: &[fake_qdrant::RequestRecord], method: &str, prefix: &str) -> u
 /// Two collections whose snapshots take a moment to stream.
 async fn two_collections() -> FakeQdrant {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    fake.set_snapshot_source("a", snapshot_tar(&small_config(4), &noise(1 << 20, 31)));
-    fake.set_snapshot_source("b", snapshot_tar(&small_config(4), &noise(1 << 20, 32)));
+    fake.set_snapshot_source("a", snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 31)));
+    fake.set_snapshot_source("b", snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 32)));
     fake
 }
 
@@ -241,7 +181,7 @@ async fn two_collections() -> FakeQdrant {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_snapshot_is_created_only_after_the_previous_one_was_deleted() {
     let fake = two_collections().await;
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
     let report = run_backup(&repo, &client(&fake, None), scopes).await.unwrap();
@@ -273,7 +213,7 @@ async fn each_snapshot_is_created_only_after_the_previous_one_was_deleted() {
 async fn second_download_cut_records_nothing_and_leaves_no_snapshot() {
     let fake = two_collections().await;
     fake.inject(Fault::cut_download("/collections/b/snapshots/", 300_000));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
     let e = run_backup(&repo, &client(&fake, None), scopes).await.unwrap_err();
@@ -294,7 +234,7 @@ async fn second_download_cut_records_nothing_and_leaves_no_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_remote_keeps_every_snapshot() {
     let fake = two_collections().await;
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let options = QdrantBackupOptions {
         scopes: vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")],
@@ -326,9 +266,9 @@ async fn second_backup_stores_only_the_change() {
             (Some(a), Some(b)) => (a, b, "real fixture-v0 → fixture-v1"),
             _ => {
                 eprintln!("!!! real fixtures missing: measuring generated snapshots instead !!!");
-                let mut payload = noise(4 << 20, 3);
+                let mut payload = pseudo_random(4 << 20, 3);
                 let a = snapshot_tar(&small_config(64), &payload);
-                payload[2 << 20..(2 << 20) + 4096].copy_from_slice(&noise(4096, 99));
+                payload[2 << 20..(2 << 20) + 4096].copy_from_slice(&pseudo_random(4096, 99));
                 (a, snapshot_tar(&small_config(64), &payload), "generated, 4 KiB changed")
             }
         };
@@ -344,7 +284,7 @@ async fn second_backup_stores_only_the_change() {
     let qdrant = client(&fake, None);
     let mut last = None;
     for (label, chunker) in [("default chunker", None), ("16/64/256 KiB chunker", Some(small))] {
-        let repo_dir = Repo::new(chunker).await;
+        let repo_dir = TestRepo::new(chunker).await;
         let repo = repo_dir.open().await;
         fake.set_snapshot_source("fixture", v0.clone());
         let first =
@@ -382,7 +322,7 @@ async fn auth_and_missing_collection_errors_record_nothing() {
     })
     .await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let scope = || vec![SnapshotScope::collection("c")];
 
@@ -418,7 +358,7 @@ async fn server_error_on_create_records_nothing_and_cleans_up_earlier_snapshots(
     fake.create_collection("a", json!({"vectors": {"size": 4, "distance": "Dot"}}));
     fake.create_collection("b", json!({"vectors": {"size": 4, "distance": "Dot"}}));
     fake.inject(Fault::status(Some(axum::http::Method::POST), "/collections/b/snapshots", 500, 1));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let scopes = vec![SnapshotScope::collection("a"), SnapshotScope::collection("b")];
     let e = run_backup(&repo, &client(&fake, None), scopes).await.unwrap_err();
@@ -432,10 +372,10 @@ async fn server_error_on_create_records_nothing_and_cleans_up_earlier_snapshots(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn download_cut_half_way_records_no_backup_and_deletes_the_snapshot() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let bytes = snapshot_tar(&small_config(4), &noise(2 << 20, 5));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(2 << 20, 5));
     fake.set_snapshot_source("c", bytes.clone());
     fake.inject(Fault::cut_download("/collections/c/snapshots/", bytes.len() as u64 / 2));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let e = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("c")])
         .await
@@ -454,7 +394,7 @@ async fn checksum_mismatch_on_download_records_no_backup() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
     fake.inject(Fault::wrong_checksum("c"));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let e = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("c")])
         .await
@@ -472,7 +412,7 @@ async fn existing_snapshot_is_archived_and_left_alone() {
     let qdrant = client(&fake, None);
     let made = qdrant.create_snapshot(&SnapshotScope::collection("c"), true).await.unwrap();
     let made = made.unwrap();
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let options = QdrantBackupOptions {
         scopes: vec![SnapshotScope::collection("c")],
@@ -493,16 +433,19 @@ async fn existing_snapshot_is_archived_and_left_alone() {
 }
 
 /// Backs up `c` (4 dims) and returns the repository, backup id and stream.
-async fn backed_up(fake: &FakeQdrant) -> (Repo, BackupId, StreamRecord) {
+async fn backed_up(fake: &FakeQdrant) -> (TestRepo, BackupId, StreamRecord) {
     backed_up_with_points(fake, 0).await
 }
 
 /// Like [`backed_up`], with `points` points in `c`.
-async fn backed_up_with_points(fake: &FakeQdrant, points: u64) -> (Repo, BackupId, StreamRecord) {
-    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+async fn backed_up_with_points(
+    fake: &FakeQdrant,
+    points: u64,
+) -> (TestRepo, BackupId, StreamRecord) {
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 11));
     fake.set_snapshot_source("c", bytes);
     fake.set_points_count("c", points);
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let report =
         run_backup(&repo, &client(fake, None), vec![SnapshotScope::collection("c")]).await.unwrap();
@@ -516,12 +459,12 @@ async fn backed_up_with_points(fake: &FakeQdrant, points: u64) -> (Repo, BackupI
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_compares_exact_counts_not_estimates() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 11));
     fake.set_snapshot_source("c", bytes);
     fake.set_points_count("c", 3000);
     // The optimizer is at work: collection info counts some points twice.
     fake.set_estimated_points_count("c", Some(3017));
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let qdrant = client(&fake, None);
     let report = run_backup(&repo, &qdrant, vec![SnapshotScope::collection("c")]).await.unwrap();
@@ -646,7 +589,7 @@ async fn version_two_minors_ahead_is_refused_unless_forced() {
 
 // ----- through the binary -----
 
-fn qvault(repo: &Repo, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
+fn qvault(repo: &TestRepo, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"));
     cmd.arg("--repo")
         .arg(repo.location())
@@ -663,7 +606,7 @@ fn qvault(repo: &Repo, args: &[&str], envs: &[(&str, &str)]) -> std::process::Ou
 }
 
 async fn qvault_async(
-    repo: &Arc<Repo>,
+    repo: &Arc<TestRepo>,
     args: Vec<String>,
     envs: Vec<(&'static str, String)>,
 ) -> std::process::Output {
@@ -692,7 +635,7 @@ async fn cli_backup_and_restore_into_a_new_collection() {
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
-    let repo = Arc::new(Repo::new(None).await);
+    let repo = Arc::new(TestRepo::new(None).await);
     let url = fake.url();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
@@ -750,11 +693,11 @@ async fn cli_backup_and_restore_into_a_new_collection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_snapshots_list_create_download_delete() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let bytes = snapshot_tar(&small_config(4), &noise(300_000, 21));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(300_000, 21));
     fake.set_snapshot_source("c", bytes.clone());
     fake.set_snapshot_source("bad", bytes.clone());
     fake.inject(Fault::wrong_checksum("bad"));
-    let repo = Arc::new(Repo::new(None).await);
+    let repo = Arc::new(TestRepo::new(None).await);
     let url = fake.url();
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let snap = |rest: &[&str]| {
@@ -832,7 +775,7 @@ fn serve_options() -> qvault::qdrant::serve::ServeOptions {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_recovery_pulled_by_qdrant() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 11));
     let (repo_dir, id, stream) = backed_up(&fake).await;
     let repo = repo_dir.open().await;
     let qdrant = client(&fake, None);
@@ -869,9 +812,9 @@ async fn serve_recovery_pulled_by_qdrant() {
 async fn serve_token_works_once_and_wrong_paths_get_nothing() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
     // Large enough that the first transfer is still running when the second request comes.
-    let bytes = snapshot_tar(&small_config(4), &noise(24 << 20, 13));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(24 << 20, 13));
     fake.set_snapshot_source("big", bytes.clone());
-    let repo_dir = Repo::new(None).await;
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let report = run_backup(&repo, &client(&fake, None), vec![SnapshotScope::collection("big")])
         .await
@@ -912,7 +855,7 @@ async fn serve_token_works_once_and_wrong_paths_get_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_restore_serve_with_qdrant() {
     let fake = FakeQdrant::start(FakeOptions::default()).await;
-    let bytes = snapshot_tar(&small_config(4), &noise(1 << 20, 11));
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 11));
     let (repo_dir, id, _) = backed_up(&fake).await;
     let repo = Arc::new(repo_dir);
     let url = fake.url();
@@ -939,8 +882,8 @@ async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
         ..Default::default()
     })
     .await;
-    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &noise(2 << 20, 17)));
-    let repo_dir = Repo::new(None).await;
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(2 << 20, 17)));
+    let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let report = run_backup(&repo, &client(&fake, Some(KEY)), vec![SnapshotScope::collection("c")])
         .await

@@ -1,6 +1,10 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 
+use age::secrecy::ExposeSecret;
+use age::x25519;
+use qvault::format::config::ChunkerConfig;
+use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::storage::{Storage, StorageOptions};
 use sha2::Digest;
 
@@ -54,4 +58,46 @@ pub fn unique_prefix(name: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// A filesystem repository in a temporary directory (`repo/`, cache in `cache/`), with its
+/// one data identity also written to `identity.txt` for tests that drive the CLI.
+pub struct TestRepo {
+    pub dir: tempfile::TempDir,
+    pub identity: x25519::Identity,
+}
+
+impl TestRepo {
+    pub async fn new(chunker: Option<ChunkerConfig>) -> TestRepo {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = x25519::Identity::generate();
+        let options =
+            InitOptions { recipients: vec![identity.to_public()], chunker, ..Default::default() };
+        let repo = TestRepo { dir, identity };
+        Repository::init(repo.storage(), options, &repo.cache()).await.unwrap();
+        std::fs::write(repo.identity_path(), repo.identity.to_string().expose_secret()).unwrap();
+        repo
+    }
+
+    /// The repository's directory, as the CLI's `--repo` takes it.
+    pub fn location(&self) -> std::path::PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn storage(&self) -> Storage {
+        Storage::open(self.location().to_str().unwrap(), &Default::default()).unwrap()
+    }
+
+    pub fn cache(&self) -> Cache {
+        Cache::Dir(self.dir.path().join("cache"))
+    }
+
+    pub fn identity_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("identity.txt")
+    }
+
+    pub async fn open(&self) -> Repository {
+        let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
+        Repository::open(self.storage(), credentials, &self.cache()).await.unwrap()
+    }
 }

@@ -11,12 +11,20 @@
 /// blob, so per-chunk buffers stay on the fast heap path.
 pub const MMAP_THRESHOLD: usize = 4 * 1024 * 1024 + 4096;
 
-/// Fixes glibc's mmap threshold (see the module doc). A no-op on other C libraries.
+/// Free memory at the top of a heap kept for reuse instead of returned at once. glibc's
+/// default (128 KiB once the mmap threshold is fixed) returned and re-faulted the
+/// pipeline's buffers constantly: 180k page faults and 1.15 s of system time per bench run,
+/// against 79k and 0.79 s with 16 MiB, for ~10 MiB more resident memory.
+pub const TRIM_THRESHOLD: usize = 16 * 1024 * 1024;
+
+/// Fixes glibc's mmap and trim thresholds (see the module doc). A no-op on other C
+/// libraries.
 pub fn bound_retained_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a tuning parameter of the allocator; it takes plain integers
+    // SAFETY: mallopt only sets tuning parameters of the allocator; it takes plain integers
     // and is safe to call at any time, from any thread.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD as libc::c_int);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD as libc::c_int);
     }
 }

@@ -16,6 +16,7 @@ pub mod repo;
 pub mod restore;
 pub mod storage;
 pub mod synth;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};
 pub use id::{BackupId, ChunkId, IndexId, PackId, RepositoryId};

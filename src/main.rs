@@ -46,6 +46,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => cli::restore::run(g, args).await,
         Command::Index(cmd) => cli::index::run(g, cmd).await,
         Command::Qdrant(cmd) => cli::qdrant::run(g, cmd).await,
+        Command::Verify(args) => cli::verify::run(g, args).await,
     }
 }
 

@@ -247,7 +247,7 @@ fn an_unknown_format_version_exits_7() {
 }
 
 #[test]
-fn a_flipped_byte_in_a_pack_exits_5_and_leaves_no_output() {
+fn a_flipped_byte_in_a_pack_fails_verify_and_restore_with_exit_5_and_leaves_no_output() {
     let env = Env::new();
     env.init();
     let id = [("QVAULT_IDENTITY", env.identity())];
@@ -255,11 +255,22 @@ fn a_flipped_byte_in_a_pack_exits_5_and_leaves_no_output() {
     let out = env.run(&["backup", "-", "--json"], &id, Some(&data(400_000, 3)));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let backup_id = json(&out)["id"].as_str().unwrap().to_string();
+    let out = env.run(&["verify", "--read-data"], &id, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no problems found"));
     let data_dir = env.path("repo").join("data");
     let pack = walk(&data_dir).into_iter().next().expect("a pack");
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[1000] ^= 0x40;
     write(&pack, &bytes);
+
+    // verify names the pack and exits 5 too; before the damage it found nothing.
+    let out = env.run(&["verify"], &id, None);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    let pack_id = pack.file_name().unwrap().to_string_lossy().to_string();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains(&format!("PROBLEM pack {pack_id}: ")), "{stdout}");
+    assert!(stderr(&out).contains("verify found 1 problem in "), "{}", stderr(&out));
 
     let target = env.path("restored.bin");
     let out = env.run(&["restore", "latest", "--to", target.to_str().unwrap()], &id, None);

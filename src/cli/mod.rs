@@ -9,6 +9,7 @@ pub mod key;
 pub mod list;
 pub mod qdrant;
 pub mod restore;
+pub mod verify;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -87,6 +88,9 @@ pub enum Command {
     /// The local index cache.
     #[command(subcommand)]
     Index(index::IndexCommand),
+    /// Check that every backup can be restored: packs, headers, index files (and with
+    /// --read-data every chunk).
+    Verify(verify::VerifyArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

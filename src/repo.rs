@@ -15,7 +15,7 @@ use crate::index::{BackupListing, LocalIndex};
 use crate::storage::Storage;
 use age::x25519;
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -111,12 +111,24 @@ impl std::fmt::Debug for Repository {
 }
 
 pub fn now_rfc3339() -> String {
-    // Milliseconds: two backups in one second must still sort, and `latest` must be right.
-    let now = time::OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000_000 * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
+    format_rfc3339_millis(time::OffsetDateTime::now_utc())
+}
+
+/// RFC 3339 UTC with exactly three fraction digits. Milliseconds: two backups in one second
+/// must still sort, and `latest` must be right. Fixed width: the well-known RFC 3339 format
+/// drops trailing zeros ("…:56.9Z"), which sorts *after* "…:56.95Z" as text.
+pub fn format_rfc3339_millis(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 impl Repository {
@@ -341,12 +353,18 @@ impl Repository {
     /// Ids of the objects directly named by hex under `dir`; other names are ignored
     /// (with a warning) so a stray file cannot stop every command.
     async fn list_ids(&self, dir: &str) -> Result<HashSet<[u8; 32]>> {
-        let mut out = HashSet::new();
+        Ok(self.list_objects(dir).await?.into_keys().collect())
+    }
+
+    /// The objects named by hex id under `dir` (at any depth), with their sizes; other names
+    /// are ignored with a warning.
+    pub async fn list_objects(&self, dir: &str) -> Result<HashMap<[u8; 32], u64>> {
+        let mut out = HashMap::new();
         for object in self.storage.list(dir).await? {
             let name = object.path.rsplit('/').next().unwrap_or_default();
             let mut id = [0u8; 32];
             if hex::decode_to_slice(name, &mut id).is_ok() {
-                out.insert(id);
+                out.insert(id, object.size);
             } else {
                 tracing::warn!(path = %object.path, "ignoring an object that is not named by an id");
             }
@@ -496,5 +514,27 @@ impl Repository {
         self.config = config;
         self.data_recipients.push(recipient);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_times_have_a_fixed_width_so_they_sort_as_text() {
+        let at = |ms: u16| {
+            time::macros::datetime!(2026-11-24 21:43:56 UTC).replace_millisecond(ms).unwrap()
+        };
+        assert_eq!(format_rfc3339_millis(at(900)), "2026-11-24T21:43:56.900Z");
+        assert_eq!(format_rfc3339_millis(at(0)), "2026-11-24T21:43:56.000Z");
+        assert_eq!(format_rfc3339_millis(at(95)), "2026-11-24T21:43:56.095Z");
+        assert!(format_rfc3339_millis(at(900)) > format_rfc3339_millis(at(95)));
+        let parsed = time::OffsetDateTime::parse(
+            &format_rfc3339_millis(at(7)),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(parsed, at(7));
     }
 }

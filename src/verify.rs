@@ -74,16 +74,12 @@ pub struct Inventory {
 
 impl Inventory {
     pub async fn read(repo: &Repository) -> Result<Inventory> {
-        let mut stored = HashMap::new();
-        for object in repo.storage().list("data/").await? {
-            let name = object.path.rsplit('/').next().unwrap_or_default();
-            let mut id = [0u8; 32];
-            if hex::decode_to_slice(name, &mut id).is_ok() {
-                stored.insert(PackId(id), object.size);
-            } else {
-                tracing::warn!(path = %object.path, "ignoring an object that is not named by an id");
-            }
-        }
+        let stored: HashMap<PackId, u64> = repo
+            .list_objects("data/")
+            .await?
+            .into_iter()
+            .map(|(id, size)| (PackId(id), size))
+            .collect();
         let mut indexed = HashMap::new();
         for id in repo.index().index_files()? {
             for p in repo.read_index_file(id).await?.packs {

@@ -48,6 +48,16 @@ fn small_config(size: u64) -> Value {
         "replication_factor": 1, "write_consistency_factor": 1, "on_disk_payload": true}})
 }
 
+/// A fake Qdrant that wants `KEY` (full access) or `RO_KEY` (read-only).
+async fn fake_with_keys() -> FakeQdrant {
+    FakeQdrant::start(FakeOptions {
+        api_key: Some(KEY.into()),
+        read_only_key: Some(RO_KEY.into()),
+        ..Default::default()
+    })
+    .await
+}
+
 fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
     let mut o = QdrantOptions::new(fake.url());
     o.api_key = key.map(str::to_owned);
@@ -88,12 +98,7 @@ fn fixture_bytes() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_then_restore_into_new_collection_is_byte_identical() {
-    let fake = FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..Default::default()
-    })
-    .await;
+    let fake = fake_with_keys().await;
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
@@ -315,12 +320,7 @@ async fn second_backup_stores_only_the_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_missing_collection_errors_record_nothing() {
-    let fake = FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..Default::default()
-    })
-    .await;
+    let fake = fake_with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
@@ -626,12 +626,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_backup_and_restore_into_a_new_collection() {
-    let fake = FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..Default::default()
-    })
-    .await;
+    let fake = fake_with_keys().await;
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
@@ -876,12 +871,7 @@ async fn cli_restore_serve_with_qdrant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
-    let fake = FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..Default::default()
-    })
-    .await;
+    let fake = fake_with_keys().await;
     fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(2 << 20, 17)));
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;

@@ -8,18 +8,18 @@ mod support;
 
 use age::x25519;
 use proptest::prelude::*;
-use qvault::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
+use qvault::backup::{backup, BackupOptions, StreamSource};
 use qvault::format::config::ChunkerConfig;
 use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
-use qvault::restore::{restore_stream, RestoreOptions};
+use qvault::restore::restore_stream;
 use qvault::storage::Storage;
 use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
 use sha2::Digest;
 use std::io::Write;
 use std::sync::Arc;
-use support::sha256_hex;
+use support::{backup_bytes, open_as_backup_host, restore_bytes, sha256_hex};
 
 fn small_chunker() -> ChunkerConfig {
     ChunkerConfig {
@@ -82,26 +82,6 @@ impl Fixture {
         let credentials = Credentials { identities, key: None };
         Repository::open(self.storage.clone(), credentials, &Cache::InMemory).await
     }
-}
-
-async fn backup_bytes(repo: &Repository, name: &str, data: Vec<u8>) -> BackupSummary {
-    let source = StreamSource {
-        name: name.to_string(),
-        kind: StreamKind::File,
-        reader: Box::new(std::io::Cursor::new(data)),
-        source: None,
-        expected_sha256: None,
-    };
-    backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))
-        .await
-        .unwrap()
-}
-
-async fn restore_bytes(repo: &Repository, summary: &BackupSummary) -> qvault::Result<Vec<u8>> {
-    let stream = &summary.manifest.streams[0];
-    restore_stream(repo, summary.id, stream, Vec::new(), &RestoreOptions::default())
-        .await
-        .map(|(v, _)| v)
 }
 
 /// A writer that only hashes, so 200 MB restores need no 200 MB buffer.
@@ -278,17 +258,10 @@ async fn deleting_the_cache_loses_nothing() {
 async fn write_only_host_backs_up_and_dedups_but_cannot_restore() {
     let fixture = Fixture::new(Storage::memory(), Some(small_chunker())).await;
     let admin = fixture.open().await;
-    let key = qvault::format::keyfile::decode(admin.export_key().unwrap().expose(), "key").unwrap();
     let data = pseudo_random(100_000, 9);
     let first = backup_bytes(&admin, "a", data.clone()).await;
 
-    let host = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![], key: Some(key) },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap();
+    let host = open_as_backup_host(&admin, &fixture.storage).await;
     let second = backup_bytes(&host, "b", data.clone()).await;
     assert_eq!(second.manifest.summary.new_chunks, 0, "the host dedups against the admin's backup");
     let err = restore_bytes(&host, &first).await.unwrap_err();

@@ -5,16 +5,14 @@
 
 mod support;
 
-use qvault::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
 use qvault::format::config::ChunkerConfig;
-use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::restore_stream;
 use qvault::storage::Storage;
 use qvault::synth::pseudo_random;
 use qvault::verify::{index_unindexed_packs, verify, VerifyOptions};
 use qvault::ErrorKind;
-use std::sync::Arc;
+use support::{backup_bytes, open_as_backup_host};
 
 /// A memory repository with small chunks and small packs, so a few hundred KB make
 /// several packs and index entries.
@@ -49,19 +47,6 @@ impl Fixture {
         Repository::open(self.storage.clone(), credentials, &Cache::InMemory).await.unwrap()
     }
 
-    async fn backup(&self, repo: &Repository, data: Vec<u8>) -> BackupSummary {
-        let source = StreamSource {
-            name: "s".into(),
-            kind: StreamKind::File,
-            reader: Box::new(std::io::Cursor::new(data)),
-            source: None,
-            expected_sha256: None,
-        };
-        backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))
-            .await
-            .unwrap()
-    }
-
     async fn packs(&self) -> Vec<String> {
         let mut packs: Vec<String> =
             self.storage.list("data/").await.unwrap().into_iter().map(|o| o.path).collect();
@@ -78,8 +63,8 @@ fn read_data() -> VerifyOptions {
 async fn a_healthy_repository_verifies_with_and_without_reading_data() {
     let fixture = Fixture::new().await;
     let repo = fixture.open().await;
-    let first = fixture.backup(&repo, pseudo_random(300_000, 1)).await;
-    fixture.backup(&repo, pseudo_random(200_000, 2)).await;
+    let first = backup_bytes(&repo, "s", pseudo_random(300_000, 1)).await;
+    backup_bytes(&repo, "s", pseudo_random(200_000, 2)).await;
     let report = verify(&repo, &VerifyOptions::default()).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
     assert_eq!(report.backups, 2);
@@ -96,7 +81,7 @@ async fn a_healthy_repository_verifies_with_and_without_reading_data() {
 async fn a_damaged_pack_is_named_and_the_rest_still_checked() {
     let fixture = Fixture::new().await;
     let repo = fixture.open().await;
-    fixture.backup(&repo, pseudo_random(300_000, 3)).await;
+    backup_bytes(&repo, "s", pseudo_random(300_000, 3)).await;
     let packs = fixture.packs().await;
     let victim = &packs[1];
     let mut bytes = fixture.storage.read(victim).await.unwrap().to_vec();
@@ -116,7 +101,7 @@ async fn a_damaged_pack_is_named_and_the_rest_still_checked() {
 async fn a_missing_pack_names_the_pack_and_the_backups_it_breaks() {
     let fixture = Fixture::new().await;
     let repo = fixture.open().await;
-    let summary = fixture.backup(&repo, pseudo_random(300_000, 4)).await;
+    let summary = backup_bytes(&repo, "s", pseudo_random(300_000, 4)).await;
     let packs = fixture.packs().await;
     fixture.storage.delete(&packs[0]).await.unwrap();
 
@@ -133,7 +118,7 @@ async fn packs_without_an_index_file_are_reported_and_read_packs_makes_them_usab
     let fixture = Fixture::new().await;
     let repo = fixture.open().await;
     let data = pseudo_random(300_000, 5);
-    let summary = fixture.backup(&repo, data.clone()).await;
+    let summary = backup_bytes(&repo, "s", data.clone()).await;
     // What a backup killed before its index file leaves: packs no index file lists.
     let index_files = fixture.storage.list("index/").await.unwrap();
     assert_eq!(index_files.len(), 1);
@@ -169,15 +154,8 @@ async fn packs_without_an_index_file_are_reported_and_read_packs_makes_them_usab
 async fn reading_data_needs_a_data_identity() {
     let fixture = Fixture::new().await;
     let admin = fixture.open().await;
-    fixture.backup(&admin, pseudo_random(50_000, 6)).await;
-    let key = qvault::format::keyfile::decode(admin.export_key().unwrap().expose(), "key").unwrap();
-    let host = Repository::open(
-        fixture.storage.clone(),
-        Credentials { identities: vec![], key: Some(key) },
-        &Cache::InMemory,
-    )
-    .await
-    .unwrap();
+    backup_bytes(&admin, "s", pseudo_random(50_000, 6)).await;
+    let host = open_as_backup_host(&admin, &fixture.storage).await;
     assert!(verify(&host, &VerifyOptions::default()).await.unwrap().is_ok());
     let err = verify(&host, &read_data()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NeedsDataIdentity);

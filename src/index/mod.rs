@@ -277,7 +277,8 @@ impl LocalIndex {
         Ok(())
     }
 
-    /// All backups, oldest first.
+    /// All backups, oldest first (by the time instant, then id: manifests written before
+    /// times had a fixed width do not sort as text).
     pub fn backups(&self) -> Result<Vec<BackupListing>> {
         let conn = self.conn()?;
         let mut stmt = conn
@@ -295,7 +296,14 @@ impl LocalIndex {
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+        let mut backups: Vec<BackupListing> =
+            rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))?;
+        let instant = |b: &BackupListing| {
+            time::OffsetDateTime::parse(&b.time, &time::format_description::well_known::Rfc3339)
+                .ok()
+        };
+        backups.sort_by_cached_key(|b| (instant(b), b.id));
+        Ok(backups)
     }
 }
 
@@ -303,6 +311,30 @@ impl LocalIndex {
 mod tests {
     use super::*;
     use crate::format::index::IndexedPack;
+
+    #[test]
+    fn backups_sort_by_instant_not_text() {
+        let idx = LocalIndex::in_memory().unwrap();
+        // As older manifests wrote them: trailing zeros dropped, so text order is wrong.
+        for (i, time) in
+            ["2026-01-01T00:00:56.95Z", "2026-01-01T00:00:56.9Z", "2026-01-01T00:00:56Z"]
+                .into_iter()
+                .enumerate()
+        {
+            let manifest = Manifest {
+                time: time.into(),
+                name: Some(format!("b{i}")),
+                tags: Default::default(),
+                host: "h".into(),
+                tool_version: "t".into(),
+                streams: vec![],
+                summary: Default::default(),
+            };
+            idx.add_backup(BackupId([i as u8; 32]), &manifest).unwrap();
+        }
+        let names: Vec<_> = idx.backups().unwrap().into_iter().filter_map(|b| b.name).collect();
+        assert_eq!(names, ["b2", "b1", "b0"]);
+    }
 
     #[test]
     fn add_locate_remove() {

@@ -3,6 +3,7 @@
 
 use age::secrecy::ExposeSecret;
 use age::x25519;
+use qvault::backup::{BackupSummary, StreamSource};
 use qvault::format::config::ChunkerConfig;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::storage::{Storage, StorageOptions};
@@ -100,4 +101,34 @@ impl TestRepo {
         let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
         Repository::open(self.storage(), credentials, &self.cache()).await.unwrap()
     }
+}
+
+/// Backs up `data` as one file stream named `name`.
+pub async fn backup_bytes(repo: &Repository, name: &str, data: Vec<u8>) -> BackupSummary {
+    let source = StreamSource {
+        name: name.to_string(),
+        kind: qvault::format::manifest::StreamKind::File,
+        reader: Box::new(std::io::Cursor::new(data)),
+        source: None,
+        expected_sha256: None,
+    };
+    qvault::backup::backup(repo, vec![source], &Default::default(), std::sync::Arc::default())
+        .await
+        .unwrap()
+}
+
+/// Restores the first stream of a backup into memory.
+pub async fn restore_bytes(repo: &Repository, summary: &BackupSummary) -> qvault::Result<Vec<u8>> {
+    let stream = &summary.manifest.streams[0];
+    qvault::restore::restore_stream(repo, summary.id, stream, Vec::new(), &Default::default())
+        .await
+        .map(|(v, _)| v)
+}
+
+/// Opens `storage` as a write-only backup host would: with only the repository key, exported
+/// by `admin`, and a throwaway cache.
+pub async fn open_as_backup_host(admin: &Repository, storage: &Storage) -> Repository {
+    let key = qvault::format::keyfile::decode(admin.export_key().unwrap().expose(), "key").unwrap();
+    let credentials = Credentials { identities: vec![], key: Some(key) };
+    Repository::open(storage.clone(), credentials, &Cache::InMemory).await.unwrap()
 }

@@ -16,6 +16,7 @@ pub mod repo;
 pub mod restore;
 pub mod storage;
 pub mod synth;
+pub mod trust;
 pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -288,6 +288,72 @@ fn a_flipped_byte_in_a_pack_fails_verify_and_restore_with_exit_5_and_leaves_no_o
     );
 }
 
+/// The attack in docs/design.md: storage swaps in its own repository key, encrypted to the
+/// admin's public key, and a config MAC'd with it. Everything would open and check.
+#[test]
+fn a_substituted_repository_key_is_refused_with_exit_4() {
+    let env = Env::new();
+    let out = env.run(&["init", "--json", "--identity", &env.identity()], &[], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let real_key = json(&out)["repository_key"].as_str().unwrap().to_string();
+    assert!(real_key.starts_with("age1"), "{real_key}");
+    let id = [("QVAULT_IDENTITY", env.identity())];
+    let id: Vec<(&str, &str)> = id.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let known = env.path("home/.config/qvault/known-repositories.json");
+    assert!(known.is_file(), "init remembers the repository it made");
+    let expect_real: Vec<(&str, &str)> =
+        id.iter().copied().chain([("QVAULT_EXPECT_KEY", real_key.as_str())]).collect();
+    assert_eq!(code(&env.run(&["backups"], &expect_real, None)), 0);
+
+    // The attacker's repository, readable by the admin's identity, copied over the real one.
+    let admin_public = std::fs::read_to_string(env.identity())
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let evil = env.path("evil");
+    let out = env.run(
+        &["init", "--recipient", &admin_public],
+        &[
+            ("QVAULT_REPOSITORY", evil.to_str().unwrap()),
+            ("HOME", env.path("attacker").to_str().unwrap()),
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let repo = env.path("repo");
+    std::fs::copy(evil.join("config"), repo.join("config")).unwrap();
+    std::fs::remove_dir_all(repo.join("keys")).unwrap();
+    std::fs::create_dir(repo.join("keys")).unwrap();
+    for key in std::fs::read_dir(evil.join("keys")).unwrap() {
+        let key = key.unwrap().path();
+        std::fs::copy(&key, repo.join("keys").join(key.file_name().unwrap())).unwrap();
+    }
+
+    // Remembered on first use: refused, naming the file to edit.
+    let out = env.run(&["backup", "-"], &id, Some(&data(1000, 1)));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not the one this machine used before"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("known-repositories.json"), "{}", stderr(&out));
+    // Stated by the operator: refused too, on a machine that remembers nothing.
+    let fresh_home = env.path("fresh-home");
+    let out = env.run(
+        &["backups"],
+        &[
+            ("QVAULT_IDENTITY", &env.identity()),
+            ("QVAULT_EXPECT_KEY", &real_key),
+            ("HOME", fresh_home.to_str().unwrap()),
+        ],
+        None,
+    );
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("not the expected {real_key}")), "{}", stderr(&out));
+    assert!(
+        std::fs::read_dir(env.path("repo").join("backups")).map_or(0, |d| d.count()) == 0,
+        "nothing was backed up"
+    );
+}
+
 #[test]
 fn bad_arguments_exit_2() {
     let env = Env::new();

@@ -7,7 +7,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
@@ -186,24 +185,9 @@ async fn cli_backup_dir_and_restore_to_dir() {
     make_tree(&src);
     let repo = TestRepo::new(None).await;
     let run = |args: Vec<String>| {
-        let repo_path = repo.location();
-        let identity = repo.dir.path().join("identity.txt");
-        let cache = repo.dir.path().join("cli-cache");
-        async move {
-            tokio::task::spawn_blocking(move || {
-                Command::new(env!("CARGO_BIN_EXE_qvault"))
-                    .arg("--repo")
-                    .arg(repo_path)
-                    .arg("--identity")
-                    .arg(identity)
-                    .args(args)
-                    .env("QVAULT_CACHE_DIR", cache)
-                    .output()
-                    .unwrap()
-            })
-            .await
-            .unwrap()
-        }
+        let mut cmd = repo.cli();
+        cmd.args(args);
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
     };
     let out =
         run(vec!["--json".into(), "backup".into(), "--dir".into(), src.to_string_lossy().into()])

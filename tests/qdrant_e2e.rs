@@ -590,15 +590,8 @@ async fn version_two_minors_ahead_is_refused_unless_forced() {
 // ----- through the binary -----
 
 fn qvault(repo: &TestRepo, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"));
-    cmd.arg("--repo")
-        .arg(repo.location())
-        .arg("--identity")
-        .arg(repo.dir.path().join("identity.txt"))
-        .args(args)
-        .env("QVAULT_CACHE_DIR", repo.dir.path().join("cli-cache"))
-        .env_remove("QDRANT_API_KEY")
-        .env_remove("QVAULT_REPOSITORY");
+    let mut cmd = repo.cli();
+    cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -6,8 +6,9 @@ use qvault::crypto::{self, Secret};
 use qvault::format::keyfile;
 use qvault::repo::{Cache, Credentials, Repository};
 use qvault::storage::{Storage, StorageOptions};
+use qvault::trust;
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub fn repo_location(global: &GlobalArgs) -> Result<&str> {
     global.repo.as_deref().ok_or_else(|| {
@@ -83,7 +84,49 @@ pub fn credentials(global: &GlobalArgs) -> Result<Credentials> {
 pub async fn open(global: &GlobalArgs) -> Result<Repository> {
     let storage = storage(global)?;
     let credentials = credentials(global)?;
-    Ok(Repository::open(storage, credentials, &cache(global)).await?)
+    // A key file *is* the repository key; an identity only unwraps whatever `keys/` holds,
+    // which anyone with write access to the storage can replace (see qvault::trust).
+    let identity_only = credentials.key.is_none();
+    let repo = Repository::open(storage, credentials, &cache(global)).await?;
+    if identity_only {
+        let location = repo.storage().location().to_string();
+        let fingerprint = repo.key().metadata_recipient().to_string();
+        match &global.expect_key {
+            Some(expected) => trust::check_expected(&location, expected, &fingerprint)?,
+            None => remember(global, &repo)?,
+        }
+    }
+    Ok(repo)
+}
+
+/// Trust on first use: records the repository at this location, or refuses one that differs
+/// from what was recorded. Skipped (with a note in the log) when there is no config directory.
+pub fn remember(global: &GlobalArgs, repo: &Repository) -> Result<()> {
+    let Some(dir) = config_dir() else {
+        tracing::info!("no config directory: not remembering the repository key");
+        return Ok(());
+    };
+    let known = trust::KnownRepositories::at(dir.join("known-repositories.json"));
+    let fingerprint = repo.key().metadata_recipient().to_string();
+    let verdict = known.check(repo.storage().location(), &repo.config().id, &fingerprint)?;
+    if verdict == trust::Verdict::FirstUse && chatty(global) {
+        eprintln!(
+            "remembered repository key {fingerprint} for {} in {}",
+            repo.storage().location(),
+            known.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// `$XDG_CONFIG_HOME/qvault`, else `~/.config/qvault`: identities, config file, known
+/// repositories.
+pub fn config_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("qvault"))
 }
 
 /// Writes a secret file that only its owner can read, refusing to overwrite.

@@ -24,6 +24,7 @@ pub struct ConfigFile {
     pub repository: Option<String>,
     pub identity: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    pub expect_key: Option<String>,
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Section,
@@ -45,11 +46,7 @@ impl std::fmt::Debug for ConfigFile {
 }
 
 fn default_path() -> Option<PathBuf> {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
-    Some(base.join("qvault").join("config.toml")).filter(|p| p.is_file())
+    Some(super::common::config_dir()?.join("config.toml")).filter(|p| p.is_file())
 }
 
 /// Reads the config file named by the flags, or the default one if it exists.
@@ -74,6 +71,7 @@ pub fn apply(global: &mut GlobalArgs, file: ConfigFile) {
     global.repo = set(global.repo.take()).or(file.repository);
     global.identity = set(global.identity.take()).or(file.identity);
     global.key = set(global.key.take()).or(file.key);
+    global.expect_key = set(global.expect_key.take()).or(file.expect_key);
     global.cache_dir = set(global.cache_dir.take()).or(file.cache_dir);
     global.s3_endpoint = set(global.s3_endpoint.take()).or(file.s3.endpoint);
     global.s3_region = set(global.s3_region.take()).or(file.s3.region);

@@ -27,11 +27,9 @@ pub struct InitArgs {
 }
 
 fn default_identity_path(recipient: &str) -> PathBuf {
-    let base = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("qvault").join(format!("identity-{}.txt", &recipient[4..16]))
+    common::config_dir()
+        .unwrap_or_else(|| PathBuf::from("qvault"))
+        .join(format!("identity-{}.txt", &recipient[4..16]))
 }
 
 pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
@@ -91,11 +89,15 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         }
     };
     let config = repo.config();
+    let fingerprint = repo.key().metadata_recipient().to_string();
+    // The creator trusts what it just made: later opens from this machine compare with it.
+    common::remember(global, &repo)?;
     if global.json {
         common::print_json(&serde_json::json!({
             "id": config.id,
             "location": repo.storage().location(),
             "recipients": config.data_recipients,
+            "repository_key": fingerprint,
             "identity_file": created_identity,
         }))?;
     } else {
@@ -103,6 +105,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         for r in &config.data_recipients {
             println!("data recipient: {r}");
         }
+        println!("repository key (for --expect-key): {fingerprint}");
     }
     if let Some(path) = created_identity {
         eprintln!(

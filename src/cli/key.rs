@@ -65,6 +65,12 @@ pub async fn run(global: &GlobalArgs, command: &KeyCommand) -> Result<()> {
                 for r in recipients {
                     println!("{r}");
                 }
+                if common::chatty(global) {
+                    eprintln!(
+                        "repository key (for --expect-key): {}",
+                        repo.key().metadata_recipient()
+                    );
+                }
             }
             Ok(())
         }

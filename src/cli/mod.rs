@@ -35,6 +35,11 @@ pub struct GlobalArgs {
     /// Repository key file (from `qvault key export`): enough to back up, not to restore.
     #[arg(long, env = "QVAULT_KEY", global = true)]
     pub key: Option<PathBuf>,
+    /// The repository key fingerprint (`age1…`, from `qvault init` or `qvault key list`)
+    /// the repository must present when opened with an identity; without it, the first
+    /// one seen at a location is remembered and a different one later is refused.
+    #[arg(long, env = "QVAULT_EXPECT_KEY", global = true)]
+    pub expect_key: Option<String>,
     /// Directory of the local index cache.
     #[arg(long, env = "QVAULT_CACHE_DIR", global = true)]
     pub cache_dir: Option<PathBuf>,

@@ -97,6 +97,23 @@ impl TestRepo {
         self.dir.path().join("identity.txt")
     }
 
+    /// The `qvault` binary on this repository with its identity, its own CLI cache and
+    /// config directory (so nothing is remembered outside the test), and no repository or
+    /// Qdrant key from the environment.
+    pub fn cli(&self) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"));
+        cmd.arg("--repo")
+            .arg(self.location())
+            .arg("--identity")
+            .arg(self.identity_path())
+            .env("QVAULT_CACHE_DIR", self.dir.path().join("cli-cache"))
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env_remove("QDRANT_API_KEY")
+            .env_remove("QVAULT_REPOSITORY")
+            .env_remove("QVAULT_EXPECT_KEY");
+        cmd
+    }
+
     pub async fn open(&self) -> Repository {
         let credentials = Credentials { identities: vec![self.identity.clone()], key: None };
         Repository::open(self.storage(), credentials, &self.cache()).await.unwrap()

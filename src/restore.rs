@@ -23,7 +23,7 @@ use crate::repo::Repository;
 use age::x25519;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,7 +59,14 @@ pub struct RestoreSummary {
 /// this much chunk data is decoded: bounds the memory each piece in flight holds.
 pub const PIECE_SPAN: u64 = 2 * 1024 * 1024;
 
-/// Stream-consecutive chunks of one pack, fetched with one range read.
+/// How far ahead in the stream a piece may take more chunks of its pack. The writer holds
+/// chunks that arrive before their turn, so this bounds its reorder buffer.
+pub const LOOKAHEAD: u64 = 8 * 1024 * 1024;
+
+/// Chunks of one pack from a stretch of the stream, fetched with one range read: when a
+/// few chunks from elsewhere interrupt a run (an edit, a new segment), the run goes on in
+/// the same piece rather than costing another read and re-decrypting the segments at its
+/// ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Piece {
     pub pack: PackId,
@@ -67,6 +74,10 @@ pub struct Piece {
     pub pack_plaintext_len: u64,
     /// In stream order; offsets may go back and forth (and repeat) within the piece.
     pub entries: Vec<PackEntry>,
+    /// Each entry's position in the stream's chunk list.
+    pub seqs: Vec<u64>,
+    /// Stream byte offset of the first chunk.
+    pub stream_start: u64,
 }
 
 impl Piece {
@@ -94,7 +105,10 @@ impl Piece {
 /// backup, stream and chunk) when a chunk is in no index file.
 pub fn plan(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Result<Vec<Piece>> {
     let mut pieces: Vec<Piece> = Vec::new();
-    for chunk in &stream.chunks {
+    // The piece each pack's chunks currently go to.
+    let mut open: HashMap<PackId, usize> = HashMap::new();
+    let mut position = 0u64;
+    for (seq, chunk) in stream.chunks.iter().enumerate() {
         let location = repo.index().locate(chunk)?.ok_or_else(|| {
             Error::not_found(format!(
                 "chunk {chunk} of stream {:?} in backup {backup} is in no index file of {}: \
@@ -103,16 +117,28 @@ pub fn plan(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Resul
                 repo.storage().location()
             ))
         })?;
-        match pieces.last_mut() {
-            Some(piece) if piece.pack == location.pack && piece.admits(&location.entry) => {
-                piece.entries.push(location.entry)
+        let end = position + u64::from(location.entry.raw_length);
+        let joins = open.get(&location.pack).copied().filter(|&i| {
+            let piece = &pieces[i];
+            end - piece.stream_start <= LOOKAHEAD && piece.admits(&location.entry)
+        });
+        match joins {
+            Some(i) => {
+                pieces[i].entries.push(location.entry);
+                pieces[i].seqs.push(seq as u64);
             }
-            _ => pieces.push(Piece {
-                pack: location.pack,
-                pack_plaintext_len: location.pack_plaintext_len,
-                entries: vec![location.entry],
-            }),
+            None => {
+                open.insert(location.pack, pieces.len());
+                pieces.push(Piece {
+                    pack: location.pack,
+                    pack_plaintext_len: location.pack_plaintext_len,
+                    entries: vec![location.entry],
+                    seqs: vec![seq as u64],
+                    stream_start: position,
+                });
+            }
         }
+        position = end;
     }
     Ok(pieces)
 }
@@ -157,19 +183,36 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     let pieces = plan(repo, backup, stream)?;
     let packs_read = pieces.iter().map(|p| p.pack).collect::<HashSet<_>>().len() as u64;
     let fetcher = Fetcher::new(repo);
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Bytes>>(2);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u64>, Vec<Bytes>)>(2);
+    let total_chunks = stream.chunks.len() as u64;
     let place = decode_context.place.clone();
     let (digest_tx, digest) = crate::digest::spawn(64);
     let writer = tokio::task::spawn_blocking(move || -> Result<W> {
         let mut out = out;
         let write_error = |e| Error::io(format!("writing stream {:?}", place.stream), e);
-        while let Some(chunks) = rx.blocking_recv() {
-            for chunk in chunks {
+        // Pieces arrive in the order of their first chunk but may carry chunks up to
+        // LOOKAHEAD further on: those wait here for their turn.
+        let mut next = 0u64;
+        let mut waiting: BTreeMap<u64, Bytes> = BTreeMap::new();
+        while let Some((seqs, chunks)) = rx.blocking_recv() {
+            waiting.extend(seqs.into_iter().zip(chunks));
+            while let Some(chunk) = waiting.remove(&next) {
                 out.write_all(&chunk).map_err(write_error)?;
                 digest_tx
                     .send(chunk)
                     .map_err(|_| Error::new(ErrorKind::Io, "restore: the stream hasher stopped"))?;
+                next += 1;
             }
+        }
+        if next != total_chunks {
+            // Only after a failed fetch (whose error is the one reported) or a wrong plan.
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "restore wrote {next} of {total_chunks} chunks of stream {:?}",
+                    place.stream
+                ),
+            ));
         }
         out.flush().map_err(write_error)?;
         Ok(out)
@@ -185,11 +228,14 @@ pub async fn restore_stream<W: Write + Send + 'static>(
                         .fetch(&piece)
                         .await
                         .map_err(|e| e.context(context.place.piece(&piece)))?;
-                    tokio::task::spawn_blocking(move || context.decode(&piece, fetched))
-                        .await
-                        .map_err(|e| {
-                            Error::new(ErrorKind::Io, format!("restore decoder failed: {e}"))
-                        })?
+                    tokio::task::spawn_blocking(move || {
+                        let chunks = context.decode(&piece, fetched)?;
+                        Ok((piece.seqs, chunks))
+                    })
+                    .await
+                    .map_err(|e| {
+                        Error::new(ErrorKind::Io, format!("restore decoder failed: {e}"))
+                    })?
                 }
             })
             .buffered(options.prefetch.max(1));
@@ -466,6 +512,8 @@ mod tests {
                 pack: sealed.id,
                 pack_plaintext_len: plaintext_len,
                 entries: order.iter().map(|&i| entries[i]).collect(),
+                seqs: (0..order.len() as u64).collect(),
+                stream_start: 0,
             };
             let range = pack::data_range(payload_start, plaintext_len, piece.span());
             let fetched = Fetched {

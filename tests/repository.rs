@@ -217,6 +217,28 @@ proptest! {
     }
 }
 
+/// An insertion in the middle of a stream does not split the run of old chunks around it:
+/// one read for the old pack, one for the new, and the writer puts them back in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_insertion_costs_one_more_piece_not_two() {
+    let fixture = Fixture::new(Storage::memory(), Some(small_chunker())).await;
+    let repo = fixture.open().await;
+    let v0 = pseudo_random(200_000, 21);
+    let v1 = [&v0[..100_000], &pseudo_random(30_000, 22)[..], &v0[100_000..]].concat();
+    let first = backup_bytes(&repo, "v", v0).await;
+    let second = backup_bytes(&repo, "v", v1.clone()).await;
+    let stream = &second.manifest.streams[0];
+    let pieces = qvault::restore::plan(&repo, second.id, stream).unwrap();
+    assert_eq!(pieces.len(), 2, "{pieces:?}");
+    let old_pack = repo.index().locate(&first.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
+    assert_eq!(pieces[0].pack, old_pack);
+    let seqs = &pieces[0].seqs;
+    assert_eq!(seqs[0], 0);
+    assert!(seqs.windows(2).any(|w| w[1] > w[0] + 1), "the old run jumps over the insertion");
+    assert_eq!(pieces.iter().map(|p| p.seqs.len()).sum::<usize>(), stream.chunks.len());
+    assert_eq!(restore_bytes(&repo, &second).await.unwrap(), v1);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn several_streams_in_one_backup() {
     let fixture = Fixture::new(Storage::memory(), Some(small_chunker())).await;

@@ -224,14 +224,8 @@ impl PackCheck {
         let mut sorted = header.entries.clone();
         sorted.sort_by_key(|e| e.offset);
         for entry in &sorted {
-            let blob = reader.read_blob(entry)?;
-            let chunk = decoder.decode(&blob, entry.raw_length as usize)?;
-            if self.key.chunk_id(&chunk) != entry.chunk {
-                return Err(Error::corrupt(format!(
-                    "chunk {} does not match its id: the pack is damaged",
-                    entry.chunk
-                )));
-            }
+            crate::restore::read_chunk(&mut reader, &mut decoder, &self.key, entry)
+                .map_err(|e| e.context(format!("chunk {}", entry.chunk)))?;
         }
         Ok(sorted.len() as u64)
     }

@@ -274,7 +274,8 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     if global.json {
         common::print_json(&serde_json::json!({
             "id": id, "stream": stream.name, "bytes": summary.bytes, "chunks": summary.chunks,
-            "packs_read": summary.packs_read, "seconds": seconds, "sha256": stream.sha256,
+            "packs_read": summary.packs_read, "reads": summary.reads,
+            "bytes_fetched": summary.bytes_fetched, "seconds": seconds, "sha256": stream.sha256,
         }))?;
     } else if common::chatty(global) {
         eprintln!(

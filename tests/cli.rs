@@ -354,6 +354,22 @@ fn a_substituted_repository_key_is_refused_with_exit_4() {
     );
 }
 
+/// A home directory qvault cannot write (a container's read-only root) must not stop a
+/// backup: it warns that the key is not remembered and says how to check it instead.
+#[test]
+fn an_unwritable_config_directory_warns_and_backs_up() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("home")).unwrap();
+    write(&env.path("home/.config"), b"a file where a directory should be");
+    env.init();
+    let id = [("QVAULT_IDENTITY", env.identity())];
+    let id: Vec<(&str, &str)> = id.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = env.run(&["backup", "-"], &id, Some(&data(1000, 2)));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot remember the repository key"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --expect-key age1"), "{}", stderr(&out));
+}
+
 #[test]
 fn bad_arguments_exit_2() {
     let env = Env::new();

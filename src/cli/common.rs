@@ -108,7 +108,18 @@ pub fn remember(global: &GlobalArgs, repo: &Repository) -> Result<()> {
     };
     let known = trust::KnownRepositories::at(dir.join("known-repositories.json"));
     let fingerprint = repo.key().metadata_recipient().to_string();
-    let verdict = known.check(repo.storage().location(), &repo.config().id, &fingerprint)?;
+    let verdict = match known.check(repo.storage().location(), &repo.config().id, &fingerprint) {
+        Ok(verdict) => verdict,
+        // A read-only home (a container) must not stop backups; say what is not checked.
+        Err(e) if e.kind() == qvault::ErrorKind::Io => {
+            eprintln!(
+                "qvault: warning: cannot remember the repository key ({e}); pass --expect-key \
+                 {fingerprint} to have it checked"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     if verdict == trust::Verdict::FirstUse && chatty(global) {
         eprintln!(
             "remembered repository key {fingerprint} for {} in {}",

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fake_qdrant::{real_qdrant_dir, real_snapshot, FakeOptions, FakeQdrant, Fault};
+use fake_qdrant::{real_qdrant_dir, real_snapshot, FakeOptions, FakeQdrant, Fault, KEY, RO_KEY};
 use futures::StreamExt;
 use qvault::qdrant::{
     http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotPriority,
@@ -20,18 +20,6 @@ use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
 use serde_json::{json, Value};
 use support::sha256_hex;
-
-const KEY: &str = "full-key-s3cr3t-0123";
-const RO_KEY: &str = "read-only-key-9876";
-
-async fn fake_with_keys() -> FakeQdrant {
-    FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..FakeOptions::default()
-    })
-    .await
-}
 
 fn options(fake: &FakeQdrant, key: Option<&str>) -> QdrantOptions {
     let mut o = QdrantOptions::new(fake.url());
@@ -72,7 +60,7 @@ fn assert_no_key(msg: &str) {
 
 #[tokio::test]
 async fn version_list_info_cluster() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection(
         "docs",
         json!({"vectors": {"size": 768, "distance": "Cosine"}, "shard_number": 2}),
@@ -135,7 +123,7 @@ async fn version_list_info_cluster() {
 
 #[tokio::test]
 async fn create_list_download_delete_collection_snapshot() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     let bytes = real_snapshot("fixture-v0.snapshot").unwrap_or_else(|| pseudo_random(3 << 20, 7));
     fake.set_snapshot_source("fixture", bytes.clone());
     let c = client(&fake, Some(KEY));
@@ -185,7 +173,7 @@ async fn create_list_download_delete_collection_snapshot() {
 
 #[tokio::test]
 async fn shard_and_full_storage_snapshots() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection(
         "sharded",
         json!({"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 2}),
@@ -228,7 +216,7 @@ async fn shard_and_full_storage_snapshots() {
 
 #[tokio::test]
 async fn upload_recover_streams_and_checks_checksum() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     let c = client(&fake, Some(KEY));
     // A generated snapshot of a 2-shard collection unless the real one is there.
     let bytes = match real_snapshot("fixture-v0.snapshot") {
@@ -383,7 +371,7 @@ async fn recover_from_url_pulls_with_api_key() {
             .await
             .unwrap();
 
-    let target = fake_with_keys().await;
+    let target = FakeQdrant::with_keys().await;
     let c = client(&target, Some(KEY));
     let opts = RecoverOptions {
         checksum: d.checksum.clone(),
@@ -466,7 +454,7 @@ async fn recover_from_url_pulls_with_api_key() {
 
 #[tokio::test]
 async fn auth_errors_quote_qdrant_and_hide_keys() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
 
     let err = client(&fake, None).list_collections().await.unwrap_err();
@@ -522,7 +510,7 @@ async fn auth_errors_quote_qdrant_and_hide_keys() {
 
 #[tokio::test]
 async fn not_found_is_its_own_kind() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
     let c = client(&fake, Some(KEY));
 
@@ -543,7 +531,7 @@ async fn not_found_is_its_own_kind() {
 
 #[tokio::test]
 async fn retries_only_idempotent_calls() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
     let c = client(&fake, Some(KEY));
     let count = |f: &FakeQdrant, method: &str, path: &str| {
@@ -608,7 +596,7 @@ async fn retries_only_idempotent_calls() {
 
 #[tokio::test]
 async fn cut_or_stalled_download_is_an_error() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     let bytes = pseudo_random(1 << 20, 9);
     fake.set_snapshot_source("c", bytes.clone());
     let c = client(&fake, Some(KEY));
@@ -752,7 +740,7 @@ async fn fake_matches_the_captures() {
     let (Some(t), Some(v0)) = (transcript(), real_snapshot("fixture-v0.snapshot")) else {
         return;
     };
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.set_snapshot_source("fixture", v0.clone());
     fake.set_points_count("fixture", 3000);
     let base = fake.url();

@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_qdrant::{real_snapshot, FakeOptions, FakeQdrant, Fault};
+use fake_qdrant::{append_file, real_snapshot, FakeOptions, FakeQdrant, Fault, KEY, RO_KEY};
 use qvault::backup::{BackupOptions, Progress};
 use qvault::format::config::ChunkerConfig;
 use qvault::format::manifest::StreamRecord;
@@ -23,20 +23,10 @@ use qvault::{BackupId, ErrorKind};
 use serde_json::{json, Value};
 use support::{sha256_hex, TestRepo};
 
-const KEY: &str = "full-key-s3cr3t-0123";
-const RO_KEY: &str = "read-only-key-9876";
-
 /// A small collection snapshot tar: config.json plus `payload` as a segment file.
 fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    let mut add = |path: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        b.append_data(&mut h, path, data).unwrap();
-    };
+    let mut add = |path: &str, data: &[u8]| append_file(&mut b, path, data);
     add("config.json", config.to_string().as_bytes());
     add("version.info", b"0.4.2");
     add("0/segments/seg.bin", payload);
@@ -46,16 +36,6 @@ fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
 fn small_config(size: u64) -> Value {
     json!({"params": {"vectors": {"size": size, "distance": "Cosine"}, "shard_number": 1,
         "replication_factor": 1, "write_consistency_factor": 1, "on_disk_payload": true}})
-}
-
-/// A fake Qdrant that wants `KEY` (full access) or `RO_KEY` (read-only).
-async fn fake_with_keys() -> FakeQdrant {
-    FakeQdrant::start(FakeOptions {
-        api_key: Some(KEY.into()),
-        read_only_key: Some(RO_KEY.into()),
-        ..Default::default()
-    })
-    .await
 }
 
 fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
@@ -98,7 +78,7 @@ fn fixture_bytes() -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_then_restore_into_new_collection_is_byte_identical() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
@@ -320,7 +300,7 @@ async fn second_backup_stores_only_the_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_missing_collection_errors_record_nothing() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Dot"}}));
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
@@ -619,7 +599,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_backup_and_restore_into_a_new_collection() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     let bytes = fixture_bytes();
     fake.set_snapshot_source("fixture", bytes.clone());
     fake.set_points_count("fixture", 3000);
@@ -864,7 +844,7 @@ async fn cli_restore_serve_with_qdrant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
-    let fake = fake_with_keys().await;
+    let fake = FakeQdrant::with_keys().await;
     fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(2 << 20, 17)));
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;

@@ -31,6 +31,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The full-access and read-only API keys of [`FakeQdrant::with_keys`].
+pub const KEY: &str = "full-key-s3cr3t-0123";
+pub const RO_KEY: &str = "read-only-key-9876";
+
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -235,6 +239,16 @@ impl Drop for FakeQdrant {
 }
 
 impl FakeQdrant {
+    /// A fake that wants [`KEY`] (full access) or [`RO_KEY`] (read-only).
+    pub async fn with_keys() -> FakeQdrant {
+        FakeQdrant::start(FakeOptions {
+            api_key: Some(KEY.into()),
+            read_only_key: Some(RO_KEY.into()),
+            ..FakeOptions::default()
+        })
+        .await
+    }
+
     pub async fn start(opts: FakeOptions) -> FakeQdrant {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -405,6 +419,15 @@ fn ok(result: Value) -> Response {
     json_response(StatusCode::OK, envelope(result))
 }
 
+/// The answer to a change: its result with `wait=true`, else 202 "accepted".
+fn finished(wait: bool, result: Value) -> Response {
+    if wait {
+        ok(result)
+    } else {
+        accepted()
+    }
+}
+
 fn accepted() -> Response {
     json_response(StatusCode::ACCEPTED, json!({"status": "accepted", "time": elapsed()}))
 }
@@ -501,19 +524,22 @@ fn snapshot_config(bytes: &[u8]) -> Option<Value> {
     None
 }
 
+/// Appends a regular file with a fixed header (mode 0644, mtime 0), as snapshot fixtures do.
+pub fn append_file(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    builder.append_data(&mut h, path, data).unwrap();
+}
+
 /// A small but well-formed collection snapshot: `config.json`, `version.info` and one
 /// deterministic pseudo-segment per shard, used when no source bytes were configured.
 fn generated_snapshot(config: &Value, seed: &str) -> Bytes {
     let mut builder = tar::Builder::new(Vec::new());
     let shards = config.pointer("/params/shard_number").and_then(Value::as_u64).unwrap_or(1);
-    let mut add = |path: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_cksum();
-        builder.append_data(&mut h, path, data).unwrap();
-    };
+    let mut add = |path: &str, data: &[u8]| append_file(&mut builder, path, data);
     for shard in 0..shards {
         let mut data = Vec::with_capacity(64 * 1024);
         let mut x = u64::from_le_bytes(
@@ -696,7 +722,6 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = query_map(&req);
     let wait = q.get("wait").map(|w| w != "false").unwrap_or(true);
-    let ro_json = || err_json(403, FORBIDDEN_MANAGE);
 
     match (method.clone(), segs.as_slice()) {
         (Method::GET, []) => json_response(
@@ -723,7 +748,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::PUT, ["collections", c]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let body = match read_json(req).await {
                 Ok(v) => v,
@@ -738,7 +763,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::DELETE, ["collections", c]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let removed = shared.inner.lock().unwrap().collections.remove(*c).is_some();
             ok(json!(removed))
@@ -788,7 +813,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::POST, ["collections", c, "snapshots"]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let mut inner = shared.inner.lock().unwrap();
             let Some(col) = inner.collections.get(*c) else {
@@ -813,15 +838,11 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
             };
             col.snapshots.insert(name.clone(), stored.clone());
             let wrong = wrong_checksum_locked(&inner, c);
-            if wait {
-                ok(described(&name, &stored, wrong))
-            } else {
-                accepted()
-            }
+            finished(wait, described(&name, &stored, wrong))
         }
         (Method::PUT, ["collections", c, "snapshots", "recover"]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let body = match read_json(req).await {
                 Ok(v) => v,
@@ -850,7 +871,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::DELETE, ["collections", c, "snapshots", name]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let mut inner = shared.inner.lock().unwrap();
             let Some(col) = inner.collections.get_mut(*c) else {
@@ -859,11 +880,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
             if col.snapshots.remove(*name).is_none() {
                 return err_json(404, &missing_snapshot(name));
             }
-            if wait {
-                ok(json!(true))
-            } else {
-                accepted()
-            }
+            finished(wait, json!(true))
         }
         // --- shard snapshots
         (_, ["collections", c, "shards", id, rest @ ..]) => {
@@ -879,7 +896,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::POST, ["snapshots"]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             let mut inner = shared.inner.lock().unwrap();
             let bytes = match inner.full_source.clone() {
@@ -893,11 +910,7 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
                 creation_time: ct,
             };
             inner.full_snapshots.insert(name.clone(), stored.clone());
-            if wait {
-                ok(description(&name, &stored))
-            } else {
-                accepted()
-            }
+            finished(wait, description(&name, &stored))
         }
         (Method::GET, ["snapshots", name]) => {
             let stored = shared.inner.lock().unwrap().full_snapshots.get(*name).cloned();
@@ -908,16 +921,12 @@ async fn route(shared: &Arc<Shared>, req: Request, key: Option<String>) -> Respo
         }
         (Method::DELETE, ["snapshots", name]) => {
             if access == Access::ReadOnly {
-                return ro_json();
+                return ro_json_resp();
             }
             if shared.inner.lock().unwrap().full_snapshots.remove(*name).is_none() {
                 return err_json(404, &missing_snapshot(name));
             }
-            if wait {
-                ok(json!(true))
-            } else {
-                accepted()
-            }
+            finished(wait, json!(true))
         }
         _ => no_route(),
     }
@@ -1183,11 +1192,7 @@ async fn shard_route(
                 creation_time: ct,
             };
             col.shard_snapshots.insert((shard, name.clone()), stored.clone());
-            if wait {
-                ok(description(&name, &stored))
-            } else {
-                accepted()
-            }
+            finished(wait, description(&name, &stored))
         }
         (Method::PUT, ["snapshots", "recover"]) => {
             if access == Access::ReadOnly {
@@ -1224,16 +1229,13 @@ async fn shard_route(
             if col.shard_snapshots.remove(&(shard, name.to_string())).is_none() {
                 return err_json(404, &missing_snapshot(name));
             }
-            if wait {
-                ok(json!(true))
-            } else {
-                accepted()
-            }
+            finished(wait, json!(true))
         }
         _ => no_route(),
     }
 }
 
+/// A read-only key asking to change something.
 fn ro_json_resp() -> Response {
     err_json(403, FORBIDDEN_MANAGE)
 }

@@ -64,6 +64,11 @@ impl VerifyReport {
     }
 }
 
+/// Pack id → object size, from listing `data/`.
+async fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
+    Ok(repo.list_objects("data/").await?.into_iter().map(|(id, size)| (PackId(id), size)).collect())
+}
+
 /// What storage holds against what the index files say.
 pub struct Inventory {
     /// Pack id → object size, from listing `data/`.
@@ -74,12 +79,7 @@ pub struct Inventory {
 
 impl Inventory {
     pub async fn read(repo: &Repository) -> Result<Inventory> {
-        let stored: HashMap<PackId, u64> = repo
-            .list_objects("data/")
-            .await?
-            .into_iter()
-            .map(|(id, size)| (PackId(id), size))
-            .collect();
+        let stored = stored_packs(repo).await?;
         let mut indexed = HashMap::new();
         for id in repo.index().index_files()? {
             for p in repo.read_index_file(id).await?.packs {
@@ -99,10 +99,12 @@ impl Inventory {
 }
 
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
-    if options.read_data {
-        // Fail up front, not once per pack.
-        repo.data_identities("verify --read-data")?;
-    }
+    // Asked for up front: a missing identity fails before any pack is read.
+    let data = if options.read_data {
+        repo.data_identities("verify --read-data")?.to_vec()
+    } else {
+        vec![]
+    };
     let inventory = Inventory::read(repo).await?;
     let mut report = VerifyReport { unindexed_packs: inventory.unindexed(), ..Default::default() };
     for pack in inventory.indexed.keys() {
@@ -119,7 +121,7 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         inventory.indexed.into_iter().filter(|(p, _)| inventory.stored.contains_key(p)).collect();
     let context = Arc::new(PackCheck {
         metadata: repo.key().metadata_identity().clone(),
-        data: if options.read_data { repo.data_identities("verify")?.to_vec() } else { vec![] },
+        data,
         key: repo.key().clone(),
     });
     let mut checked = stream::iter(packs)
@@ -221,7 +223,7 @@ impl PackCheck {
         let data = &bytes[..header.data_len as usize];
         let mut reader = PackData::open(std::io::Cursor::new(data), &refs, &what)?;
         let mut decoder = codec::Decoder::new()?;
-        let mut sorted = header.entries.clone();
+        let mut sorted = header.entries;
         sorted.sort_by_key(|e| e.offset);
         for entry in &sorted {
             crate::restore::read_chunk(&mut reader, &mut decoder, &self.key, entry)
@@ -235,9 +237,13 @@ impl PackCheck {
 /// packs' own headers), so their chunks are deduplicated against and restorable again.
 /// Returns the packs indexed.
 pub async fn index_unindexed_packs(repo: &Repository) -> Result<Vec<PackId>> {
-    let inventory = Inventory::read(repo).await?;
+    // The synced local index knows which packs are listed: no index file is read again.
+    let listed = repo.index().pack_ids()?;
+    let mut unindexed: Vec<PackId> =
+        stored_packs(repo).await?.into_keys().filter(|p| !listed.contains(p)).collect();
+    unindexed.sort();
     let mut packs = Vec::new();
-    for pack in inventory.unindexed() {
+    for pack in unindexed {
         let bytes = repo.read_pack(pack).await?;
         let metadata = repo.key().metadata_identity().clone();
         let header = tokio::task::spawn_blocking(move || {

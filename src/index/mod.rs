@@ -137,11 +137,25 @@ impl LocalIndex {
     }
 
     pub fn index_files(&self) -> Result<HashSet<IndexId>> {
+        self.ids("SELECT id FROM index_files", "index file id", IndexId)
+    }
+
+    /// Packs some index file lists.
+    pub fn pack_ids(&self) -> Result<HashSet<PackId>> {
+        self.ids("SELECT id FROM packs", "pack id", PackId)
+    }
+
+    /// The 32-byte ids `sql` selects, as `T`.
+    fn ids<T: std::hash::Hash + Eq>(
+        &self,
+        sql: &str,
+        what: &str,
+        make: fn([u8; 32]) -> T,
+    ) -> Result<HashSet<T>> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT id FROM index_files").map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok(IndexId(blob32(r.get(0)?, "index file id")?)))
-            .map_err(|e| self.err(e))?;
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map([], |r| Ok(make(blob32(r.get(0)?, what)?))).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
@@ -242,12 +256,7 @@ impl LocalIndex {
     }
 
     pub fn backup_ids(&self) -> Result<HashSet<BackupId>> {
-        let conn = self.conn()?;
-        let mut stmt = conn.prepare("SELECT id FROM backups").map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok(BackupId(blob32(r.get(0)?, "backup id")?)))
-            .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+        self.ids("SELECT id FROM backups", "backup id", BackupId)
     }
 
     pub fn add_backup(&self, id: BackupId, manifest: &Manifest) -> Result<()> {

@@ -50,6 +50,23 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The error and its causes, each said once: `qvault::Error` messages already quote their
+/// source (so a library caller sees it too), and anyhow's `{:#}` would repeat it.
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
 fn main() -> ExitCode {
     qvault::alloc::bound_retained_memory();
     let cli = Cli::parse();
@@ -64,7 +81,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("qvault: error: {e:#}");
+            eprintln!("qvault: error: {}", error_text(&e));
             ExitCode::from(exit_code(&e))
         }
     }

@@ -370,6 +370,27 @@ fn an_unwritable_config_directory_warns_and_backs_up() {
     assert!(stderr(&out).contains("pass --expect-key age1"), "{}", stderr(&out));
 }
 
+/// An I/O error's cause is said once, though the error carries it as message and source.
+#[test]
+fn a_missing_input_file_names_it_and_its_cause_once() {
+    let env = Env::new();
+    env.init();
+    let missing = env.path("missing.bin");
+    let out = env.run(
+        &["backup", "--file", missing.to_str().unwrap()],
+        &[("QVAULT_IDENTITY", &env.identity())],
+        None,
+    );
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "qvault: error: opening {}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
 #[test]
 fn bad_arguments_exit_2() {
     let env = Env::new();

@@ -590,6 +590,7 @@ async fn generate_fixture_repository() {
             host: Some("golden".to_string()),
             workers: Some(1),
             upload_concurrency: 1,
+            ..Default::default()
         };
         let summary =
             qvault::backup::backup(&repo, sources, &options, Default::default()).await.unwrap();

@@ -1,13 +1,16 @@
-//! `qvault backup`: a file, stdin or Qdrant snapshots into the repository.
+//! `qvault backup`: a file, stdin, a command's output, a directory or Qdrant snapshots into
+//! the repository. The sources themselves are library constructors
+//! ([`qvault::backup::StreamSource`]); this maps flags to them and prints the summary.
 
 use super::common;
 use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use qvault::backup::{backup, BackupOptions, BackupSummary, Progress, StreamSource};
-use qvault::format::manifest::StreamKind;
-use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions, QdrantBackupReport};
+use qvault::backup::{backup, BackupOptions, BackupSummary, OnChange, Progress, StreamSource};
+use qvault::qdrant::backup::{
+    backup_qdrant, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
+};
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -21,8 +24,22 @@ pub struct BackupArgs {
     #[arg(value_name = "-")]
     pub stdin: Option<String>,
     /// A file to back up.
-    #[arg(long, conflicts_with_all = ["stdin", "qdrant", "dir"])]
+    #[arg(long, conflicts_with_all = ["stdin", "qdrant", "dir", "from_command"])]
     pub file: Option<PathBuf>,
+    /// Fail (record nothing) instead of warning when the --file changes while it is read.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
+    /// Back up the standard output of the command given after `--`; nothing is recorded
+    /// when it exits non-zero or is killed.
+    #[arg(long, requires = "command", conflicts_with_all = ["stdin", "qdrant", "dir"])]
+    pub from_command: bool,
+    /// The command for --from-command and its arguments.
+    #[arg(last = true, value_name = "CMD", requires = "from_command")]
+    pub command: Vec<String>,
+    /// Accept an empty (0-byte) stream; by default it is refused, as a failed producer
+    /// looks like one.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// A directory to back up as a deterministic tar stream (e.g. a stopped Qdrant node's
     /// storage directory); restore it with `restore --to-dir`.
     #[arg(long, conflicts_with_all = ["stdin", "qdrant"])]
@@ -63,53 +80,81 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The one stream the flags name (everything but Qdrant), and its size when known.
 fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
     if let Some(dir) = &args.dir {
-        let name =
-            dir.file_name().map_or_else(|| "directory".into(), |n| n.to_string_lossy().to_string());
-        let source = StreamSource {
-            name,
-            kind: StreamKind::Directory,
-            reader: qvault::dirtar::tar_reader(dir)?,
-            source: Some(serde_json::json!({ "path": dir })),
-            expected_sha256: None,
+        return Ok((StreamSource::directory(dir)?, None));
+    }
+    if args.from_command {
+        let Some((program, rest)) = args.command.split_first() else {
+            return Err(qvault::Error::invalid_input(
+                "--from-command needs a command after --: qvault backup --from-command -- CMD ARGS…",
+            )
+            .into());
         };
-        return Ok((source, None));
+        return Ok((StreamSource::command(program, rest)?, None));
     }
     match (&args.file, args.stdin.as_deref()) {
         (Some(path), None) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| qvault::Error::io(format!("opening {}", path.display()), e))?;
-            let size = file.metadata().ok().map(|m| m.len());
-            let name =
-                path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().to_string());
-            let source = StreamSource {
-                name,
-                kind: StreamKind::File,
-                reader: Box::new(file),
-                source: Some(serde_json::json!({ "path": path })),
-                expected_sha256: None,
-            };
-            Ok((source, size))
+            let on_change = if args.strict { OnChange::Fail } else { OnChange::Notify(warn) };
+            let (source, size) = StreamSource::file(path, on_change)?;
+            Ok((test_hook::grow_file_during_read(source, path), Some(size)))
         }
-        (None, Some("-")) => Ok((
-            StreamSource {
-                name: "stdin".into(),
-                kind: StreamKind::Stdin,
-                reader: Box::new(std::io::stdin()),
-                source: None,
-                expected_sha256: None,
-            },
-            None,
-        )),
+        (None, Some("-")) => Ok((StreamSource::stdin(), None)),
         (None, Some(other)) => Err(qvault::Error::invalid_input(format!(
             "unexpected argument {other:?}: give --file PATH, or - to read stdin"
         ))
         .into()),
         _ => Err(qvault::Error::invalid_input(
-            "nothing to back up: give --file PATH, --dir PATH, --qdrant URL --collection C, or - to read stdin",
+            "nothing to back up: give --file PATH, --dir PATH, --from-command -- CMD, \
+             --qdrant URL --collection C, or - to read stdin",
         )
         .into()),
+    }
+}
+
+fn warn(message: &str) {
+    eprintln!("qvault: warning: {message}");
+}
+
+/// Lets the CLI tests change a file while `backup --file` reads it, deterministically: with
+/// `QVAULT_TEST_APPEND_DURING_READ=TEXT` (debug builds only), TEXT is appended to the file
+/// right after the first bytes were read from it.
+mod test_hook {
+    use qvault::backup::StreamSource;
+    use std::path::Path;
+
+    #[cfg(debug_assertions)]
+    pub fn grow_file_during_read(mut source: StreamSource, path: &Path) -> StreamSource {
+        use std::io::{Read, Write};
+        struct Grow {
+            inner: Box<dyn Read + Send>,
+            append: Option<(std::path::PathBuf, String)>,
+        }
+        impl Read for Grow {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.inner.read(buf)?;
+                if n > 0 {
+                    if let Some((path, text)) = self.append.take() {
+                        std::fs::OpenOptions::new()
+                            .append(true)
+                            .open(path)?
+                            .write_all(text.as_bytes())?;
+                    }
+                }
+                Ok(n)
+            }
+        }
+        if let Ok(text) = std::env::var("QVAULT_TEST_APPEND_DURING_READ") {
+            let append = Some((path.to_path_buf(), text));
+            source.reader = Box::new(Grow { inner: source.reader, append });
+        }
+        source
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub fn grow_file_during_read(source: StreamSource, _path: &Path) -> StreamSource {
+        source
     }
 }
 
@@ -174,6 +219,7 @@ fn backup_options(args: &BackupArgs) -> BackupOptions {
     BackupOptions {
         name: args.name.clone(),
         tags: args.tags.iter().cloned().collect::<BTreeMap<_, _>>(),
+        allow_empty: args.allow_empty,
         ..BackupOptions::default()
     }
 }
@@ -222,7 +268,17 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     print_summary(global, &result?, None)
 }
 
-/// Prints a finished backup on stdout: one JSON object with `--json`, else its id and what
+/// `backup --json` of a Qdrant backup: the summary plus what only Qdrant has.
+#[derive(serde::Serialize)]
+struct QdrantSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a BackupSummary,
+    qdrant_version: &'a str,
+    snapshots: &'a [RemoteSnapshot],
+}
+
+/// Prints a finished backup on stdout: one JSON object with `--json` (see
+/// [`BackupSummary`]; `dedup_ratio` is null when nothing was added), else its id and what
 /// it read and added. A Qdrant backup (`qdrant`) adds the Qdrant version, the snapshots'
 /// fate (JSON only) and its streams.
 fn print_summary(
@@ -230,44 +286,33 @@ fn print_summary(
     summary: &BackupSummary,
     qdrant: Option<&QdrantBackupReport>,
 ) -> Result<()> {
-    let s = &summary.manifest.summary;
     if global.json {
-        let mut out = serde_json::json!({
-            "id": summary.id,
-            "bytes_read": s.bytes_read,
-            "bytes_added": s.bytes_added,
-            "chunks": s.chunks,
-            "new_chunks": s.new_chunks,
-            "dedup_ratio": summary.dedup_ratio(),
-            "duration_ms": s.duration_ms,
-        });
-        if let Some(report) = qdrant {
-            out["qdrant_version"] = serde_json::json!(report.qdrant_version);
-            out["streams"] = summary
-                .manifest
-                .streams
-                .iter()
-                .map(
-                    |st| serde_json::json!({"name": st.name, "size": st.size, "sha256": st.sha256}),
-                )
-                .collect();
-            out["snapshots"] = serde_json::to_value(&report.snapshots)?;
-        }
-        return common::print_json(&out);
+        return match qdrant {
+            Some(report) => common::print_json(&QdrantSummary {
+                summary,
+                qdrant_version: &report.qdrant_version,
+                snapshots: &report.snapshots,
+            }),
+            None => common::print_json(summary),
+        };
     }
+    let s = &summary.manifest.summary;
     println!("backup {}", summary.id);
     if qdrant.is_some() {
         for st in &summary.manifest.streams {
             println!("  {} {} sha256 {}", st.name, common::human_bytes(st.size), st.sha256);
         }
     }
+    let ratio = match summary.dedup_ratio() {
+        Some(r) => format!("{r:.1}x"),
+        None => "n/a".to_string(),
+    };
     println!(
-        "read {}, added {} ({} of {} chunks new), ratio {:.1}x, {:.1} s",
+        "read {}, added {} ({} of {} chunks new), ratio {ratio}, {:.1} s",
         common::human_bytes(s.bytes_read),
         common::human_bytes(s.bytes_added),
         s.new_chunks,
         s.chunks,
-        summary.dedup_ratio(),
         s.duration_ms as f64 / 1000.0
     );
     Ok(())

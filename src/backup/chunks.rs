@@ -1,0 +1,152 @@
+//! One stream through chunk → id → dedup → encode: a reader thread cuts chunks (and feeds the
+//! whole-stream hasher), CPU workers name each chunk, keep the ones the repository lacks and
+//! compress them for the packer.
+//!
+//! Guarantees: each chunk id is claimed by one worker only, so a chunk new to the repository
+//! is stored once even when it occurs twice in the backup; the stream's chunk list is in
+//! stream order whatever order the workers finish in; a stream is accepted only when it was
+//! read to its end, matched the checksum its source announced, and (unless allowed) is not
+//! empty.
+
+use super::source::StreamSource;
+use super::{first_real_error, join_error, pipeline_stopped, Progress};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::codec::{self, CodecParams};
+use crate::crypto::RepositoryKey;
+use crate::error::{Error, Result};
+use crate::format::manifest::StreamRecord;
+use crate::id::ChunkId;
+use crate::index::LocalIndex;
+use bytes::Bytes;
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+/// A chunk that is not in the repository yet, compressed.
+pub(super) struct NewBlob {
+    pub(super) id: ChunkId,
+    pub(super) blob: Vec<u8>,
+    pub(super) raw_length: u32,
+}
+
+/// Shared state of one backup's workers.
+#[derive(Clone)]
+pub(super) struct Dedup {
+    key: RepositoryKey,
+    index: Arc<LocalIndex>,
+    /// Chunks this backup already queued: two identical new chunks are stored once.
+    queued: Arc<Mutex<HashSet<ChunkId>>>,
+    codec: CodecParams,
+}
+
+impl Dedup {
+    pub(super) fn new(key: RepositoryKey, index: Arc<LocalIndex>, codec: CodecParams) -> Dedup {
+        Dedup { key, index, queued: Arc::new(Mutex::new(HashSet::new())), codec }
+    }
+
+    /// True when the chunk must be stored (and claims it, so no other worker stores it).
+    fn claim(&self, id: &ChunkId) -> Result<bool> {
+        if self.index.contains_chunk(id)? {
+            return Ok(false);
+        }
+        let mut queued = self.queued.lock().map_err(|_| pipeline_stopped())?;
+        Ok(queued.insert(*id))
+    }
+}
+
+/// What [`archive_stream`] needs besides the stream.
+pub(super) struct StreamContext<'a> {
+    pub(super) params: &'a ChunkerParams,
+    pub(super) dedup: &'a Dedup,
+    pub(super) blobs: crossbeam_channel::Sender<NewBlob>,
+    pub(super) workers: usize,
+    pub(super) progress: &'a Arc<Progress>,
+    pub(super) allow_empty: bool,
+}
+
+/// Chunks, hashes and dedups one stream; new blobs go to the packer. Returns the stream's
+/// record and how many of its chunks were new.
+pub(super) async fn archive_stream(
+    source: StreamSource,
+    cx: &StreamContext<'_>,
+) -> Result<(StreamRecord, u64)> {
+    let StreamSource { name, kind, reader, source: provenance, expected_sha256 } = source;
+    let workers = cx.workers;
+    let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<(u64, Bytes)>(workers * 2);
+    let (hash_tx, hash) = crate::digest::spawn(workers * 2);
+
+    let chunker = Chunker::new(reader, cx.params)?;
+    let reader_progress = Arc::clone(cx.progress);
+    let stream_name = name.clone();
+    let read = tokio::task::spawn_blocking(move || -> Result<()> {
+        for (seq, chunk) in chunker.enumerate() {
+            let chunk =
+                chunk.map_err(|e| Error::io(format!("reading stream {stream_name:?}"), e))?;
+            reader_progress.bytes_read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            hash_tx.send(chunk.clone()).map_err(|_| pipeline_stopped())?;
+            chunk_tx.send((seq as u64, chunk)).map_err(|_| pipeline_stopped())?;
+        }
+        Ok(())
+    });
+    let mut handles = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let rx = chunk_rx.clone();
+        let tx = cx.blobs.clone();
+        let dedup = cx.dedup.clone();
+        handles.push(tokio::task::spawn_blocking(move || -> Result<(Vec<(u64, ChunkId)>, u64)> {
+            let mut ids = Vec::new();
+            let mut new_chunks = 0;
+            let mut encoder = codec::Encoder::new(&dedup.codec)?;
+            for (seq, chunk) in rx {
+                let id = dedup.key.chunk_id(&chunk);
+                ids.push((seq, id));
+                if dedup.claim(&id)? {
+                    let blob = encoder.encode(&chunk)?;
+                    let raw_length = chunk.len() as u32;
+                    tx.send(NewBlob { id, blob, raw_length }).map_err(|_| pipeline_stopped())?;
+                    new_chunks += 1;
+                }
+            }
+            Ok((ids, new_chunks))
+        }));
+    }
+    drop(chunk_rx);
+
+    let mut errors = Vec::new();
+    if let Err(e) = read.await.map_err(join_error).and_then(|r| r) {
+        errors.push(e);
+    }
+    let mut ids = Vec::new();
+    let mut new_chunks = 0;
+    for handle in handles {
+        match handle.await.map_err(join_error).and_then(|r| r) {
+            Ok((mut worker_ids, n)) => {
+                ids.append(&mut worker_ids);
+                new_chunks += n;
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let crate::digest::StreamDigest { size, sha256, blake3 } = hash.await.map_err(join_error)?;
+    if let Some(e) = first_real_error(errors) {
+        return Err(e);
+    }
+    if let Some(expected) = expected_sha256 {
+        if !expected.eq_ignore_ascii_case(&sha256) {
+            return Err(Error::corrupt(format!(
+                "stream {name:?} has SHA-256 {sha256}, but its source announced {expected}: \
+                 the download was damaged or cut"
+            )));
+        }
+    }
+    if size == 0 && !cx.allow_empty {
+        return Err(Error::invalid_input(format!(
+            "stream {name:?} is empty (0 bytes): a failed producer looks like this; \
+             pass --allow-empty (BackupOptions::allow_empty) if an empty stream is expected"
+        )));
+    }
+    ids.sort_unstable_by_key(|(seq, _)| *seq);
+    let chunks = ids.into_iter().map(|(_, id)| id).collect();
+    let record = StreamRecord { name, kind, size, sha256, blake3, chunks, source: provenance };
+    Ok((record, new_chunks))
+}

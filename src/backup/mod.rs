@@ -1,0 +1,300 @@
+//! Backup: streams in, a manifest out.
+//!
+//! ```text
+//! source ─► reader thread ─chunks─► workers: id, dedup, zstd ─new blobs─► packer thread
+//!  (file, stdin,  └─bytes─► hasher thread (whole-stream SHA-256 + BLAKE3)        │ packs
+//!   command, dir,                                                                 ▼
+//!   Qdrant)                    manifest, last ◄── index files ◄── uploads (concurrent)
+//! ```
+//!
+//! Guarantees:
+//! - Nothing is recorded unless every stream was read to its end without error: a source
+//!   that fails (a read error, a command that exits non-zero, a file that changed under
+//!   [`OnChange::Fail`], a checksum its producer announced and the bytes do not match, an
+//!   empty stream unless [`BackupOptions::allow_empty`]) fails the backup before the
+//!   manifest is written.
+//! - Write order: a pack before the index file naming it, index files before the manifest.
+//!   An interrupted backup leaves only packs (and index files) that nothing references; a
+//!   rerun dedups against the indexed ones.
+//! - Memory is bounded by the chunks, blobs and packs in flight; what grows with the stream
+//!   is only the chunk-id list the manifest needs.
+//!
+//! `source` hands out the streams, `chunks` turns one stream into ids and new blobs,
+//! `packer` seals blobs into packs, `upload` stores packs and index files; this module wires
+//! them together (CPU stages are plain threads joined by bounded channels, uploads async).
+
+mod chunks;
+mod packer;
+mod source;
+mod upload;
+
+pub use source::{OnChange, StreamSource, StreamSources};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::format::manifest::{BackupStats, Manifest, StreamKind, StreamRecord};
+use crate::format::pack::SealedPack;
+use crate::id::BackupId;
+use crate::repo::{now_rfc3339, Repository};
+use chunks::{archive_stream, Dedup, NewBlob, StreamContext};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    pub name: Option<String>,
+    pub tags: BTreeMap<String, String>,
+    /// Recorded in the manifest; defaults to the machine's host name.
+    pub host: Option<String>,
+    /// CPU workers for ids and compression; defaults to the number of cores.
+    pub workers: Option<usize>,
+    /// Pack uploads in flight.
+    pub upload_concurrency: usize,
+    /// Accept streams of 0 bytes. Off by default: an empty stream is far more often a
+    /// producer that failed (`pg_dump … | qvault backup -`) than the data meant.
+    pub allow_empty: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            name: None,
+            tags: BTreeMap::new(),
+            host: None,
+            workers: None,
+            upload_concurrency: 3,
+            allow_empty: false,
+        }
+    }
+}
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes_read: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+/// What a finished backup reports. Serializes (the CLI's `backup --json`) as its id, the
+/// summary counts, `dedup_ratio` (`null` when nothing was added, see
+/// [`BackupSummary::dedup_ratio`]) and each stream's name, kind, size and SHA-256.
+#[derive(Clone, Debug)]
+pub struct BackupSummary {
+    pub id: BackupId,
+    pub manifest: Manifest,
+}
+
+impl BackupSummary {
+    /// Bytes read per byte added: how much dedup and compression saved. `None` when the
+    /// backup added nothing (everything deduplicated, or nothing read): no finite ratio
+    /// says that, and JSON has no infinity.
+    pub fn dedup_ratio(&self) -> Option<f64> {
+        let s = &self.manifest.summary;
+        (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64)
+    }
+}
+
+impl serde::Serialize for BackupSummary {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Stream<'a> {
+            name: &'a str,
+            kind: StreamKind,
+            size: u64,
+            sha256: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            id: &'a BackupId,
+            bytes_read: u64,
+            bytes_added: u64,
+            chunks: u64,
+            new_chunks: u64,
+            dedup_ratio: Option<f64>,
+            duration_ms: u64,
+            streams: Vec<Stream<'a>>,
+        }
+        let s = &self.manifest.summary;
+        Summary {
+            id: &self.id,
+            bytes_read: s.bytes_read,
+            bytes_added: s.bytes_added,
+            chunks: s.chunks,
+            new_chunks: s.new_chunks,
+            dedup_ratio: self.dedup_ratio(),
+            duration_ms: s.duration_ms,
+            streams: self
+                .manifest
+                .streams
+                .iter()
+                .map(|st| Stream {
+                    name: &st.name,
+                    kind: st.kind,
+                    size: st.size,
+                    sha256: &st.sha256,
+                })
+                .collect(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// The cause a stage reports when it stops because another stage stopped first (a channel
+/// closed): the stage that stopped first has the real error. Checked by type, never by text.
+#[derive(Debug)]
+struct PipelineStopped;
+
+impl std::fmt::Display for PipelineStopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("backup pipeline stopped")
+    }
+}
+
+impl std::error::Error for PipelineStopped {}
+
+fn pipeline_stopped() -> Error {
+    Error::new(ErrorKind::Io, PipelineStopped.to_string()).with_source(PipelineStopped)
+}
+
+fn is_pipeline_stopped(e: &Error) -> bool {
+    std::error::Error::source(e).is_some_and(|cause| cause.is::<PipelineStopped>())
+}
+
+/// Picks the error that explains a failure over the ones it caused downstream.
+fn first_real_error(errors: impl IntoIterator<Item = Error>) -> Option<Error> {
+    let mut fallback = None;
+    for e in errors {
+        if !is_pipeline_stopped(&e) {
+            return Some(e);
+        }
+        fallback.get_or_insert(e);
+    }
+    fallback
+}
+
+fn join_error(e: tokio::task::JoinError) -> Error {
+    Error::new(ErrorKind::Io, format!("a backup worker failed: {e}"))
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+fn duplicate_stream(name: &str) -> Error {
+    Error::invalid_input(format!(
+        "two streams are named {name:?}: stream names must be unique within a backup"
+    ))
+}
+
+fn no_streams() -> Error {
+    Error::invalid_input("a backup needs at least one stream")
+}
+
+/// Archives `streams` as one backup. Nothing is recorded unless every stream succeeds.
+pub async fn backup(
+    repo: &Repository,
+    streams: Vec<StreamSource>,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    // Known up front, so checked before anything is read.
+    let mut names = HashSet::new();
+    if let Some(dup) = streams.iter().find(|s| !names.insert(s.name.as_str())) {
+        return Err(duplicate_stream(&dup.name));
+    }
+    if streams.is_empty() {
+        return Err(no_streams());
+    }
+    backup_from(repo, &mut streams.into_iter(), options, progress).await
+}
+
+/// Archives the streams `sources` hands out, in that order, as one backup. Nothing is
+/// recorded unless every stream succeeds; the first error (of the pipeline or of
+/// `sources`) stops the backup, and `sources` is not asked for more.
+pub async fn backup_from<S: StreamSources>(
+    repo: &Repository,
+    sources: &mut S,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let time = now_rfc3339();
+    let workers = options
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .max(1);
+    let dedup = Dedup::new(repo.key().clone(), repo.index_arc(), repo.config().compression);
+    let (blob_tx, blob_rx) = crossbeam_channel::bounded::<NewBlob>(workers * 2);
+    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<SealedPack>(1);
+    let recipients = repo.data_recipients().to_vec();
+    let metadata_recipient = repo.key().metadata_recipient();
+    let pack_size = repo.config().pack_size;
+    let packer = tokio::task::spawn_blocking(move || {
+        packer::run_packer(blob_rx, pack_tx, &recipients, &metadata_recipient, pack_size)
+    });
+
+    let params = repo.config().chunker.params(repo.key().chunker_seed());
+    let cx = StreamContext {
+        params: &params,
+        dedup: &dedup,
+        blobs: blob_tx,
+        workers,
+        progress: &progress,
+        allow_empty: options.allow_empty,
+    };
+    let produce = async {
+        let mut records: Vec<StreamRecord> = Vec::new();
+        let mut totals = (0u64, 0u64, 0u64);
+        while let Some(source) = sources.next_stream().await? {
+            if records.iter().any(|r| r.name == source.name) {
+                return Err(duplicate_stream(&source.name));
+            }
+            let (record, new_chunks) = archive_stream(source, &cx).await?;
+            totals.0 += record.size;
+            totals.1 += record.chunks.len() as u64;
+            totals.2 += new_chunks;
+            records.push(record);
+        }
+        if records.is_empty() {
+            return Err(no_streams());
+        }
+        // The packer ends when the last sender of blobs is gone.
+        drop(cx);
+        let packed = packer.await.map_err(join_error)?;
+        packed.map(|()| (records, totals))
+    };
+    let upload = upload::upload_packs(repo, pack_rx, options.upload_concurrency.max(1), &progress);
+    let (produced, uploaded) = tokio::join!(produce, upload);
+    let ((streams, (bytes_read, chunks, new_chunks)), bytes_added) = match (produced, uploaded) {
+        (Ok(p), Ok(u)) => (p, u),
+        (p, u) => {
+            let errors = [p.err(), u.err()].into_iter().flatten();
+            return Err(first_real_error(errors)
+                .unwrap_or_else(pipeline_stopped)
+                .context("backup failed, no backup recorded"));
+        }
+    };
+    let manifest = Manifest {
+        time,
+        name: options.name.clone(),
+        tags: options.tags.clone(),
+        host: options.host.clone().unwrap_or_else(host_name),
+        tool_version: format!("qvault {}", env!("CARGO_PKG_VERSION")),
+        streams,
+        summary: BackupStats {
+            bytes_read,
+            bytes_added,
+            chunks,
+            new_chunks,
+            duration_ms: started.elapsed().as_millis() as u64,
+        },
+    };
+    let id = repo.write_manifest(&manifest).await?;
+    Ok(BackupSummary { id, manifest })
+}

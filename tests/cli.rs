@@ -402,6 +402,148 @@ fn bad_arguments_exit_2() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
 }
 
+/// `Env::run` with the test's identity.
+fn run_as(env: &Env, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    env.run(args, &[("QVAULT_IDENTITY", &env.identity())], stdin)
+}
+
+fn backup_count(env: &Env) -> usize {
+    let out = run_as(env, &["backups", "--json"], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    json(&out).as_array().unwrap().len()
+}
+
+#[test]
+fn a_failing_from_command_records_nothing_and_names_the_command() {
+    let env = Env::new();
+    env.init();
+    let out = run_as(&env, &["backup", "--from-command", "--", "sh", "-c", "exit 3"], None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no backup recorded: reading stream \"sh\": command `sh -c 'exit 3'` exited with status 3"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_as(&env, &["backup", "--from-command", "--", "sh", "-c", "kill -9 $$"], None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("was killed"), "{}", stderr(&out));
+    assert_eq!(backup_count(&env), 0);
+    // The command goes after --, and only with --from-command.
+    let out = run_as(&env, &["backup", "--from-command"], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let out = run_as(&env, &["backup", "--", "sh"], None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}
+
+#[test]
+fn a_from_command_backup_restores_its_output() {
+    let env = Env::new();
+    env.init();
+    let out =
+        run_as(&env, &["backup", "--json", "--from-command", "--", "sh", "-c", "printf abc"], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let b = json(&out);
+    assert_eq!(b["bytes_read"], 3);
+    assert_eq!(b["streams"][0]["name"], "sh");
+    assert_eq!(b["streams"][0]["kind"], "stdin");
+    let out = run_as(&env, &["show", "latest", "--json"], None);
+    assert_eq!(
+        json(&out)["streams"][0]["source"]["command"],
+        serde_json::json!(["sh", "-c", "printf abc"])
+    );
+    let out = run_as(&env, &["restore", "latest", "--to", "-"], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(out.stdout, b"abc");
+}
+
+#[test]
+fn empty_streams_are_refused_unless_allowed() {
+    let env = Env::new();
+    env.init();
+    let empty = env.path("empty.bin");
+    write(&empty, b"");
+    let file = ["backup", "--file", empty.to_str().unwrap()];
+    let out = run_as(&env, &file, None);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stream \"empty.bin\" is empty (0 bytes)"), "{}", stderr(&out));
+    let out = run_as(&env, &["backup", "-"], Some(b""));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("stream \"stdin\" is empty"), "{}", stderr(&out));
+    assert_eq!(backup_count(&env), 0);
+
+    let out = run_as(&env, &[&file[..], &["--allow-empty"]].concat(), None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("inf"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = run_as(&env, &["backup", "-", "--allow-empty", "--json"], Some(b""));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(json(&out)["dedup_ratio"].is_null());
+    assert_eq!(backup_count(&env), 2);
+    let out = run_as(&env, &["restore", "latest", "--to", "-"], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn an_all_dedup_backup_summary_prints_no_infinite_ratio() {
+    let env = Env::new();
+    env.init();
+    let input = data(200_000, 5);
+    for _ in 0..2 {
+        let out = run_as(&env, &["backup", "-"], Some(&input));
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(!text.contains("inf"), "{text}");
+        assert!(text.contains("ratio "), "{text}");
+    }
+    let out = run_as(&env, &["backup", "-"], Some(&input));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(0 of "), "the third run dedups fully");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ratio n/a"));
+    let out = run_as(&env, &["backup", "-", "--json"], Some(&input));
+    let b = json(&out);
+    assert_eq!(b["bytes_added"], 0);
+    assert!(b["dedup_ratio"].is_null(), "{b}");
+}
+
+/// The file grows right after its first bytes were read (a debug-build hook), so the change
+/// happens mid-read every time.
+#[test]
+fn a_file_that_grows_while_read_warns_and_fails_with_strict() {
+    if !cfg!(debug_assertions) {
+        eprintln!("SKIPPED: the grow-during-read hook exists only in debug builds");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let path = env.path("growing.log");
+    write(&path, &data(300_000, 6));
+    let grow =
+        [("QVAULT_IDENTITY", env.identity()), ("QVAULT_TEST_APPEND_DURING_READ", "x".repeat(10))];
+    let grow: Vec<(&str, &str)> = grow.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = env.run(&["backup", "--file", path.to_str().unwrap()], &grow, None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let warning = format!("qvault: warning: {} changed while it was read", path.display());
+    assert!(stderr(&out).contains(&warning), "{}", stderr(&out));
+    assert_eq!(backup_count(&env), 1);
+
+    let out = env.run(&["backup", "--strict", "--file", path.to_str().unwrap()], &grow, None);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let error = format!(
+        "no backup recorded: reading stream \"growing.log\": {} changed while it was read",
+        path.display()
+    );
+    assert!(stderr(&out).contains(&error), "{}", stderr(&out));
+    assert_eq!(backup_count(&env), 1);
+
+    // Unchanged: no warning.
+    let out = run_as(&env, &["backup", "--strict", "--file", path.to_str().unwrap()], None);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("changed"), "{}", stderr(&out));
+}
+
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -298,3 +298,19 @@ pub async fn backup_from<S: StreamSources>(
     let id = repo.write_manifest(&manifest).await?;
     Ok(BackupSummary { id, manifest })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stopped_marker_is_told_apart_by_type_not_by_text() {
+        let lookalike = Error::new(ErrorKind::Io, "backup pipeline stopped");
+        assert!(!is_pipeline_stopped(&lookalike));
+        assert!(is_pipeline_stopped(&pipeline_stopped().context("packer")));
+        let picked = first_real_error([pipeline_stopped(), lookalike]).unwrap();
+        assert!(!is_pipeline_stopped(&picked));
+        assert!(is_pipeline_stopped(&first_real_error([pipeline_stopped()]).unwrap()));
+        assert!(first_real_error([]).is_none());
+    }
+}

@@ -258,8 +258,14 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     if args.qdrant.qdrant.is_some() {
         return run_qdrant(global, args).await;
     }
-    let (source, total) = source(args)?;
+    // Flags are checked before the repository is opened, but a command is started only
+    // after: it may be costly or have effects, and nothing would read its output.
+    let early = if args.from_command { None } else { Some(source(args)?) };
     let repo = common::open(global).await?;
+    let (source, total) = match early {
+        Some(early) => early,
+        None => source(args)?,
+    };
     let options = backup_options(args);
     let progress = Arc::new(Progress::default());
     let bar = progress_bar(global, total, &progress);

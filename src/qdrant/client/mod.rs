@@ -94,7 +94,7 @@ impl fmt::Debug for QdrantOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QdrantOptions")
             .field("url", &redact::url(self.url.trim()))
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key", &self.api_key.as_ref().map(|_| redact::MASK))
             .field("bearer", &self.bearer)
             .field("ca_cert", &self.ca_cert)
             .field("connect_timeout", &self.connect_timeout)

@@ -921,7 +921,7 @@ async fn a_snapshot_that_cannot_be_deleted_is_reported_as_delete_failed_and_left
     let snap = &report.snapshots[0];
     assert_eq!(snap.outcome, "delete failed");
     assert_eq!(report.left_on_node().count(), 1);
-    assert_eq!(fake.snapshot_names("c"), [snap.name.clone()]);
+    assert_eq!(fake.snapshot_names("c"), vec![snap.name.clone()]);
     let shown = serde_json::to_value(snap).unwrap();
     let outcome = shown["outcome"].as_str().unwrap();
     assert!(outcome.starts_with("delete failed: deleting snapshot"), "{outcome}");

@@ -338,22 +338,11 @@ async fn describe_source(
     scope: &SnapshotScope,
     version: &ServerVersion,
 ) -> Result<QdrantProvenance> {
-    let mut source = QdrantProvenance {
-        qdrant: NodeProvenance {
-            url: client.url().to_string(),
-            version: version.version.clone(),
-            commit: version.commit.clone(),
-        },
-        collection: None,
-        config: None,
-        collection_info: None,
-        cluster: None,
-        shard_id: None,
-        points_count: None,
-        exact_points_count: None,
-        collections: None,
-        snapshot: None,
-    };
+    let mut source = QdrantProvenance::new(NodeProvenance {
+        url: client.url().to_string(),
+        version: version.version.clone(),
+        commit: version.commit.clone(),
+    });
     match scope {
         SnapshotScope::Collection(c) | SnapshotScope::Shard { collection: c, .. } => {
             let info = client.collection_info(c).await?;

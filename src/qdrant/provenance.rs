@@ -96,6 +96,22 @@ impl SnapshotProvenance {
 }
 
 impl QdrantProvenance {
+    /// The node's facts only; the backup adds the scope's and the snapshot's.
+    pub fn new(qdrant: NodeProvenance) -> Self {
+        QdrantProvenance {
+            qdrant,
+            collection: None,
+            config: None,
+            collection_info: None,
+            cluster: None,
+            shard_id: None,
+            points_count: None,
+            exact_points_count: None,
+            collections: None,
+            snapshot: None,
+        }
+    }
+
     /// Reads a stream's `source`; `None` when it holds none, or not one a Qdrant backup
     /// wrote (a file stream's `{"path": …}`, a hand-edited manifest).
     pub fn from_source(source: Option<&Value>) -> Option<Self> {

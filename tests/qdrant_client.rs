@@ -530,6 +530,25 @@ async fn not_found_is_its_own_kind() {
 }
 
 #[tokio::test]
+async fn a_password_in_the_qdrant_url_is_masked_in_the_shown_url_and_in_errors() {
+    let fake = FakeQdrant::with_keys().await;
+    let with_password = fake.url().replacen("http://", "http://admin:hunter2@", 1);
+    let mut o = options(&fake, None);
+    o.url = with_password;
+    let c = QdrantClient::new(o.clone()).unwrap();
+    // The shown URL is the parsed one (a trailing `/` added), password masked.
+    assert_eq!(c.url(), format!("{}/", fake.url().replacen("http://", "http://admin:***@", 1)));
+    assert!(!format!("{c:?}").contains("hunter2"));
+    // No key: the fake answers 401, and the message shows the URL it called.
+    let err = c.list_collections().await.unwrap_err();
+    assert!(err.to_string().contains("admin:***@"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    o.url = "not a url with secret:hunter2@".into();
+    let err = QdrantClient::new(o).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[tokio::test]
 async fn retries_only_idempotent_calls() {
     let fake = FakeQdrant::with_keys().await;
     fake.create_collection("c", json!({"vectors": {"size": 4, "distance": "Cosine"}}));

@@ -860,3 +860,98 @@ async fn restore_with_a_read_only_key_is_forbidden_and_recovers_nothing() {
     assert!(e.to_string().contains("403") && !e.to_string().contains(RO_KEY), "{e}");
     assert!(fake.recovered("copy").is_none());
 }
+
+/// `v` with every leaf replaced by its JSON type: what must not change between qvault
+/// versions even when the values (URL, times, checksums) do.
+fn json_shape(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => {
+            Value::Object(m.iter().map(|(k, v)| (k.clone(), json_shape(v))).collect())
+        }
+        Value::Array(a) => Value::Array(a.iter().map(json_shape).collect()),
+        Value::Null => json!("null"),
+        Value::Bool(_) => json!("bool"),
+        Value::Number(_) => json!("number"),
+        Value::String(_) => json!("string"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provenance_of_collection_shard_and_full_storage_keeps_the_shape_backups_always_had() {
+    let fake = FakeQdrant::with_keys().await;
+    // The collection the fixtures were recorded from.
+    let config =
+        json!({"params": {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1}});
+    fake.set_snapshot_source("c", snapshot_tar(&config, &[7u8; 5000]));
+    fake.set_points_count("c", 3000);
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, Some(KEY));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/provenance");
+    for (fixture, scope) in [
+        ("collection.json", SnapshotScope::collection("c")),
+        ("shard.json", SnapshotScope::Shard { collection: "c".into(), shard_id: 0 }),
+        ("full-storage.json", SnapshotScope::FullStorage),
+    ] {
+        let report = run_backup(&repo, &qdrant, vec![scope]).await.unwrap();
+        let written = report.summary.manifest.streams[0].source.clone().unwrap();
+        let before: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(fixture)).unwrap()).unwrap();
+        assert_eq!(json_shape(&written), json_shape(&before), "{fixture}");
+        assert_eq!(written["collection_info"], before["collection_info"], "{fixture}");
+        assert_eq!(written["config"], before["config"], "{fixture}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_cannot_be_deleted_is_reported_as_delete_failed_and_left_on_the_node() {
+    let fake = FakeQdrant::with_keys().await;
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(1 << 20, 5)));
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let qdrant = client(&fake, Some(KEY));
+    fake.inject(Fault::status(
+        Some(axum::http::Method::DELETE),
+        "/collections/c/snapshots/",
+        500,
+        10,
+    ));
+
+    let report = run_backup(&repo, &qdrant, vec![SnapshotScope::collection("c")]).await.unwrap();
+    let snap = &report.snapshots[0];
+    assert_eq!(snap.outcome, "delete failed");
+    assert_eq!(report.left_on_node().count(), 1);
+    assert_eq!(fake.snapshot_names("c"), vec![snap.name.clone()]);
+    let shown = serde_json::to_value(snap).unwrap();
+    let outcome = shown["outcome"].as_str().unwrap();
+    assert!(outcome.starts_with("delete failed: deleting snapshot"), "{outcome}");
+    assert_eq!(outcome, snap.outcome.to_string());
+    assert!(!outcome.contains(KEY));
+}
+
+#[test]
+fn a_retry_warning_is_one_short_line() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeQdrant::with_keys());
+    rt.block_on(async { fake.set_snapshot_source("c", snapshot_tar(&small_config(4), b"x")) });
+    fake.inject(Fault::status(Some(axum::http::Method::GET), "/collections/c/snapshots", 503, 1));
+    let repo = rt.block_on(TestRepo::new(None));
+    let url = fake.url();
+    let out = qvault(
+        &repo,
+        &["qdrant", "snapshots", "list", "--qdrant", &url, "--collection", "c"],
+        &[("QDRANT_API_KEY", KEY)],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("retry 1 of")).collect();
+    assert_eq!(warnings.len(), 1, "{stderr}");
+    let line = warnings[0];
+    assert!(
+        line.contains(
+            "listing snapshots of collection `c`: Qdrant answered 503 Service Unavailable"
+        ),
+        "{line}"
+    );
+    assert!(line.len() < 200 && !line.contains(KEY), "{line}");
+}

@@ -21,9 +21,9 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
-use serde_json::{json, Value};
 
 use super::client::QdrantClient;
+use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
 use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
     backup_from, BackupOptions, BackupSummary, Progress, StreamSource, StreamSources,
@@ -52,8 +52,62 @@ pub struct RemoteSnapshot {
     /// `collection \`c\``, `shard 0 of collection \`c\`` or `full storage`.
     pub scope: String,
     pub name: String,
-    /// `deleted`, `kept` (asked for), `not ours` (an existing snapshot) or `delete failed: …`.
-    pub outcome: String,
+    pub outcome: SnapshotFate,
+}
+
+/// What became of a snapshot the backup used. Shown and serialized as the text `--json`
+/// has always carried: `deleted`, `kept`, `not ours`, `on the node` or `delete failed: …`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SnapshotFate {
+    Deleted,
+    /// Left on the node as asked (`--keep-remote`).
+    Kept,
+    /// An existing snapshot (`--snapshot NAME`): qvault never deletes it.
+    NotOurs,
+    /// Never released: the backup stopped before it could be.
+    OnTheNode,
+    /// Deleting it failed, with the error; it is still on the node.
+    DeleteFailed(String),
+}
+
+impl SnapshotFate {
+    /// The fate's name: the shown text without the error of a failed delete.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SnapshotFate::Deleted => "deleted",
+            SnapshotFate::Kept => "kept",
+            SnapshotFate::NotOurs => "not ours",
+            SnapshotFate::OnTheNode => "on the node",
+            SnapshotFate::DeleteFailed(_) => "delete failed",
+        }
+    }
+
+    /// Whether the snapshot should be gone but is still on the node.
+    pub fn delete_failed(&self) -> bool {
+        matches!(self, SnapshotFate::DeleteFailed(_))
+    }
+}
+
+impl std::fmt::Display for SnapshotFate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SnapshotFate::DeleteFailed(e) => write!(f, "delete failed: {e}"),
+            other => f.write_str(other.as_str()),
+        }
+    }
+}
+
+impl serde::Serialize for SnapshotFate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Compares the fate's name ([`SnapshotFate::as_str`]).
+impl PartialEq<&str> for SnapshotFate {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 /// The result of a Qdrant backup.
@@ -67,7 +121,7 @@ pub struct QdrantBackupReport {
 impl QdrantBackupReport {
     /// Snapshots that should have been deleted but are still on the node.
     pub fn left_on_node(&self) -> impl Iterator<Item = &RemoteSnapshot> {
-        self.snapshots.iter().filter(|s| s.outcome.starts_with("delete failed"))
+        self.snapshots.iter().filter(|s| s.outcome.delete_failed())
     }
 }
 
@@ -94,7 +148,7 @@ struct Used {
     name: String,
     created: bool,
     /// `None` while it is still on the node for the pipeline to read.
-    outcome: Option<String>,
+    outcome: Option<SnapshotFate>,
 }
 
 /// The backup's streams, one snapshot at a time: each is created (or, with `--snapshot`,
@@ -129,18 +183,12 @@ impl SnapshotStreams<'_> {
             created,
             outcome: None,
         });
-        source["snapshot"] = json!({
-            "name": snapshot.name,
-            "size": snapshot.size,
-            "checksum": snapshot.checksum,
-            "creation_time": snapshot.creation_time,
-            "created_by_qvault": created,
-        });
+        source.snapshot = Some(SnapshotProvenance::new(&snapshot, created));
         Ok(StreamSource {
             name: stream_name(&scope),
             kind: stream_kind(&scope),
             reader: lazy_download(client, &scope, &snapshot.name, &self.download_errors),
-            source: Some(source),
+            source: Some(source.to_source()?),
             expected_sha256: snapshot.checksum,
         })
     }
@@ -151,15 +199,15 @@ impl SnapshotStreams<'_> {
         let client = self.client;
         for used in self.used.iter_mut().filter(|u| u.outcome.is_none()) {
             let outcome = if !used.created {
-                "not ours".to_string()
+                SnapshotFate::NotOurs
             } else if self.keep_remote {
-                "kept".to_string()
+                SnapshotFate::Kept
             } else {
                 match client.delete_snapshot(&used.scope, &used.name, true).await {
-                    Ok(()) => "deleted".to_string(),
+                    Ok(()) => SnapshotFate::Deleted,
                     Err(e) => {
                         tracing::warn!("{e}");
-                        format!("delete failed: {e}")
+                        SnapshotFate::DeleteFailed(e.to_string())
                     }
                 }
             };
@@ -173,7 +221,7 @@ impl SnapshotStreams<'_> {
             .map(|u| RemoteSnapshot {
                 scope: u.scope.to_string(),
                 name: u.name.clone(),
-                outcome: u.outcome.clone().unwrap_or_else(|| "on the node".to_string()),
+                outcome: u.outcome.clone().unwrap_or(SnapshotFate::OnTheNode),
             })
             .collect()
     }
@@ -289,18 +337,20 @@ async fn describe_source(
     client: &QdrantClient,
     scope: &SnapshotScope,
     version: &ServerVersion,
-) -> Result<Value> {
-    let mut source = json!({
-        "qdrant": {"url": client.url(), "version": version.version, "commit": version.commit},
+) -> Result<QdrantProvenance> {
+    let mut source = QdrantProvenance::new(NodeProvenance {
+        url: client.url().to_string(),
+        version: version.version.clone(),
+        commit: version.commit.clone(),
     });
     match scope {
         SnapshotScope::Collection(c) | SnapshotScope::Shard { collection: c, .. } => {
             let info = client.collection_info(c).await?;
             let cluster = client.collection_cluster_info(c).await?;
-            source["collection"] = json!(c);
-            source["config"] = info.config.clone();
-            source["collection_info"] = info.raw.clone();
-            source["cluster"] = serde_json::to_value(&cluster).unwrap_or(Value::Null);
+            source.collection = Some(c.clone());
+            source.config = Some(info.config.clone());
+            source.collection_info = Some(info.raw.clone());
+            source.cluster = Some(serde_json::to_value(&cluster).unwrap_or_default());
             match scope {
                 SnapshotScope::Shard { shard_id, .. } => {
                     let local = cluster.local_shards.iter().find(|s| s.shard_id == *shard_id);
@@ -317,22 +367,24 @@ async fn describe_source(
                             client.url()
                         )));
                     };
-                    source["shard_id"] = json!(shard_id);
-                    source["points_count"] = json!(local.points_count);
+                    source.shard_id = Some(*shard_id);
+                    source.points_count = Some(Some(local.points_count));
                 }
-                _ => {
-                    source["points_count"] = json!(info.points_count);
-                }
+                _ => source.points_count = Some(info.points_count),
             }
         }
         SnapshotScope::FullStorage => {
-            let mut collections = serde_json::Map::new();
+            let mut collections = std::collections::BTreeMap::new();
             for c in client.list_collections().await? {
                 let info = client.collection_info(&c).await?;
-                collections
-                    .insert(c, json!({"config": info.config, "points_count": info.points_count}));
+                let stored = StoredCollection {
+                    config: info.config,
+                    points_count: info.points_count,
+                    exact_points_count: None,
+                };
+                collections.insert(c, stored);
             }
-            source["collections"] = Value::Object(collections);
+            source.collections = Some(collections);
         }
     }
     Ok(source)
@@ -349,25 +401,16 @@ async fn describe_source(
 async fn add_exact_counts(
     client: &QdrantClient,
     scope: &SnapshotScope,
-    source: &mut Value,
+    source: &mut QdrantProvenance,
 ) -> Result<()> {
     match scope {
         SnapshotScope::Collection(c) => {
-            if let Some(n) = exact_count_if_local(client, c).await? {
-                source["exact_points_count"] = json!(n);
-            }
+            source.exact_points_count = exact_count_if_local(client, c).await?;
         }
         SnapshotScope::Shard { .. } => {}
         SnapshotScope::FullStorage => {
-            let names: Vec<String> = source
-                .get("collections")
-                .and_then(Value::as_object)
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            for c in names {
-                if let Some(n) = exact_count_if_local(client, &c).await? {
-                    source["collections"][c.as_str()]["exact_points_count"] = json!(n);
-                }
+            for (c, stored) in source.collections.iter_mut().flatten() {
+                stored.exact_points_count = exact_count_if_local(client, c).await?;
             }
         }
     }
@@ -451,15 +494,12 @@ fn lazy_download(
 
 fn cleanup_note(snapshots: &[RemoteSnapshot], keep: bool) -> String {
     let created: Vec<&RemoteSnapshot> =
-        snapshots.iter().filter(|s| s.outcome != "not ours").collect();
+        snapshots.iter().filter(|s| s.outcome != SnapshotFate::NotOurs).collect();
     if created.is_empty() {
         return String::new();
     }
-    let failed: Vec<&str> = created
-        .iter()
-        .filter(|s| s.outcome.starts_with("delete failed"))
-        .map(|s| s.name.as_str())
-        .collect();
+    let failed: Vec<&str> =
+        created.iter().filter(|s| s.outcome.delete_failed()).map(|s| s.name.as_str()).collect();
     if keep {
         let names: Vec<&str> = created.iter().map(|s| s.name.as_str()).collect();
         format!(" (snapshots kept on the node as asked: {})", names.join(", "))

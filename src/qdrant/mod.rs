@@ -9,6 +9,7 @@ pub mod backup;
 mod client;
 pub mod files;
 mod pipe;
+pub mod provenance;
 pub mod restore;
 pub mod serve;
 mod types;
@@ -16,6 +17,7 @@ mod types;
 pub use client::{
     http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotDownload,
 };
+pub use provenance::QdrantProvenance;
 pub use types::{
     CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo, RemoteShardInfo,
     ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope, VectorParams,

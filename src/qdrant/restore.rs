@@ -15,10 +15,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
+use super::provenance::QdrantProvenance;
 use super::types::{CollectionParams, SnapshotPriority, SnapshotScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
@@ -72,7 +71,7 @@ pub struct QdrantRestoreReport {
     pub warnings: Vec<String>,
 }
 
-/// The Qdrant facts a stream's manifest records (see `qdrant::backup`).
+/// The Qdrant facts restore needs from a stream's provenance.
 struct Provenance {
     collection: Option<String>,
     shard_id: Option<u32>,
@@ -83,18 +82,26 @@ struct Provenance {
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
-    let src = stream.source.clone().unwrap_or(Value::Null);
-    let config = src.get("config").cloned().unwrap_or(Value::Null);
+    let Some(src) = QdrantProvenance::from_source(stream.source.as_ref()) else {
+        return Provenance {
+            collection: None,
+            shard_id: None,
+            version: None,
+            params: None,
+            points: None,
+            points_exact: false,
+        };
+    };
     // Backups before qvault counted exactly, and of existing snapshots, have only the
     // estimate from collection info.
-    let exact_points = src.get("exact_points_count").and_then(Value::as_u64);
+    let (points, points_exact) = src.expected_points();
     Provenance {
-        collection: src.get("collection").and_then(Value::as_str).map(str::to_owned),
-        shard_id: src.get("shard_id").and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok()),
-        version: src.pointer("/qdrant/version").and_then(Value::as_str).map(str::to_owned),
-        params: config.get("params").and_then(|p| serde_json::from_value(p.clone()).ok()),
-        points: exact_points.or(src.get("points_count").and_then(Value::as_u64)),
-        points_exact: exact_points.is_some(),
+        params: src.params(),
+        collection: src.collection,
+        shard_id: src.shard_id,
+        version: Some(src.qdrant.version),
+        points,
+        points_exact,
     }
 }
 

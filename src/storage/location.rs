@@ -100,7 +100,7 @@ pub(crate) fn parse(input: &str) -> Result<ParsedLocation> {
                 return Err(Error::invalid_input(format!(
                     "repository location {}: a WebDAV location needs a host \
                      (webdav://host/path)",
-                    redact_userinfo(scheme, userinfo, host, path)
+                    crate::redact::url(trimmed)
                 )));
             }
             let (user, password) = match userinfo {
@@ -117,7 +117,7 @@ pub(crate) fn parse(input: &str) -> Result<ParsedLocation> {
                     user,
                 },
                 password,
-                display: redact_userinfo(scheme, userinfo, host, path),
+                display: crate::redact::url(trimmed),
             })
         }
         "sftp" => {
@@ -128,7 +128,7 @@ pub(crate) fn parse(input: &str) -> Result<ParsedLocation> {
                     return Err(Error::invalid_input(format!(
                         "repository location {}: passwords in sftp:// locations are not \
                          supported; use an SSH key (ssh-agent or ~/.ssh/config)",
-                        redact_userinfo(scheme, userinfo, hostport, path)
+                        crate::redact::url(trimmed)
                     )));
                 }
             }
@@ -194,16 +194,6 @@ fn split_userinfo(authority: &str) -> (Option<&str>, &str) {
     match authority.rsplit_once('@') {
         Some((info, host)) => (Some(info), host),
         None => (None, authority),
-    }
-}
-
-fn redact_userinfo(scheme: &str, userinfo: Option<&str>, host: &str, path: &str) -> String {
-    match userinfo {
-        Some(info) => match info.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => format!("{scheme}://{info}@{host}{path}"),
-        },
-        None => format!("{scheme}://{host}{path}"),
     }
 }
 

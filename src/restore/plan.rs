@@ -1,5 +1,9 @@
 //! The restore plan: which pack holds each chunk of the stream, grouped into pieces that one
 //! range read each can serve.
+//!
+//! A [`RestorePlan`] is computed once, before anything is written or sent, and handed to
+//! whatever executes it (a file, stdout, a directory, a Qdrant upload, `--serve`): a chunk in
+//! no index file fails here, not half way through an upload.
 
 use crate::error::{Error, Result};
 use crate::format::manifest::StreamRecord;
@@ -54,8 +58,31 @@ impl Piece {
     }
 }
 
-/// The pure plan: where every chunk of `stream` is, grouped into pieces. Fails (naming the
-/// backup, stream and chunk) when a chunk is in no index file.
+/// What restoring one stream of one backup will read: the stream's record (sizes and the
+/// hashes the result is checked against) and its chunks grouped into [`Piece`]s in stream
+/// order.
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    pub backup: BackupId,
+    pub stream: StreamRecord,
+    pub pieces: Vec<Piece>,
+}
+
+impl RestorePlan {
+    /// Locates every chunk of `stream` in the local index. Fails (naming the backup, stream
+    /// and chunk, with what to run) when a chunk is in no index file.
+    pub fn new(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Result<RestorePlan> {
+        Ok(RestorePlan { backup, stream: stream.clone(), pieces: plan(repo, backup, stream)? })
+    }
+
+    /// Distinct packs the stream's chunks live in.
+    pub fn packs(&self) -> u64 {
+        self.pieces.iter().map(|p| p.pack).collect::<std::collections::HashSet<_>>().len() as u64
+    }
+}
+
+/// Where every chunk of `stream` is, grouped into pieces. Fails (naming the backup, stream
+/// and chunk) when a chunk is in no index file.
 pub fn plan(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Result<Vec<Piece>> {
     let mut pieces: Vec<Piece> = Vec::new();
     // The piece each pack's chunks currently go to.

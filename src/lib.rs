@@ -12,6 +12,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod qdrant;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod storage;

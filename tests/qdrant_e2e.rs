@@ -81,7 +81,7 @@ async fn plan_and_restore(
     client: &QdrantClient,
     options: &QdrantRestoreOptions,
 ) -> qvault::Result<QdrantRestoreReport> {
-    let plan = RestorePlan::new(repo, id, stream)?;
+    let plan = RestorePlan::new(repo, id, stream).await?;
     let target = plan_qdrant_restore(client, id, stream, options).await?;
     restore_to_qdrant(repo, &plan, &target, client, options).await
 }
@@ -765,7 +765,7 @@ async fn serve_recovery_pulled_by_qdrant() {
     let qdrant = client(&fake, None);
     let options = QdrantRestoreOptions { collection: Some("pulled".into()), ..Default::default() };
     let mut printed = None;
-    let plan = RestorePlan::new(&repo, id, &stream).unwrap();
+    let plan = RestorePlan::new(&repo, id, &stream).await.unwrap();
     let target = plan_qdrant_restore(&qdrant, id, &stream, &options).await.unwrap();
     let report = qvault::qdrant::serve::serve_restore(
         &repo,
@@ -809,7 +809,7 @@ async fn serve_token_works_once_and_wrong_paths_get_nothing() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
         let repo = repo_dir.open().await;
-        let plan = RestorePlan::new(&repo, id, &stream).unwrap();
+        let plan = RestorePlan::new(&repo, id, &stream).await.unwrap();
         qvault::qdrant::serve::serve_restore(&repo, &plan, &serve_options(), None, |r| {
             let _ = tx.send(r.location.clone());
         })

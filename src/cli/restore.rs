@@ -63,7 +63,7 @@ async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, Re
     let id = repo.resolve_backup(&args.id)?;
     let manifest = repo.read_manifest(id).await?;
     let stream = manifest.stream(args.stream.as_deref())?;
-    let plan = RestorePlan::new(&repo, id, stream)?;
+    let plan = RestorePlan::new(&repo, id, stream).await?;
     Ok((repo, plan))
 }
 

@@ -104,7 +104,7 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     out: W,
     options: &RestoreOptions,
 ) -> Result<(W, RestoreSummary)> {
-    execute(repo, &RestorePlan::new(repo, backup, stream)?, out, options).await
+    execute(repo, &RestorePlan::new(repo, backup, stream).await?, out, options).await
 }
 
 /// Runs `plan` into `out` and returns `out` when every chunk id and the whole stream's size,

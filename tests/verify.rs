@@ -269,7 +269,7 @@ async fn a_damaged_manifest_is_skipped_reported_and_moved_to_quarantine() {
     let plan = plan_repair_backups(&repo);
     assert_eq!(plan.damaged_manifests.len(), 1);
     let moved = repair_backups(&repo, &plan).await.unwrap();
-    assert_eq!(moved, [victim_path.clone()]);
+    assert_eq!(moved, std::slice::from_ref(&victim_path));
     assert!(fixture.storage.exists(&format!("quarantine/{victim_path}")).await.unwrap());
     let repo = fixture.open().await;
     assert!(repo.damaged_objects().is_empty());
@@ -295,7 +295,7 @@ async fn a_truncated_index_file_is_skipped_and_repair_index_relists_its_packs() 
     let plan = plan_repair_index(&repo, &RepairIndexOptions::default()).await.unwrap();
     assert_eq!(plan.damaged_index_files.len(), 1);
     let report = repair_index(&repo, &plan).await.unwrap();
-    assert_eq!(report.quarantined, [index[0].path.clone()]);
+    assert_eq!(report.quarantined, std::slice::from_ref(&index[0].path));
     assert_eq!(report.packs_indexed, fixture.packs().await.len() as u64);
     let repo = fixture.open().await;
     assert!(verify(&repo, &read_data()).await.unwrap().is_ok());

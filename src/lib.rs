@@ -13,6 +13,7 @@ pub mod id;
 pub mod index;
 pub mod qdrant;
 pub(crate) mod redact;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod storage;

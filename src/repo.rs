@@ -11,11 +11,12 @@ use crate::format::index::IndexFile;
 use crate::format::keyfile;
 use crate::format::manifest::Manifest;
 use crate::id::{BackupId, IndexId, PackId, RepositoryId};
+use crate::index::sync::{DamagedObject, SyncReport};
 use crate::index::{BackupListing, LocalIndex};
 use crate::storage::Storage;
 use age::x25519;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -99,6 +100,8 @@ pub struct Repository {
     data_identities: Vec<x25519::Identity>,
     data_recipients: Vec<x25519::Recipient>,
     index: Arc<LocalIndex>,
+    /// Objects the sync at open skipped because they failed their checks.
+    damaged: Vec<DamagedObject>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -177,7 +180,15 @@ impl Repository {
         storage.write_new(CONFIG_PATH, Bytes::from(config.encode()?)).await?;
         let index = Arc::new(cache.open(id)?);
         let data_recipients = options.recipients;
-        Ok(Repository { storage, config, key, data_identities: Vec::new(), data_recipients, index })
+        Ok(Repository {
+            storage,
+            config,
+            key,
+            data_identities: Vec::new(),
+            data_recipients,
+            index,
+            damaged: Vec::new(),
+        })
     }
 
     /// Reads and version-gates the config of the repository at `storage`.
@@ -229,15 +240,16 @@ impl Repository {
             .map(|r| crypto::parse_recipient(r))
             .collect::<Result<Vec<_>>>()?;
         let index = Arc::new(cache.open(config.id)?);
-        let repo = Repository {
+        let mut repo = Repository {
             storage,
             config,
             key,
             data_identities: credentials.identities,
             data_recipients,
             index,
+            damaged: Vec::new(),
         };
-        repo.sync().await?;
+        repo.damaged = repo.sync().await?.damaged;
         Ok(repo)
     }
 
@@ -297,6 +309,12 @@ impl Repository {
     pub fn index(&self) -> &LocalIndex {
         &self.index
     }
+    /// Index files and manifests the sync at open skipped because they failed their checks
+    /// (each was warned about once): `verify` reports them, `repair` moves them away.
+    pub fn damaged_objects(&self) -> &[DamagedObject] {
+        &self.damaged
+    }
+
     pub(crate) fn index_arc(&self) -> Arc<LocalIndex> {
         Arc::clone(&self.index)
     }
@@ -318,42 +336,15 @@ impl Repository {
         Ok(&self.data_identities)
     }
 
-    /// Brings the local index up to date with the repository's index files and backups.
-    pub async fn sync(&self) -> Result<()> {
-        let stored = self.list_ids("index/").await?;
-        let cached: HashSet<[u8; 32]> =
-            self.index.index_files()?.into_iter().map(|i| i.0).collect();
-        for id in cached.difference(&stored) {
-            self.index.remove_index_file(IndexId(*id))?;
-        }
-        for id in stored.difference(&cached) {
-            let id = IndexId(*id);
-            let file = self.read_index_file(id).await?;
-            self.index.add_index_file(id, &file)?;
-        }
-        let stored = self.list_ids("backups/").await?;
-        let cached: HashSet<[u8; 32]> = self.index.backup_ids()?.into_iter().map(|b| b.0).collect();
-        for id in cached.difference(&stored) {
-            self.index.remove_backup(BackupId(*id))?;
-        }
-        for id in stored.difference(&cached) {
-            let id = BackupId(*id);
-            let manifest = self.read_manifest(id).await?;
-            self.index.add_backup(id, &manifest)?;
-        }
-        Ok(())
+    /// Brings the local index up to date with the repository's index files and backups,
+    /// skipping (with a warning) objects that fail their checks; see [`crate::index::sync`].
+    pub async fn sync(&self) -> Result<SyncReport> {
+        crate::index::sync::sync(self).await
     }
 
     /// Empties the local index and fills it again from the repository.
-    pub async fn rebuild_index(&self) -> Result<()> {
-        self.index.clear()?;
-        self.sync().await
-    }
-
-    /// Ids of the objects directly named by hex under `dir`; other names are ignored
-    /// (with a warning) so a stray file cannot stop every command.
-    async fn list_ids(&self, dir: &str) -> Result<HashSet<[u8; 32]>> {
-        Ok(self.list_objects(dir).await?.into_keys().collect())
+    pub async fn rebuild_index(&self) -> Result<SyncReport> {
+        crate::index::sync::rebuild(self).await
     }
 
     /// The objects named by hex id under `dir` (at any depth), with their sizes; other names

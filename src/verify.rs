@@ -8,18 +8,21 @@
 //!   → with --read-data: every blob decrypts, decompresses and matches its chunk id
 //! ```
 //!
-//! Problems are collected, not fatal: one damaged pack must not hide the next. Packs that
-//! no index file lists are not problems: an interrupted backup leaves them (or a running
-//! one has not indexed them yet); `index rebuild --read-packs` indexes them.
+//! Problems are collected, not fatal: one damaged pack must not hide the next. Every problem
+//! names the object, and every backup it keeps from restoring whole is named too: index
+//! files and manifests the sync at open skipped as damaged, packs missing from storage or
+//! failing their checks. Missing and damaged packs are recorded in the local index as bad,
+//! so the next backup stores their chunks again instead of deduplicating against them.
+//! Packs that no index file lists are not problems: an interrupted backup leaves them (or a
+//! running one has not indexed them yet); the next backup indexes them.
 
 use crate::codec;
-use crate::error::{Error, Result};
-use crate::format::index::{IndexFile, IndexedPack};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::pack::{self, PackData, PackEntry};
 use crate::id::{BackupId, PackId};
 use crate::repo::Repository;
 use futures::stream::{self, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -64,11 +67,6 @@ impl VerifyReport {
     }
 }
 
-/// Pack id → object size, from listing `data/`.
-async fn stored_packs(repo: &Repository) -> Result<HashMap<PackId, u64>> {
-    Ok(repo.list_objects("data/").await?.into_iter().map(|(id, size)| (PackId(id), size)).collect())
-}
-
 /// What storage holds against what the index files say.
 pub struct Inventory {
     /// Pack id → object size, from listing `data/`.
@@ -79,7 +77,7 @@ pub struct Inventory {
 
 impl Inventory {
     pub async fn read(repo: &Repository) -> Result<Inventory> {
-        let stored = stored_packs(repo).await?;
+        let stored = crate::index::sync::stored_packs(repo).await?;
         let mut indexed = HashMap::new();
         for id in repo.index().index_files()? {
             for p in repo.read_index_file(id).await?.packs {
@@ -107,18 +105,33 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     };
     let inventory = Inventory::read(repo).await?;
     let mut report = VerifyReport { unindexed_packs: inventory.unindexed(), ..Default::default() };
+    for damaged in repo.damaged_objects() {
+        report
+            .problems
+            .push(Problem { object: damaged.path.clone(), message: damaged.reason.clone() });
+        if let Some(id) = damaged.path.strip_prefix("backups/") {
+            if let Ok(id) = id.parse::<BackupId>() {
+                report.backups += 1;
+                report
+                    .damaged_backups
+                    .insert(id, format!("its manifest is damaged: {}", damaged.reason));
+            }
+        }
+    }
+    let mut bad: HashSet<PackId> = HashSet::new();
     for pack in inventory.indexed.keys() {
         if !inventory.stored.contains_key(pack) {
+            bad.insert(*pack);
             report.problems.push(Problem {
                 object: format!("pack {pack}"),
                 message: "listed in an index file but missing from storage".into(),
             });
         }
     }
-    check_manifests(repo, &inventory, &mut report).await?;
 
+    let stored = inventory.stored;
     let packs: Vec<(PackId, Vec<PackEntry>)> =
-        inventory.indexed.into_iter().filter(|(p, _)| inventory.stored.contains_key(p)).collect();
+        inventory.indexed.into_iter().filter(|(p, _)| stored.contains_key(p)).collect();
     let context = Arc::new(PackCheck {
         metadata: repo.key().metadata_identity().clone(),
         data,
@@ -148,44 +161,77 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
         report.pack_bytes += size;
         match result {
             Ok(chunks) => report.chunks_read += chunks,
-            Err(e) => report
-                .problems
-                .push(Problem { object: format!("pack {pack}"), message: e.to_string() }),
+            // Only damage marks a pack bad: a read that failed for another reason (the
+            // network) says nothing about the pack.
+            Err(e) => {
+                if e.kind() == ErrorKind::Corrupt || e.kind() == ErrorKind::NotFound {
+                    bad.insert(pack);
+                }
+                report
+                    .problems
+                    .push(Problem { object: format!("pack {pack}"), message: e.to_string() })
+            }
         }
     }
+    check_manifests(repo, &stored, &bad, &mut report).await?;
+    repo.index().set_bad_packs(&bad)?;
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(report)
 }
 
-/// Every chunk of every backup must be in an index file whose pack is stored.
+/// Every chunk of every backup must be in an index file whose pack is stored and intact.
 async fn check_manifests(
     repo: &Repository,
-    inventory: &Inventory,
+    stored: &HashMap<PackId, u64>,
+    bad: &HashSet<PackId>,
     report: &mut VerifyReport,
 ) -> Result<()> {
+    // Restore takes a chunk's copy in a good pack when there is one.
+    repo.index().set_bad_packs(bad)?;
     for listing in repo.backups()? {
         report.backups += 1;
-        let manifest = repo.read_manifest(listing.id).await?;
-        let (mut unknown, mut missing) = (0u64, 0u64);
+        let manifest = match repo.read_manifest(listing.id).await {
+            Ok(m) => m,
+            Err(e) if e.kind() == ErrorKind::Corrupt || e.kind() == ErrorKind::NotFound => {
+                let why = format!("its manifest cannot be read: {e}");
+                report.problems.push(Problem {
+                    object: format!("backup {}", listing.id),
+                    message: why.clone(),
+                });
+                report.damaged_backups.insert(listing.id, why);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let (mut unknown, mut missing, mut damaged) = (0u64, 0u64, 0u64);
         for stream in &manifest.streams {
             for chunk in &stream.chunks {
                 match repo.index().locate(chunk)? {
                     None => unknown += 1,
-                    Some(l) if !inventory.stored.contains_key(&l.pack) => missing += 1,
+                    Some(l) if bad.contains(&l.pack) && stored.contains_key(&l.pack) => {
+                        damaged += 1
+                    }
+                    Some(l) if bad.contains(&l.pack) => missing += 1,
                     Some(_) => {}
                 }
             }
         }
-        if unknown + missing > 0 {
-            let why = match (unknown, missing) {
-                (0, m) => format!("{m} of its chunks are in packs missing from storage"),
-                (u, 0) => format!(
-                    "{u} of its chunks are in no index file (`qvault index rebuild --read-packs` \
-                     may find them)"
-                ),
-                (u, m) => format!(
-                    "{u} of its chunks are in no index file and {m} in packs missing from storage"
-                ),
+        let counts: Vec<(u64, &str)> = [
+            (unknown, "in no index file"),
+            (missing, "in packs missing from storage"),
+            (damaged, "in damaged packs"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
+        if !counts.is_empty() {
+            let why = match counts.as_slice() {
+                [(n, what)] => format!("{n} of its chunks are {what}"),
+                many => {
+                    let parts: Vec<String> =
+                        many.iter().map(|(n, what)| format!("{n} are {what}")).collect();
+                    format!("of its chunks, {}", parts.join(", "))
+                }
             };
             report
                 .problems
@@ -231,31 +277,4 @@ impl PackCheck {
         }
         Ok(sorted.len() as u64)
     }
-}
-
-/// Writes one index file listing every stored pack that no index file lists (read from the
-/// packs' own headers), so their chunks are deduplicated against and restorable again.
-/// Returns the packs indexed.
-pub async fn index_unindexed_packs(repo: &Repository) -> Result<Vec<PackId>> {
-    // The synced local index knows which packs are listed: no index file is read again.
-    let listed = repo.index().pack_ids()?;
-    let mut unindexed: Vec<PackId> =
-        stored_packs(repo).await?.into_keys().filter(|p| !listed.contains(p)).collect();
-    unindexed.sort();
-    let mut packs = Vec::new();
-    for pack in unindexed {
-        let bytes = repo.read_pack(pack).await?;
-        let metadata = repo.key().metadata_identity().clone();
-        let header = tokio::task::spawn_blocking(move || {
-            pack::read_header(&bytes, &metadata, &format!("pack {pack}"))
-        })
-        .await
-        .map_err(|e| Error::corrupt(format!("reading the header of pack {pack} failed: {e}")))??;
-        packs.push(IndexedPack { pack, entries: header.entries });
-    }
-    let ids: Vec<PackId> = packs.iter().map(|p| p.pack).collect();
-    if !packs.is_empty() {
-        repo.write_index_file(&IndexFile { packs }).await?;
-    }
-    Ok(ids)
 }

@@ -270,7 +270,13 @@ fn a_flipped_byte_in_a_pack_fails_verify_and_restore_with_exit_5_and_leaves_no_o
     let pack_id = pack.file_name().unwrap().to_string_lossy().to_string();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(stdout.contains(&format!("PROBLEM pack {pack_id}: ")), "{stdout}");
-    assert!(stderr(&out).contains("verify found 1 problem in "), "{}", stderr(&out));
+    // …and the backup that pack keeps from restoring whole.
+    assert!(
+        stdout.contains(&format!("PROBLEM backup {backup_id}: "))
+            && stdout.contains("in damaged packs"),
+        "{stdout}"
+    );
+    assert!(stderr(&out).contains("verify found 2 problems in "), "{}", stderr(&out));
 
     let target = env.path("restored.bin");
     let out = env.run(&["restore", "latest", "--to", target.to_str().unwrap()], &id, None);

@@ -15,9 +15,12 @@ use qvault::backup::{BackupOptions, Progress};
 use qvault::format::config::ChunkerConfig;
 use qvault::format::manifest::StreamRecord;
 use qvault::qdrant::backup::{backup_qdrant, QdrantBackupOptions, QdrantBackupReport};
-use qvault::qdrant::restore::{restore_to_qdrant, QdrantRestoreOptions, QdrantRestoreReport};
+use qvault::qdrant::restore::{
+    plan_qdrant_restore, restore_to_qdrant, QdrantRestoreOptions, QdrantRestoreReport,
+};
 use qvault::qdrant::{QdrantClient, QdrantOptions, SnapshotScope};
 use qvault::repo::Repository;
+use qvault::restore::RestorePlan;
 use qvault::synth::pseudo_random;
 use qvault::{BackupId, ErrorKind};
 use serde_json::{json, Value};
@@ -67,7 +70,20 @@ async fn run_restore(
 ) -> qvault::Result<QdrantRestoreReport> {
     let options =
         QdrantRestoreOptions { collection: Some(collection.into()), ..Default::default() };
-    restore_to_qdrant(repo, id, stream, client, &options).await
+    plan_and_restore(repo, id, stream, client, &options).await
+}
+
+/// Both plans, then the restore: what `qvault restore --qdrant` does.
+async fn plan_and_restore(
+    repo: &Repository,
+    id: BackupId,
+    stream: &StreamRecord,
+    client: &QdrantClient,
+    options: &QdrantRestoreOptions,
+) -> qvault::Result<QdrantRestoreReport> {
+    let plan = RestorePlan::new(repo, id, stream).await?;
+    let target = plan_qdrant_restore(client, id, stream, options).await?;
+    restore_to_qdrant(repo, &plan, &target, client, options).await
 }
 
 /// The snapshot bytes of the main tests: the real fixture-v0 when present, else generated.
@@ -562,7 +578,7 @@ async fn version_two_minors_ahead_is_refused_unless_forced() {
 
     let options = QdrantRestoreOptions { force: true, ..Default::default() };
     let report =
-        restore_to_qdrant(&repo, id, &stream, &client(&newer, None), &options).await.unwrap();
+        plan_and_restore(&repo, id, &stream, &client(&newer, None), &options).await.unwrap();
     assert_eq!(report.plan.forced.len(), 1);
     assert!(newer.recovered("c").is_some());
 }
@@ -749,12 +765,13 @@ async fn serve_recovery_pulled_by_qdrant() {
     let qdrant = client(&fake, None);
     let options = QdrantRestoreOptions { collection: Some("pulled".into()), ..Default::default() };
     let mut printed = None;
+    let plan = RestorePlan::new(&repo, id, &stream).await.unwrap();
+    let target = plan_qdrant_restore(&qdrant, id, &stream, &options).await.unwrap();
     let report = qvault::qdrant::serve::serve_restore(
         &repo,
-        id,
-        &stream,
+        &plan,
         &serve_options(),
-        Some((&qdrant, &options)),
+        Some((&qdrant, &target, &options)),
         |ready| printed = Some(ready.clone()),
     )
     .await
@@ -792,7 +809,8 @@ async fn serve_token_works_once_and_wrong_paths_get_nothing() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let server = tokio::spawn(async move {
         let repo = repo_dir.open().await;
-        qvault::qdrant::serve::serve_restore(&repo, id, &stream, &serve_options(), None, |r| {
+        let plan = RestorePlan::new(&repo, id, &stream).await.unwrap();
+        qvault::qdrant::serve::serve_restore(&repo, &plan, &serve_options(), None, |r| {
             let _ = tx.send(r.location.clone());
         })
         .await

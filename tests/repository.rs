@@ -228,7 +228,7 @@ async fn an_insertion_costs_one_more_piece_not_two() {
     let first = backup_bytes(&repo, "v", v0).await;
     let second = backup_bytes(&repo, "v", v1.clone()).await;
     let stream = &second.manifest.streams[0];
-    let pieces = qvault::restore::plan(&repo, second.id, stream).unwrap();
+    let pieces = qvault::restore::RestorePlan::new(&repo, second.id, stream).await.unwrap().pieces;
     assert_eq!(pieces.len(), 2, "{pieces:?}");
     let old_pack = repo.index().locate(&first.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
     assert_eq!(pieces[0].pack, old_pack);
@@ -421,11 +421,16 @@ async fn a_missing_or_truncated_index_file() {
     assert_eq!(index.len(), 1);
     let bytes = fixture.storage.read(&index[0].path).await.unwrap();
 
-    // Truncated: opening the repository with a fresh cache names the index file.
+    // Truncated: opening the repository with a fresh cache skips it and names it; its
+    // chunks are unknown, so the restore fails and says so.
     fixture.storage.write(&index[0].path, bytes.slice(..bytes.len() - 10)).await.unwrap();
-    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Corrupt);
-    assert!(err.to_string().contains("index file"), "{err}");
+    let repo = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap();
+    let damaged = repo.damaged_objects();
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert_eq!(damaged[0].path, index[0].path);
+    assert!(damaged[0].reason.contains("does not match its id"), "{damaged:?}");
+    let err = restore_bytes(&repo, &summary).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
 
     // Missing: the chunks are unknown, and restore says which and what to do.
     fixture.storage.delete(&index[0].path).await.unwrap();

@@ -225,6 +225,8 @@ pub async fn backup_from<S: StreamSources>(
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let time = now_rfc3339();
+    // Reuse what an interrupted run uploaded; never dedup against a pack that is gone.
+    crate::index::sync::reconcile_packs(repo).await?;
     let workers = options
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -22,7 +22,7 @@ pub async fn run(global: &GlobalArgs, command: &IndexCommand) -> Result<()> {
             let repo = common::open(global).await?;
             repo.rebuild_index().await?;
             let indexed = if *read_packs {
-                qvault::verify::index_unindexed_packs(&repo).await?.len()
+                qvault::index::sync::index_unlisted_packs(&repo).await?.indexed.len()
             } else {
                 0
             };

@@ -8,6 +8,7 @@ pub mod init;
 pub mod key;
 pub mod list;
 pub mod qdrant;
+pub mod repair;
 pub mod restore;
 pub mod verify;
 
@@ -96,6 +97,9 @@ pub enum Command {
     /// Check that every backup can be restored: packs, headers, index files (and with
     /// --read-data every chunk).
     Verify(verify::VerifyArgs),
+    /// Heal a repository with lost or damaged objects: `repair index`, `repair backups`.
+    #[command(subcommand)]
+    Repair(repair::RepairCommand),
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -5,11 +5,13 @@ use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use qvault::format::manifest::{Manifest, StreamRecord};
-use qvault::qdrant::restore::{restore_to_qdrant, QdrantRestoreOptions};
+use qvault::qdrant::restore::{
+    plan_qdrant_restore, restore_to_qdrant, QdrantRestoreOptions, QdrantRestorePlan,
+};
 use qvault::qdrant::serve::{serve_restore, ServeOptions};
 use qvault::qdrant::SnapshotPriority;
-use qvault::restore::{restore_stream, RestoreOptions};
+use qvault::repo::Repository;
+use qvault::restore::{execute, restore_to_file, RestoreOptions, RestorePlan, RestoreReport};
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -49,32 +51,56 @@ pub struct RestoreArgs {
     /// Replace an existing output file.
     #[arg(long)]
     pub overwrite: bool,
+    /// Plan and check only: print what would be read and where it would go, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
-fn pick_stream<'a>(m: &'a Manifest, wanted: Option<&str>) -> qvault::Result<&'a StreamRecord> {
-    let names = || m.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
-    match wanted {
-        Some(name) => m.streams.iter().find(|s| s.name == name).ok_or_else(|| {
-            qvault::Error::not_found(format!(
-                "the backup has no stream {name:?}; its streams: {}",
-                names()
-            ))
-        }),
-        None if m.streams.len() == 1 => Ok(&m.streams[0]),
-        None => Err(qvault::Error::invalid_input(format!(
-            "the backup has {} streams: choose one with --stream ({})",
-            m.streams.len(),
-            names()
-        ))),
+/// Opens the repository and plans the restore of the stream the flags pick: computed once,
+/// before anything is written or sent.
+async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, RestorePlan)> {
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let stream = manifest.stream(args.stream.as_deref())?;
+    let plan = RestorePlan::new(&repo, id, stream).await?;
+    Ok((repo, plan))
+}
+
+/// `--dry-run`: what the restore would read, and (for Qdrant) where it would go.
+fn print_dry_run(
+    global: &GlobalArgs,
+    plan: &RestorePlan,
+    target: Option<&QdrantRestorePlan>,
+) -> Result<()> {
+    let stream = &plan.stream;
+    if global.json {
+        return common::print_json(&serde_json::json!({
+            "id": plan.backup, "stream": stream.name, "bytes": stream.size,
+            "sha256": stream.sha256, "chunks": stream.chunks.len(), "packs": plan.packs(),
+            "pieces": plan.pieces.len(),
+            "target": target.map(|t| t.scope.to_string()),
+            "collection_exists": target.map(|t| t.collection_exists),
+            "forced": target.map(|t| &t.forced),
+        }));
     }
-}
-
-/// A temporary sibling of `target`: same directory, so the final rename is atomic.
-fn partial_path(target: &Path) -> PathBuf {
-    let name =
-        target.file_name().map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
-    let nonce: u32 = rand::random();
-    target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"))
+    println!(
+        "would restore stream {:?} of backup {}: {}, {} chunks from {} packs in {} reads",
+        stream.name,
+        plan.backup.short(),
+        common::human_bytes(stream.size),
+        stream.chunks.len(),
+        plan.packs(),
+        plan.pieces.len()
+    );
+    if let Some(t) = target {
+        let exists = if t.collection_exists { "exists" } else { "will be created" };
+        println!("into {} (Qdrant {}; the collection {exists})", t.scope, t.target_version);
+        for w in &t.forced {
+            println!("  forced: {w}");
+        }
+    }
+    Ok(())
 }
 
 fn qdrant_options(args: &RestoreArgs) -> QdrantRestoreOptions {
@@ -93,15 +119,20 @@ async fn run_serve(
     addr: std::net::SocketAddr,
 ) -> Result<()> {
     let client = args.qdrant.client()?;
-    let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
-    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let (repo, plan) = plan(global, args).await?;
     let options = qdrant_options(args);
+    let target = match &client {
+        Some(c) => Some(plan_qdrant_restore(c, plan.backup, &plan.stream, &options).await?),
+        None => None,
+    };
+    if args.dry_run {
+        return print_dry_run(global, &plan, target.as_ref());
+    }
     let serve = ServeOptions { addr, advertise: args.advertise_url.clone() };
-    let qdrant = client.as_ref().map(|c| (c, &options));
+    let qdrant = client.as_ref().zip(target.as_ref()).map(|(c, t)| (c, t, &options));
     let making_call = client.is_some();
-    let report = serve_restore(&repo, id, stream, &serve, qdrant, |ready| {
+    let (id, stream) = (plan.backup, &plan.stream);
+    let report = serve_restore(&repo, &plan, &serve, qdrant, |ready| {
         // The token is a one-time secret: shown to the operator, never logged.
         eprintln!(
             "serving stream {:?} of backup {} once at {}",
@@ -141,11 +172,13 @@ async fn run_serve(
 
 async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let client = args.qdrant.require_client("restoring into Qdrant")?;
-    let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
-    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let (repo, plan) = plan(global, args).await?;
     let options = qdrant_options(args);
+    let target = plan_qdrant_restore(&client, plan.backup, &plan.stream, &options).await?;
+    if args.dry_run {
+        return print_dry_run(global, &plan, Some(&target));
+    }
+    let (id, stream) = (plan.backup, &plan.stream);
     if common::chatty(global) {
         eprintln!(
             "restoring stream {:?} of backup {} into Qdrant at {} …",
@@ -154,7 +187,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
             client.url()
         );
     }
-    let report = restore_to_qdrant(&repo, id, stream, &client, &options).await?;
+    let report = restore_to_qdrant(&repo, &plan, &target, &client, &options).await?;
     for w in report.plan.forced.iter().chain(&report.warnings) {
         eprintln!("qvault: warning: {w}");
     }
@@ -181,13 +214,13 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
 }
 
 async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Result<()> {
-    let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
-    let stream = pick_stream(&manifest, args.stream.as_deref())?;
+    let (repo, plan) = plan(global, args).await?;
+    if args.dry_run {
+        return print_dry_run(global, &plan, None);
+    }
+    let (id, stream) = (plan.backup, &plan.stream);
     let extractor = qvault::dirtar::DirExtractor::new(dir)?;
-    let (extractor, summary) =
-        restore_stream(&repo, id, stream, extractor, &RestoreOptions::default()).await?;
+    let (extractor, summary) = execute(&repo, &plan, extractor, &RestoreOptions::default()).await?;
     let entries = extractor.finish()?;
     let seconds = summary.duration.as_secs_f64();
     if global.json {
@@ -220,70 +253,27 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let to = args.to.as_deref().ok_or_else(|| {
         qvault::Error::invalid_input("where to? give --to FILE (or - for stdout), or --qdrant URL")
     })?;
-    let target = (to != "-").then(|| PathBuf::from(to));
-    if let Some(path) = &target {
-        if path.exists() && !args.overwrite {
-            return Err(qvault::Error::new(
-                qvault::ErrorKind::AlreadyExists,
-                format!("{} exists: choose another --to, or pass --overwrite", path.display()),
-            )
-            .into());
-        }
+    let (repo, plan) = plan(global, args).await?;
+    if args.dry_run {
+        return print_dry_run(global, &plan, None);
     }
-    let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
-    let stream = pick_stream(&manifest, args.stream.as_deref())?;
     let options = RestoreOptions::default();
-    let summary = match &target {
-        None => {
-            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-            restore_stream(&repo, id, stream, out, &options).await?.1
-        }
-        Some(path) => {
-            let partial = partial_path(path);
-            let file = std::fs::File::create(&partial)
-                .map_err(|e| qvault::Error::io(format!("creating {}", partial.display()), e))?;
-            let out = std::io::BufWriter::with_capacity(1 << 20, file);
-            let result = restore_stream(&repo, id, stream, out, &options).await;
-            let finished = result.and_then(|(out, summary)| {
-                let file = out.into_inner().map_err(|e| {
-                    qvault::Error::io(format!("writing {}", partial.display()), e.into_error())
-                })?;
-                file.sync_all()
-                    .map_err(|e| qvault::Error::io(format!("syncing {}", partial.display()), e))?;
-                std::fs::rename(&partial, path).map_err(|e| {
-                    qvault::Error::io(
-                        format!("renaming {} to {}", partial.display(), path.display()),
-                        e,
-                    )
-                })?;
-                Ok(summary)
-            });
-            match finished {
-                Ok(summary) => summary,
-                Err(e) => {
-                    // Nothing that looks complete is left behind.
-                    let _ = std::fs::remove_file(&partial);
-                    return Err(e.into());
-                }
-            }
-        }
+    let summary = if to == "-" {
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+        execute(&repo, &plan, out, &options).await?.1
+    } else {
+        restore_to_file(&repo, &plan, Path::new(to), args.overwrite, &options).await?
     };
-    let seconds = summary.duration.as_secs_f64();
+    let stream = &plan.stream;
     if global.json {
-        common::print_json(&serde_json::json!({
-            "id": id, "stream": stream.name, "bytes": summary.bytes, "chunks": summary.chunks,
-            "packs_read": summary.packs_read, "reads": summary.reads,
-            "bytes_fetched": summary.bytes_fetched, "seconds": seconds, "sha256": stream.sha256,
-        }))?;
+        common::print_json(&RestoreReport::new(&plan, summary))?;
     } else if common::chatty(global) {
         eprintln!(
             "restored stream {:?} of backup {}: {} in {:.2} s, SHA-256 {} checked",
             stream.name,
-            id.short(),
+            plan.backup.short(),
             common::human_bytes(summary.bytes),
-            seconds,
+            summary.duration.as_secs_f64(),
             stream.sha256
         );
     }

@@ -38,10 +38,17 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
         for (backup, why) in &report.damaged_backups {
             println!("backup {backup} cannot be restored whole: {why}");
         }
+        if !report.problems.is_empty() {
+            println!(
+                "next: `qvault repair index` (missing or damaged packs and index files), \
+                 `qvault repair backups` (damaged manifests), `qvault forget ID` (backups that \
+                 cannot be restored)"
+            );
+        }
         if !report.unindexed_packs.is_empty() {
             println!(
                 "{} packs are in no index file (left by an interrupted backup, or a backup is \
-                 running): `qvault index rebuild --read-packs` makes their chunks usable again",
+                 running): the next backup, or `qvault repair index`, indexes them",
                 report.unindexed_packs.len()
             );
         }

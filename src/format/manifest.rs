@@ -78,6 +78,29 @@ impl Manifest {
         self.streams.iter().map(|s| s.size).sum()
     }
 
+    /// The stream named `wanted`, or the only stream when `wanted` is `None`.
+    ///
+    /// Errors: [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) naming the streams there
+    /// are when no stream has that name; `InvalidInput` when `wanted` is `None` and the
+    /// backup has several (the caller must choose, e.g. with `--stream`).
+    pub fn stream(&self, wanted: Option<&str>) -> Result<&StreamRecord> {
+        let names = || self.streams.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+        match (wanted, self.streams.as_slice()) {
+            (Some(name), streams) => streams.iter().find(|s| s.name == name).ok_or_else(|| {
+                Error::not_found(format!(
+                    "the backup has no stream {name:?}; its streams: {}",
+                    names()
+                ))
+            }),
+            (None, [only]) => Ok(only),
+            (None, streams) => Err(Error::invalid_input(format!(
+                "the backup has {} streams: choose one with --stream ({})",
+                streams.len(),
+                names()
+            ))),
+        }
+    }
+
     pub fn encode(&self) -> Result<Vec<u8>> {
         let json = serde_json::to_vec(self)
             .map_err(|e| Error::invalid_input(format!("cannot serialise manifest: {e}")))?;

@@ -10,22 +10,29 @@ use crate::format::manifest::Manifest;
 use crate::format::pack::PackEntry;
 use crate::id::{BackupId, ChunkId, IndexId, PackId};
 use rusqlite::{params, Connection, OptionalExtension};
+
+pub mod sync;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 /// Bump when the tables change: an older cache is then rebuilt from the repository.
-const SCHEMA_VERSION: i64 = 2;
+/// 3: a pack may be listed by several index files (`listings`), a chunk may be in several
+/// packs, and packs known to be missing or damaged are not deduplicated
+/// against (`bad_packs`).
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS index_files (id BLOB PRIMARY KEY) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS packs (
-    id BLOB PRIMARY KEY, index_file BLOB NOT NULL, plaintext_len INTEGER NOT NULL) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS packs_by_index_file ON packs(index_file);
+CREATE TABLE IF NOT EXISTS packs (id BLOB PRIMARY KEY, plaintext_len INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS listings (
+    index_file BLOB NOT NULL, pack BLOB NOT NULL, PRIMARY KEY (index_file, pack)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS listings_by_pack ON listings(pack);
 CREATE TABLE IF NOT EXISTS chunks (
-    id BLOB PRIMARY KEY, pack BLOB NOT NULL, offset INTEGER NOT NULL,
-    length INTEGER NOT NULL, raw_length INTEGER NOT NULL) WITHOUT ROWID;
+    id BLOB NOT NULL, pack BLOB NOT NULL, offset INTEGER NOT NULL,
+    length INTEGER NOT NULL, raw_length INTEGER NOT NULL, PRIMARY KEY (id, pack)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS chunks_by_pack ON chunks(pack);
+CREATE TABLE IF NOT EXISTS bad_packs (id BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS backups (
     id BLOB PRIMARY KEY, time TEXT NOT NULL, name TEXT, tags TEXT NOT NULL,
     bytes INTEGER NOT NULL, summary TEXT NOT NULL) WITHOUT ROWID;
@@ -106,6 +113,7 @@ impl LocalIndex {
             if version != SCHEMA_VERSION {
                 conn.execute_batch(
                     "DROP TABLE IF EXISTS chunks; DROP TABLE IF EXISTS packs;
+                     DROP TABLE IF EXISTS listings; DROP TABLE IF EXISTS bad_packs;
                      DROP TABLE IF EXISTS index_files; DROP TABLE IF EXISTS backups;",
                 )?;
             }
@@ -131,7 +139,8 @@ impl LocalIndex {
     pub fn clear(&self) -> Result<()> {
         self.conn()?
             .execute_batch(
-                "DELETE FROM chunks; DELETE FROM packs; DELETE FROM index_files; DELETE FROM backups;",
+                "DELETE FROM chunks; DELETE FROM packs; DELETE FROM listings;
+                 DELETE FROM index_files; DELETE FROM backups;",
             )
             .map_err(|e| self.err(e))
     }
@@ -165,9 +174,10 @@ impl LocalIndex {
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         {
             let mut pack_stmt = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO packs (id, index_file, plaintext_len) VALUES (?1, ?2, ?3)",
-                )
+                .prepare("INSERT OR IGNORE INTO packs (id, plaintext_len) VALUES (?1, ?2)")
+                .map_err(|e| self.err(e))?;
+            let mut listing_stmt = tx
+                .prepare("INSERT OR IGNORE INTO listings (index_file, pack) VALUES (?1, ?2)")
                 .map_err(|e| self.err(e))?;
             let mut chunk_stmt = tx
                 .prepare(
@@ -181,8 +191,9 @@ impl LocalIndex {
                 let plaintext_len =
                     p.entries.iter().map(|e| e.offset + u64::from(e.length)).max().unwrap_or(0);
                 pack_stmt
-                    .execute(params![&p.pack.0[..], &id.0[..], plaintext_len as i64])
+                    .execute(params![&p.pack.0[..], plaintext_len as i64])
                     .map_err(|e| self.err(e))?;
+                listing_stmt.execute(params![&id.0[..], &p.pack.0[..]]).map_err(|e| self.err(e))?;
                 for e in &p.entries {
                     chunk_stmt
                         .execute(params![
@@ -201,27 +212,76 @@ impl LocalIndex {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// Forgets an index file that is gone from the repository, with its packs and chunks.
+    /// Forgets an index file that is gone from the repository, and the packs (with their
+    /// chunks) that no other index file lists.
     pub fn remove_index_file(&self, id: IndexId) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS orphaned (id BLOB PRIMARY KEY) WITHOUT ROWID;
+             DELETE FROM temp.orphaned;",
+        )
+        .map_err(|e| self.err(e))?;
         tx.execute(
-            "DELETE FROM chunks WHERE pack IN (SELECT id FROM packs WHERE index_file = ?1)",
+            "INSERT INTO temp.orphaned SELECT pack FROM listings l WHERE l.index_file = ?1
+             AND NOT EXISTS (SELECT 1 FROM listings o WHERE o.pack = l.pack AND o.index_file != ?1)",
             params![&id.0[..]],
         )
         .map_err(|e| self.err(e))?;
-        tx.execute("DELETE FROM packs WHERE index_file = ?1", params![&id.0[..]])
+        tx.execute_batch(
+            "DELETE FROM chunks WHERE pack IN (SELECT id FROM temp.orphaned);
+             DELETE FROM packs WHERE id IN (SELECT id FROM temp.orphaned);",
+        )
+        .map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM listings WHERE index_file = ?1", params![&id.0[..]])
             .map_err(|e| self.err(e))?;
         tx.execute("DELETE FROM index_files WHERE id = ?1", params![&id.0[..]])
             .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Whether a backup can reference `id` without storing it: some index file lists it in a
+    /// pack not known to be missing.
     pub fn contains_chunk(&self, id: &ChunkId) -> Result<bool> {
         let conn = self.conn()?;
-        let mut stmt =
-            conn.prepare_cached("SELECT 1 FROM chunks WHERE id = ?1").map_err(|e| self.err(e))?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT 1 FROM chunks WHERE id = ?1
+                 AND pack NOT IN (SELECT id FROM bad_packs)",
+            )
+            .map_err(|e| self.err(e))?;
         stmt.exists(params![&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Records the packs known to be missing from storage or damaged (found by `verify` and
+    /// by a backup's start): backups stop deduplicating against their chunks, so the next
+    /// backup stores them again, and restore prefers other copies. Replaces the whole set.
+    pub fn set_bad_packs(&self, missing: &HashSet<PackId>) -> Result<()> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        tx.execute("DELETE FROM bad_packs", []).map_err(|e| self.err(e))?;
+        for p in missing {
+            tx.execute("INSERT OR IGNORE INTO bad_packs (id) VALUES (?1)", params![&p.0[..]])
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Packs recorded as missing or damaged ([`LocalIndex::set_bad_packs`]).
+    pub fn bad_packs(&self) -> Result<HashSet<PackId>> {
+        self.ids("SELECT id FROM bad_packs", "pack id", PackId)
+    }
+
+    /// Index files that list `pack`.
+    pub fn index_files_listing(&self, pack: &PackId) -> Result<HashSet<IndexId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached("SELECT index_file FROM listings WHERE pack = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![&pack.0[..]], |r| Ok(IndexId(blob32(r.get(0)?, "index file id")?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
     pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLocation>> {
@@ -229,7 +289,8 @@ impl LocalIndex {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT c.pack, c.offset, c.length, c.raw_length, p.plaintext_len
-                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
+                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1
+                 ORDER BY c.pack IN (SELECT id FROM bad_packs) LIMIT 1",
             )
             .map_err(|e| self.err(e))?;
         stmt.query_row(params![&id.0[..]], |r| {
@@ -250,7 +311,7 @@ impl LocalIndex {
 
     pub fn chunk_count(&self) -> Result<u64> {
         let conn = self.conn()?;
-        conn.query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))
+        conn.query_row("SELECT COUNT(DISTINCT id) FROM chunks", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
             .map_err(|e| self.err(e))
     }

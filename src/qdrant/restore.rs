@@ -4,7 +4,7 @@
 //! ```text
 //! check target (version, existing collection's vectors + shard_number) ── refuse? ──► stop
 //!   │ ok
-//! restore_stream ─Write─► UploadWriter ─bounded channel─► multipart body ─► Qdrant upload
+//! restore::execute ─Write─► UploadWriter ─bounded channel─► multipart body ─► Qdrant upload
 //!   (every chunk and the whole stream checked; a failure errors the body)     │ recovered
 //! exact point count == backup's ◄── delete the uploaded file from the snapshots dir ◄┘
 //! ```
@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
 use crate::id::BackupId;
 use crate::repo::Repository;
-use crate::restore::{restore_stream, RestoreOptions};
+use crate::restore::{RestoreOptions, RestorePlan};
 
 #[derive(Clone, Debug, Default)]
 pub struct QdrantRestoreOptions {
@@ -278,28 +278,29 @@ pub async fn plan_qdrant_restore(
     })
 }
 
-/// Restores `stream` of `backup` into `client`'s node as Qdrant's upload-recover.
+/// Executes `plan` into `client`'s node as Qdrant's upload-recover, to the target `target`
+/// (from [`plan_qdrant_restore`] for the same stream: its checks passed).
 ///
-/// Guarantees: nothing is sent before [`plan_qdrant_restore`]'s checks pass; no temporary
-/// file; Qdrant recovers nothing unless every chunk and the whole stream checked out (a
-/// failed check errors the upload body, and Qdrant verifies `checksum=` too); success means
-/// the point count matched the backup's as far as [`confirm_points`] can tell.
+/// Guarantees: nothing is sent before both plans exist (the caller made them, so a dry run
+/// stops there); no temporary file; Qdrant recovers nothing unless every chunk and the whole
+/// stream checked out (a failed check errors the upload body, and Qdrant verifies
+/// `checksum=` too); success means the point count matched the backup's as far as
+/// [`confirm_points`] can tell.
 pub async fn restore_to_qdrant(
     repo: &Repository,
-    backup: BackupId,
-    stream: &StreamRecord,
+    plan: &RestorePlan,
+    target: &QdrantRestorePlan,
     client: &QdrantClient,
     options: &QdrantRestoreOptions,
 ) -> Result<QdrantRestoreReport> {
-    let plan = plan_qdrant_restore(client, backup, stream, options).await?;
-    // Local checks that would otherwise fail after the upload started.
+    let (backup, stream) = (plan.backup, &plan.stream);
+    // Fails now rather than after the upload started.
     repo.data_identities("restoring a backup into Qdrant")?;
-    crate::restore::plan(repo, backup, stream)?;
 
     let started = Instant::now();
     let filename = format!(
         "{}-qvault-{}.snapshot",
-        plan.scope.collection_name().unwrap_or("restore"),
+        target.scope.collection_name().unwrap_or("restore"),
         &backup.to_hex()[..12]
     );
     let (writer, body) = pipe();
@@ -310,10 +311,10 @@ pub async fn restore_to_qdrant(
         wait: true,
         filename: Some(filename.clone()),
     };
-    let upload = client.upload_recover(&plan.scope, body, Some(stream.size), &recover);
+    let upload = client.upload_recover(&target.scope, body, Some(stream.size), &recover);
     let produce = async {
         let (writer, summary) =
-            restore_stream(repo, backup, stream, writer, &options.restore).await?;
+            crate::restore::execute(repo, plan, writer, &options.restore).await?;
         writer.finish();
         Ok::<_, Error>(summary)
     };
@@ -327,7 +328,7 @@ pub async fn restore_to_qdrant(
             return Err(p.context(format!(
                 "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
                  recovered",
-                plan.scope,
+                target.scope,
                 client.url()
             )))
         }
@@ -335,7 +336,7 @@ pub async fn restore_to_qdrant(
 
     let mut warnings = Vec::new();
     // Qdrant keeps the uploaded file in the snapshots dir; it is a full copy of the data.
-    let uploaded_file_deleted = match client.delete_snapshot(&plan.scope, &filename, true).await {
+    let uploaded_file_deleted = match client.delete_snapshot(&target.scope, &filename, true).await {
         Ok(()) => true,
         Err(e) => {
             warnings.push(format!(
@@ -346,10 +347,10 @@ pub async fn restore_to_qdrant(
         }
     };
 
-    let points = confirm_points(client, &plan, backup).await?;
+    let points = confirm_points(client, target, backup).await?;
     warnings.extend(points.warning);
     Ok(QdrantRestoreReport {
-        plan,
+        plan: target.clone(),
         bytes: summary.bytes,
         points_count: points.points_count,
         duration: started.elapsed(),

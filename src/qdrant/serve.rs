@@ -4,7 +4,7 @@
 //!
 //! The URL carries a random 256-bit token and works once: the first request with the right
 //! path gets the stream, every later one 410 Gone. The stream is reassembled as it is sent
-//! (no temporary file) and every check of `restore_stream` applies: a failed check cuts the
+//! (no temporary file) and every check of `restore::execute` applies: a failed check cuts the
 //! body short, so Qdrant never sees a complete snapshot; `checksum` in the recover call
 //! makes Qdrant check the SHA-256 as well.
 
@@ -21,15 +21,13 @@ use futures::StreamExt;
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
 use super::restore::{
-    confirm_points, plan_qdrant_restore, target_scope, PointsCheck, QdrantRestoreOptions,
-    QdrantRestorePlan,
+    confirm_points, target_scope, PointsCheck, QdrantRestoreOptions, QdrantRestorePlan,
 };
 use super::types::SnapshotScope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamRecord;
-use crate::id::BackupId;
 use crate::repo::Repository;
-use crate::restore::restore_stream;
+use crate::restore::RestorePlan;
 
 /// How long a finished transfer may take to flush before the server is stopped anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -73,24 +71,27 @@ struct Shared {
     started: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
-/// Serves `stream` of `backup` once at a one-time URL; with `qdrant`, checks the target
-/// first and makes the recover call. `on_ready` runs once the server listens.
+/// With `qdrant`: the node to make the recover call to, the target it was planned for
+/// ([`plan_qdrant_restore`](super::restore::plan_qdrant_restore)), and the options it was
+/// planned with.
+pub type ServeTarget<'a> = (&'a QdrantClient, &'a QdrantRestorePlan, &'a QdrantRestoreOptions);
+
+/// Serves `plan`'s stream once at a one-time URL; with `qdrant`, makes the recover call to
+/// the target planned beforehand. `on_ready` runs once the server listens.
 pub async fn serve_restore(
     repo: &Repository,
-    backup: BackupId,
-    stream: &StreamRecord,
+    plan: &RestorePlan,
     options: &ServeOptions,
-    qdrant: Option<(&QdrantClient, &QdrantRestoreOptions)>,
+    qdrant: Option<ServeTarget<'_>>,
     on_ready: impl FnOnce(&ServeReady),
 ) -> Result<ServeReport> {
-    let restore_options = qdrant.map(|(_, o)| o.clone()).unwrap_or_default();
-    let scope = target_scope(backup, stream, &restore_options)?;
-    let plan = match qdrant {
-        Some((client, o)) => Some(plan_qdrant_restore(client, backup, stream, o).await?),
-        None => None,
+    let (backup, stream) = (plan.backup, &plan.stream);
+    let restore_options = qdrant.map(|(_, _, o)| o.clone()).unwrap_or_default();
+    let scope = match qdrant {
+        Some((_, target, _)) => target.scope.clone(),
+        None => target_scope(backup, stream, &restore_options)?,
     };
     repo.data_identities("serving a backup")?;
-    crate::restore::plan(repo, backup, stream)?;
 
     let listener = tokio::net::TcpListener::bind(options.addr)
         .await
@@ -150,14 +151,20 @@ pub async fn serve_restore(
         location: location.clone(),
         checksum: stream.sha256.clone(),
         scope: scope.clone(),
-        curl: curl_call(qdrant.map(|(c, _)| c.url()), &scope, &location, stream, &restore_options),
+        curl: curl_call(
+            qdrant.map(|(c, _, _)| c.url()),
+            &scope,
+            &location,
+            stream,
+            &restore_options,
+        ),
     });
 
     let started = Instant::now();
     let produce = async {
         started_rx.await.map_err(|_| Error::new(ErrorKind::Io, "the HTTP server stopped"))?;
         let (writer, summary) =
-            restore_stream(repo, backup, stream, writer, &restore_options.restore).await?;
+            crate::restore::execute(repo, plan, writer, &restore_options.restore).await?;
         writer.finish();
         // Qdrant has every byte only once the body ended; a cut connection drops it instead.
         done_rx.await.map_err(|_| {
@@ -170,7 +177,7 @@ pub async fn serve_restore(
     };
     let recover = async {
         match qdrant {
-            Some((client, o)) => {
+            Some((client, _, o)) => {
                 let recover = RecoverOptions {
                     priority: o.priority,
                     checksum: Some(stream.sha256.clone()),
@@ -204,14 +211,14 @@ pub async fn serve_restore(
         tracing::warn!("the HTTP server did not stop within {SHUTDOWN_GRACE:?}");
     }
     let summary = result?;
-    let points = match (&plan, qdrant) {
-        (Some(plan), Some((client, _))) => confirm_points(client, plan, backup).await?,
-        _ => PointsCheck::default(),
+    let points = match qdrant {
+        Some((client, target, _)) => confirm_points(client, target, backup).await?,
+        None => PointsCheck::default(),
     };
     Ok(ServeReport {
         bytes: summary.bytes,
         duration: started.elapsed(),
-        plan,
+        plan: qdrant.map(|(_, target, _)| target.clone()),
         points_count: points.points_count,
         warnings: points.warning.into_iter().collect(),
     })

@@ -21,8 +21,10 @@ mod decode;
 pub(crate) use decode::read_chunk;
 mod fetch;
 mod plan;
+mod target;
 
-pub use plan::{plan, Piece, LOOKAHEAD, PIECE_SPAN};
+pub use plan::{plan, Piece, RestorePlan, LOOKAHEAD, PIECE_SPAN};
+pub use target::{restore_to_file, RestoreReport};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamRecord;
@@ -32,7 +34,7 @@ use bytes::Bytes;
 use decode::DecodeContext;
 use fetch::Fetcher;
 use futures::stream::{self, StreamExt};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,7 +52,9 @@ impl Default for RestoreOptions {
     }
 }
 
-#[derive(Clone, Debug)]
+/// What a finished restore of one stream did. Serialises as the `--json` fields `bytes`,
+/// `chunks`, `packs_read`, `reads`, `bytes_fetched` and `seconds`.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct RestoreSummary {
     pub bytes: u64,
     pub chunks: u64,
@@ -60,7 +64,12 @@ pub struct RestoreSummary {
     pub reads: u64,
     /// Bytes fetched from storage.
     pub bytes_fetched: u64,
+    #[serde(rename = "seconds", serialize_with = "as_seconds")]
     pub duration: Duration,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
 }
 
 /// Names where in the backup a failure happened, for every error restore reports.
@@ -86,7 +95,8 @@ impl Place {
     }
 }
 
-/// Restores `stream` of `backup` into `out` and returns `out` when every check passed.
+/// Restores `stream` of `backup` into `out` and returns `out` when every check passed:
+/// [`RestorePlan::new`], then [`execute`].
 pub async fn restore_stream<W: Write + Send + 'static>(
     repo: &Repository,
     backup: BackupId,
@@ -94,14 +104,26 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     out: W,
     options: &RestoreOptions,
 ) -> Result<(W, RestoreSummary)> {
+    execute(repo, &RestorePlan::new(repo, backup, stream).await?, out, options).await
+}
+
+/// Runs `plan` into `out` and returns `out` when every chunk id and the whole stream's size,
+/// SHA-256 and BLAKE3 checked out. On error `out` holds a prefix of the stream (or garbage
+/// after it): the caller discards it ([`restore_to_file`] does).
+pub async fn execute<W: Write + Send + 'static>(
+    repo: &Repository,
+    plan: &RestorePlan,
+    out: W,
+    options: &RestoreOptions,
+) -> Result<(W, RestoreSummary)> {
     let started = Instant::now();
+    let (backup, stream) = (plan.backup, &plan.stream);
     let decode_context = Arc::new(DecodeContext {
         identities: repo.data_identities("restoring a backup")?.to_vec(),
         key: repo.key().clone(),
         place: Place { backup, stream: stream.name.clone() },
     });
-    let pieces = plan(repo, backup, stream)?;
-    let packs_read = pieces.iter().map(|p| p.pack).collect::<HashSet<_>>().len() as u64;
+    let packs_read = plan.packs();
     let fetcher = Fetcher::new(repo);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u64>, Vec<Bytes>)>(2);
     let total_chunks = stream.chunks.len() as u64;
@@ -139,7 +161,7 @@ pub async fn restore_stream<W: Write + Send + 'static>(
     });
 
     let fetch = async {
-        let mut decoded = stream::iter(pieces)
+        let mut decoded = stream::iter(plan.pieces.iter().cloned())
             .map(|piece| {
                 let context = decode_context.clone();
                 let fetcher = &fetcher;

@@ -1,12 +1,16 @@
 //! The restore plan: which pack holds each chunk of the stream, grouped into pieces that one
 //! range read each can serve.
+//!
+//! A [`RestorePlan`] is computed once, before anything is written or sent, and handed to
+//! whatever executes it (a file, stdout, a directory, a Qdrant upload, `--serve`): a chunk in
+//! no index file fails here, not half way through an upload.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamRecord;
 use crate::format::pack::PackEntry;
 use crate::id::{BackupId, PackId};
 use crate::repo::Repository;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// At most this much of a pack's data (plaintext) is fetched for one piece, and at most
 /// this much chunk data is decoded: bounds the memory each piece in flight holds.
@@ -54,9 +58,49 @@ impl Piece {
     }
 }
 
-/// The pure plan: where every chunk of `stream` is, grouped into pieces. Fails (naming the
-/// backup, stream and chunk) when a chunk is in no index file.
-pub fn plan(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Result<Vec<Piece>> {
+/// What restoring one stream of one backup will read: the stream's record (sizes and the
+/// hashes the result is checked against) and its chunks grouped into [`Piece`]s in stream
+/// order.
+#[derive(Clone, Debug)]
+pub struct RestorePlan {
+    pub backup: BackupId,
+    pub stream: StreamRecord,
+    pub pieces: Vec<Piece>,
+}
+
+impl RestorePlan {
+    /// Locates every chunk of `stream` in the local index, taking copies in packs storage
+    /// still holds (one listing of `data/` finds the missing ones). Fails before anything is
+    /// written, naming the backup, stream and chunk and what to run, when a chunk is in no
+    /// index file or only in a pack that is missing or known to be damaged.
+    pub async fn new(
+        repo: &Repository,
+        backup: BackupId,
+        stream: &StreamRecord,
+    ) -> Result<RestorePlan> {
+        let missing: HashSet<PackId> =
+            crate::index::sync::mark_missing_packs(repo).await?.into_iter().collect();
+        let bad = repo.index().bad_packs()?;
+        let pieces = plan(repo, backup, stream, &bad, &missing)?;
+        Ok(RestorePlan { backup, stream: stream.clone(), pieces })
+    }
+
+    /// Distinct packs the stream's chunks live in.
+    pub fn packs(&self) -> u64 {
+        self.pieces.iter().map(|p| p.pack).collect::<HashSet<_>>().len() as u64
+    }
+}
+
+/// Where every chunk of `stream` is, grouped into pieces. Fails (naming the backup, stream
+/// and chunk) when a chunk is in no index file, or only in a pack of `bad`: `NotFound` when
+/// that pack is in `missing`, `Corrupt` when it is stored but damaged.
+pub fn plan(
+    repo: &Repository,
+    backup: BackupId,
+    stream: &StreamRecord,
+    bad: &HashSet<PackId>,
+    missing: &HashSet<PackId>,
+) -> Result<Vec<Piece>> {
     let mut pieces: Vec<Piece> = Vec::new();
     // The piece each pack's chunks currently go to.
     let mut open: HashMap<PackId, usize> = HashMap::new();
@@ -70,6 +114,24 @@ pub fn plan(repo: &Repository, backup: BackupId, stream: &StreamRecord) -> Resul
                 repo.storage().location()
             ))
         })?;
+        if bad.contains(&location.pack) {
+            let (kind, state) = if missing.contains(&location.pack) {
+                (ErrorKind::NotFound, "missing from")
+            } else {
+                (ErrorKind::Corrupt, "damaged in")
+            };
+            return Err(Error::new(
+                kind,
+                format!(
+                    "chunk {chunk} of stream {:?} in backup {backup} is only in pack {}, which \
+                     is {state} {}: run `qvault verify` to see what else it affects, `qvault \
+                     repair index`, and back the data up again",
+                    stream.name,
+                    location.pack,
+                    repo.storage().location()
+                ),
+            ));
+        }
         let end = position + u64::from(location.entry.raw_length);
         let joins = open.get(&location.pack).copied().filter(|&i| {
             let piece = &pieces[i];

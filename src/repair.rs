@@ -1,0 +1,213 @@
+//! Repair: make a repository with lost or damaged objects whole for new backups, and move
+//! what cannot be read out of the way. restic's `repair index` and `repair snapshots` are
+//! the anchors.
+//!
+//! ```text
+//! repair index:   plan (bad packs: missing from storage, or found damaged by verify;
+//!                       damaged index files; unlisted packs)
+//!                 → write new index files without the bad packs
+//!                 → delete the index files they replace
+//!                 → move damaged index files and damaged packs to quarantine/
+//!                 → index the packs no index file lists, from their headers
+//! repair backups: move damaged manifests to quarantine/
+//! ```
+//!
+//! Guarantees:
+//! - Nothing readable is lost: an index file is deleted only after the file replacing it
+//!   (listing every one of its packs that is not bad) is written; a damaged object is copied
+//!   to `quarantine/<its path>` before it is deleted, so it can still be examined.
+//! - After `repair index` no index file lists a missing or damaged pack, so every backup
+//!   stores those chunks again; `verify` then names exactly the backups that cannot be
+//!   restored (remove them with `forget`).
+//! - The plan is a value: `--dry-run` prints it and stops.
+
+use crate::error::{ErrorKind, Result};
+use crate::format::index::IndexFile;
+use crate::id::{IndexId, PackId};
+use crate::index::sync::{self, DamagedObject};
+use crate::repo::{index_path, pack_path, Repository};
+use crate::verify::{verify, VerifyOptions};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// Where damaged objects are moved: `quarantine/<their path>`. Not part of the format;
+/// nothing reads it.
+pub const QUARANTINE: &str = "quarantine/";
+
+#[derive(Clone, Debug, Default)]
+pub struct RepairIndexOptions {
+    /// Read every pack and check it against its id and header first (a full structural
+    /// `verify`); otherwise only packs missing from storage and those the last `verify`
+    /// found damaged are bad.
+    pub read_packs: bool,
+}
+
+/// What `repair index` will do.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairIndexPlan {
+    /// Packs index files list that are missing from storage.
+    pub missing_packs: Vec<PackId>,
+    /// Stored packs known to be damaged: moved to quarantine.
+    pub damaged_packs: Vec<PackId>,
+    /// Index files listing a bad pack → the packs they list that are not bad, which a new
+    /// index file will list.
+    pub rewrite: BTreeMap<IndexId, Vec<PackId>>,
+    /// Index files that fail their checks: moved to quarantine (their packs are then indexed
+    /// from the packs' headers).
+    pub damaged_index_files: Vec<DamagedObject>,
+    /// Packs no index file lists now (more may follow from damaged index files).
+    pub unlisted_packs: Vec<PackId>,
+}
+
+impl RepairIndexPlan {
+    pub fn is_empty(&self) -> bool {
+        self.missing_packs.is_empty()
+            && self.damaged_packs.is_empty()
+            && self.damaged_index_files.is_empty()
+            && self.unlisted_packs.is_empty()
+    }
+}
+
+/// What `repair index` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairIndexReport {
+    pub index_files_written: u64,
+    pub index_files_deleted: u64,
+    pub quarantined: Vec<String>,
+    /// Packs listed again from their own headers.
+    pub packs_indexed: u64,
+    /// Packs whose header could not be read: left in place, unlisted.
+    pub unreadable_packs: Vec<DamagedObject>,
+}
+
+/// Computes what `repair index` would change; changes nothing but, with `read_packs`, the
+/// local index's record of bad packs.
+pub async fn plan_repair_index(
+    repo: &Repository,
+    options: &RepairIndexOptions,
+) -> Result<RepairIndexPlan> {
+    if options.read_packs {
+        // Records every pack that is missing or fails its checks as bad.
+        verify(repo, &VerifyOptions::default()).await?;
+    }
+    let stored = sync::stored_packs(repo).await?;
+    let listed = repo.index().pack_ids()?;
+    let known_bad = repo.index().bad_packs()?;
+    let mut plan = RepairIndexPlan::default();
+    let mut bad = HashSet::new();
+    for pack in &listed {
+        if !stored.contains_key(pack) {
+            plan.missing_packs.push(*pack);
+            bad.insert(*pack);
+        } else if known_bad.contains(pack) {
+            plan.damaged_packs.push(*pack);
+            bad.insert(*pack);
+        }
+    }
+    plan.missing_packs.sort();
+    plan.damaged_packs.sort();
+    let mut affected = BTreeSet::new();
+    for pack in &bad {
+        affected.extend(repo.index().index_files_listing(pack)?);
+    }
+    for file in affected {
+        let kept = repo
+            .read_index_file(file)
+            .await?
+            .packs
+            .into_iter()
+            .map(|p| p.pack)
+            .filter(|p| !bad.contains(p))
+            .collect();
+        plan.rewrite.insert(file, kept);
+    }
+    plan.damaged_index_files =
+        repo.damaged_objects().iter().filter(|d| d.path.starts_with("index/")).cloned().collect();
+    plan.unlisted_packs = stored.keys().filter(|p| !listed.contains(p)).copied().collect();
+    plan.unlisted_packs.sort();
+    Ok(plan)
+}
+
+/// Carries out `plan` (from [`plan_repair_index`] on this repository).
+pub async fn repair_index(repo: &Repository, plan: &RepairIndexPlan) -> Result<RepairIndexReport> {
+    let mut report = RepairIndexReport::default();
+    let bad: HashSet<PackId> =
+        plan.missing_packs.iter().chain(&plan.damaged_packs).copied().collect();
+    // New index files first: every good pack stays listed at every moment.
+    for old in plan.rewrite.keys() {
+        let packs: Vec<_> = repo
+            .read_index_file(*old)
+            .await?
+            .packs
+            .into_iter()
+            .filter(|p| !bad.contains(&p.pack))
+            .collect();
+        if !packs.is_empty() {
+            repo.write_index_file(&IndexFile { packs }).await?;
+            report.index_files_written += 1;
+        }
+    }
+    for old in plan.rewrite.keys() {
+        repo.storage().delete(&index_path(old)).await?;
+        repo.index().remove_index_file(*old)?;
+        report.index_files_deleted += 1;
+    }
+    for damaged in &plan.damaged_index_files {
+        if quarantine(repo, &damaged.path).await? {
+            report.quarantined.push(damaged.path.clone());
+        }
+    }
+    for pack in &plan.damaged_packs {
+        let path = pack_path(pack);
+        if quarantine(repo, &path).await? {
+            report.quarantined.push(path);
+        }
+    }
+    let still_bad: HashSet<PackId> = repo.index().bad_packs()?.difference(&bad).copied().collect();
+    repo.index().set_bad_packs(&still_bad)?;
+    let unlisted = sync::index_unlisted_packs(repo).await?;
+    report.packs_indexed = unlisted.indexed.len() as u64;
+    report.unreadable_packs = unlisted.damaged;
+    Ok(report)
+}
+
+/// What `repair backups` will do: move the manifests that fail their checks to quarantine.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairBackupsPlan {
+    pub damaged_manifests: Vec<DamagedObject>,
+}
+
+pub fn plan_repair_backups(repo: &Repository) -> RepairBackupsPlan {
+    RepairBackupsPlan {
+        damaged_manifests: repo
+            .damaged_objects()
+            .iter()
+            .filter(|d| d.path.starts_with("backups/"))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Carries out `plan`; returns the paths moved to quarantine.
+pub async fn repair_backups(repo: &Repository, plan: &RepairBackupsPlan) -> Result<Vec<String>> {
+    let mut moved = Vec::new();
+    for damaged in &plan.damaged_manifests {
+        if quarantine(repo, &damaged.path).await? {
+            moved.push(damaged.path.clone());
+        }
+    }
+    Ok(moved)
+}
+
+/// Copies `path` to `quarantine/<path>`, then deletes it. False when it was already gone.
+async fn quarantine(repo: &Repository, path: &str) -> Result<bool> {
+    let storage = repo.storage();
+    let bytes: Bytes = match storage.read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    storage.write(&format!("{QUARANTINE}{path}"), bytes).await?;
+    storage.delete(path).await?;
+    Ok(true)
+}

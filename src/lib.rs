@@ -14,6 +14,7 @@ pub mod index;
 pub mod qdrant;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod synth;
 pub mod trust;

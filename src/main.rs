@@ -47,6 +47,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Index(cmd) => cli::index::run(g, cmd).await,
         Command::Qdrant(cmd) => cli::qdrant::run(g, cmd).await,
         Command::Verify(args) => cli::verify::run(g, args).await,
+        Command::Forget(args) => cli::forget::run(g, args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod common;
 pub mod config_file;
+pub mod forget;
 pub mod index;
 pub mod init;
 pub mod key;
@@ -96,6 +97,8 @@ pub enum Command {
     /// Check that every backup can be restored: packs, headers, index files (and with
     /// --read-data every chunk).
     Verify(verify::VerifyArgs),
+    /// Forget backups by a retention policy (or by id): removes their manifests only.
+    Forget(forget::ForgetArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -288,8 +288,11 @@ impl Policy {
         }
         let Some(newest) = group.last() else { return reasons };
         let anchor = newest.time.min(now).to_zoned(zone.clone());
-        let within =
-            |d: Option<RetentionDuration>, t: Timestamp| d.is_some_and(|d| t > d.boundary(&anchor));
+        // Each boundary once: a zone-aware subtraction is not free over years of backups.
+        let boundary = |d: Option<RetentionDuration>| d.map(|d| d.boundary(&anchor));
+        let within = |boundary: Option<Timestamp>, t: Timestamp| boundary.is_some_and(|b| t > b);
+        let keep_within = boundary(self.keep_within);
+        let withins = self.withins().map(|(period, d)| (period, boundary(d)));
         let mut buckets: [HashSet<_>; 5] = Default::default();
         let mut within_buckets: [HashSet<_>; 5] = Default::default();
         // Newest first: each rule keeps the newest backup of a bucket.
@@ -305,11 +308,11 @@ impl Policy {
                     reasons.push(Reason::Every(period));
                 }
             }
-            if within(self.keep_within, b.time) {
+            if within(keep_within, b.time) {
                 reasons.push(Reason::Within);
             }
-            for ((period, d), seen) in self.withins().into_iter().zip(&mut within_buckets) {
-                if within(d, b.time) && seen.insert(period.bucket(&local)) {
+            for (&(period, boundary), seen) in withins.iter().zip(&mut within_buckets) {
+                if within(boundary, b.time) && seen.insert(period.bucket(&local)) {
                     reasons.push(Reason::WithinEvery(period));
                 }
             }

@@ -60,6 +60,19 @@ fn stored_backups(t: &TestRepo) -> Vec<String> {
     names
 }
 
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 fn ids(summaries: &[BackupSummary]) -> Vec<String> {
     let mut ids: Vec<String> = summaries.iter().map(|s| s.id.to_hex()).collect();
     ids.sort();
@@ -88,10 +101,24 @@ async fn dry_run_lists_every_backup_with_its_rules_and_deletes_nothing() {
 #[tokio::test]
 async fn keep_last_1_leaves_exactly_the_latest_and_it_restores_byte_exact() {
     let (t, summaries, inputs) = three_backups().await;
+    let packs_and_index_files = || {
+        let mut files = Vec::new();
+        for dir in ["data", "index"] {
+            for entry in walk(&t.location().join(dir)) {
+                files.push((entry.clone(), std::fs::read(&entry).unwrap()));
+            }
+        }
+        files.sort();
+        files
+    };
+    let before = packs_and_index_files();
+    assert!(before.len() >= 2, "the backups wrote packs and index files");
     let out = forget(&t, &["--keep-last", "1"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("forgot 2 backups, kept 1"), "{}", stdout(&out));
     assert_eq!(stored_backups(&t), [summaries[2].id.to_hex()]);
+    // Forget removes manifests only: every pack and index file is still there, unchanged.
+    assert_eq!(packs_and_index_files(), before);
 
     let listed = t.cli().args(["backups", "--json"]).output().unwrap();
     let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();

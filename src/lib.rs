@@ -16,6 +16,7 @@ pub(crate) mod redact;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod storage;
 pub mod synth;
 pub mod trust;

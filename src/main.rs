@@ -48,6 +48,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Qdrant(cmd) => cli::qdrant::run(g, cmd).await,
         Command::Verify(args) => cli::verify::run(g, args).await,
         Command::Repair(command) => cli::repair::run(g, command).await,
+        Command::Forget(args) => cli::forget::run(g, args).await,
     }
 }
 

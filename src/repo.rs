@@ -447,6 +447,13 @@ impl Repository {
         Ok(id)
     }
 
+    /// Forgets a backup: removes its manifest, then its row in the local index. Chunks stay
+    /// (other backups may share them) until prune.
+    pub async fn delete_manifest(&self, id: BackupId) -> Result<()> {
+        self.storage.delete(&backup_path(&id)).await?;
+        self.index.remove_backup(id)
+    }
+
     pub fn backups(&self) -> Result<Vec<BackupListing>> {
         self.index.backups()
     }

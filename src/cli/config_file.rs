@@ -12,10 +12,22 @@
 //! region = "eu-central-1"
 //! access_key_id = "…"
 //! secret_access_key = "…"
+//!
+//! # `qvault forget` with no flags applies this; keys are the flags' names.
+//! [forget]
+//! keep-within-hourly = "7d"
+//! keep-within-daily = "30d"
+//! time-zone = "Europe/Berlin"   # default UTC
+//! group-by = "source,streams"   # the default
+//! # One group's own policy, keyed as `forget --dry-run` prints the group.
+//! [forget.groups."source=http://qdrant:6333 streams=products"]
+//! keep-last = 3
 //! ```
 
 use super::GlobalArgs;
 use anyhow::Result;
+use qvault::retention::{GroupBy, Policy};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(serde::Deserialize, Default)]
@@ -28,6 +40,7 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Section,
+    pub forget: Option<ForgetSection>,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -37,6 +50,44 @@ pub struct S3Section {
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+}
+
+/// `[forget]`: a policy (the keep flags' names as keys), its grouping and zone, and
+/// `[forget.groups."<group key>"]` policies that replace it for one group.
+#[derive(Debug, Default)]
+pub struct ForgetSection {
+    pub policy: Policy,
+    pub group_by: Option<GroupBy>,
+    pub time_zone: Option<String>,
+    pub groups: BTreeMap<String, Policy>,
+}
+
+impl<'de> serde::Deserialize<'de> for ForgetSection {
+    /// The policy's keys sit beside `group-by`, `time-zone` and `groups`; a key that is
+    /// none of them is refused (by `Policy`), so a misspelt rule is never silently ignored.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let text = |table: &mut toml::Table, key: &str| match table.remove(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(D::Error::custom(format!(
+                "forget.{key} must be a string, not {}",
+                other.type_str()
+            ))),
+        };
+        let group_by = text(&mut table, "group-by")?
+            .map(|s| s.parse::<GroupBy>())
+            .transpose()
+            .map_err(D::Error::custom)?;
+        let time_zone = text(&mut table, "time-zone")?;
+        let groups = match table.remove("groups") {
+            None => BTreeMap::new(),
+            Some(groups) => groups.try_into().map_err(D::Error::custom)?,
+        };
+        let policy = table.try_into().map_err(D::Error::custom)?;
+        Ok(ForgetSection { policy, group_by, time_zone, groups })
+    }
 }
 
 impl std::fmt::Debug for ConfigFile {

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod common;
 pub mod config_file;
+pub mod forget;
 pub mod index;
 pub mod init;
 pub mod key;
@@ -100,6 +101,8 @@ pub enum Command {
     /// Heal a repository with lost or damaged objects: `repair index`, `repair backups`.
     #[command(subcommand)]
     Repair(repair::RepairCommand),
+    /// Forget backups by a retention policy (or by id): removes their manifests only.
+    Forget(forget::ForgetArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -7,6 +7,7 @@ pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod logging;
 pub mod qdrant;
 pub mod restore;
 pub mod verify;

@@ -348,7 +348,7 @@ impl RetryInterceptor for RetryNote {
             _ => event.err.kind().to_string(),
         };
         tracing::warn!(
-            "storage: retrying {} {object} (attempt {}, in {:.1}s): {cause}",
+            "retrying {} {object} (attempt {}, in {:.1}s): {cause}",
             event.op,
             event.attempt,
             event.retry_after.as_secs_f64()

@@ -176,6 +176,27 @@ async fn fs_location_that_is_a_file_is_refused() {
     assert!(e.message().contains("not a directory"), "{e}");
 }
 
+/// S3 options for a local test server: dummy credentials, no retries.
+fn options_for(endpoint: &str) -> StorageOptions {
+    StorageOptions {
+        s3_endpoint: Some(endpoint.to_string()),
+        access_key_id: Some("AKIDEXAMPLE".into()),
+        secret_access_key: Some("wJalrXUtnFEMI-not-a-real-secret".into()),
+        retries: Some(0),
+        timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    }
+}
+
+/// The errors of one check, one read and one write, in that order.
+async fn check_read_write_errors(storage: &Storage) -> [qvault::Error; 3] {
+    [
+        storage.check_reachable().await.unwrap_err(),
+        storage.read("config").await.unwrap_err(),
+        storage.write("config", Bytes::from_static(b"x")).await.unwrap_err(),
+    ]
+}
+
 #[tokio::test]
 async fn s3_unreachable_endpoint_names_it() {
     // A port that nothing listens on: bind, note it, close.
@@ -184,15 +205,7 @@ async fn s3_unreachable_endpoint_names_it() {
         l.local_addr().unwrap().port()
     };
     let endpoint = format!("http://127.0.0.1:{port}");
-    let options = StorageOptions {
-        s3_endpoint: Some(endpoint.clone()),
-        access_key_id: Some("AKIDEXAMPLE".into()),
-        secret_access_key: Some("wJalrXUtnFEMI-not-a-real-secret".into()),
-        retries: Some(0),
-        timeout: Some(Duration::from_secs(10)),
-        ..Default::default()
-    };
-    let storage = Storage::open("s3://bucket/prefix", &options).unwrap();
+    let storage = Storage::open("s3://bucket/prefix", &options_for(&endpoint)).unwrap();
     for e in
         [storage.read("config").await.unwrap_err(), storage.check_reachable().await.unwrap_err()]
     {
@@ -205,6 +218,13 @@ async fn s3_unreachable_endpoint_names_it() {
     }
     let e = storage.read("config").await.unwrap_err();
     assert!(e.message().contains("config"), "{}", e.message());
+    // Connection refused is "cannot reach", with the hint, for writes too.
+    let e = storage.write("config", Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!("cannot reach {endpoint} for writing config in s3://bucket/prefix: is the server running?")
+    );
 }
 
 #[tokio::test]
@@ -216,11 +236,7 @@ async fn s3_wrong_credentials_say_so() {
     options.retries = Some(0);
     let location = format!("s3://{bucket}/{}", support::unique_prefix("badcreds"));
     let storage = Storage::open(&location, &options).unwrap();
-    for e in [
-        storage.check_reachable().await.unwrap_err(),
-        storage.read("config").await.unwrap_err(),
-        storage.write("config", Bytes::from_static(b"x")).await.unwrap_err(),
-    ] {
+    for e in check_read_write_errors(&storage).await {
         assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
         let m = e.message();
         assert!(m.contains("credentials"), "{m}");
@@ -278,27 +294,12 @@ async fn refusing_server(status: u16) -> String {
     endpoint
 }
 
-fn options_for(endpoint: &str) -> StorageOptions {
-    StorageOptions {
-        s3_endpoint: Some(endpoint.to_string()),
-        access_key_id: Some("AKIDEXAMPLE".into()),
-        secret_access_key: Some("wJalrXUtnFEMI-not-a-real-secret".into()),
-        retries: Some(0),
-        timeout: Some(Duration::from_secs(10)),
-        ..Default::default()
-    }
-}
-
 #[tokio::test]
 async fn s3_401_and_403_are_refused_credentials_with_the_hint() {
     for status in [401u16, 403] {
         let endpoint = refusing_server(status).await;
         let storage = Storage::open("s3://bucket/prefix", &options_for(&endpoint)).unwrap();
-        for e in [
-            storage.check_reachable().await.unwrap_err(),
-            storage.read("config").await.unwrap_err(),
-            storage.write("config", Bytes::from_static(b"x")).await.unwrap_err(),
-        ] {
+        for e in check_read_write_errors(&storage).await {
             assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
             let m = e.message();
             assert!(
@@ -342,22 +343,6 @@ fn a_refused_password_with_rust_backtrace_set_is_never_reported_as_a_timeout() {
         assert!(!stderr.contains("timed out") && !stderr.contains("timeout"), "{stderr}");
         assert!(!stderr.to_ascii_lowercase().contains("content-type"), "{stderr}");
     }
-}
-
-#[tokio::test]
-async fn s3_connection_refused_is_unreachable_with_the_hint() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let storage = Storage::open("s3://bucket/prefix", &options_for(&endpoint)).unwrap();
-    let e = storage.write("config", Bytes::from_static(b"x")).await.unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
-    assert_eq!(
-        e.message(),
-        format!("cannot reach {endpoint} for writing config in s3://bucket/prefix: is the server running?")
-    );
 }
 
 #[tokio::test]

@@ -326,22 +326,40 @@ fn a_refused_password_with_rust_backtrace_set_is_never_reported_as_a_timeout() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     for status in [401u16, 403] {
         let endpoint = rt.block_on(refusing_server(status));
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"))
-            .args(["backups", "--repo", "s3://bucket/prefix", "--s3-endpoint", &endpoint])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", "/nonexistent")
-            .env("RUST_BACKTRACE", "1")
-            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-not-a-real-secret")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(6), "{stderr}");
-        assert!(stderr.contains("S3 refused the credentials for s3://bucket/prefix"), "{stderr}");
-        assert!(stderr.contains("check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"), "{stderr}");
-        assert!(!stderr.contains("timed out") && !stderr.contains("timeout"), "{stderr}");
-        assert!(!stderr.to_ascii_lowercase().contains("content-type"), "{stderr}");
+        let mut cases = vec![(
+            "s3://bucket/prefix".to_string(),
+            "S3 refused the credentials for s3://bucket/prefix",
+            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+        )];
+        // WebDAV only for 401: OpenDAL retries a WebDAV 403 (owncloud answers it for a
+        // locked file), which would make this test sit out the whole backoff.
+        if cfg!(feature = "webdav") && status == 401 {
+            let host = endpoint.trim_start_matches("http://");
+            cases.push((
+                format!("webdav://bob:wrong-password@{host}/repo"),
+                "the WebDAV server refused the credentials for webdav://bob:***@",
+                "check the user and password in the location",
+            ));
+        }
+        for (location, refused, hint) in cases {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"))
+                .args(["backups", "--repo", &location, "--s3-endpoint", &endpoint])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", "/nonexistent")
+                .env("RUST_BACKTRACE", "1")
+                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+                .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-not-a-real-secret")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(6), "{stderr}");
+            assert!(stderr.contains(refused), "{stderr}");
+            assert!(stderr.contains(hint), "{stderr}");
+            assert!(!stderr.contains("timed out") && !stderr.contains("timeout"), "{stderr}");
+            assert!(!stderr.to_ascii_lowercase().contains("content-type"), "{stderr}");
+            assert!(!stderr.contains("wrong-password"), "{stderr}");
+        }
     }
 }
 

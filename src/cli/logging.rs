@@ -66,7 +66,7 @@ pub fn init(verbose: u8) {
         .with_filter(filter.and(cap));
     tracing_subscriber::registry().with(layer).init();
     std::panic::set_hook(Box::new(|info| {
-        let mut text = format!("qvault panicked: {info}\n");
+        let mut text = format!("qvault: {info}\n");
         let backtrace = std::backtrace::Backtrace::capture();
         if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
             text.push_str(&format!("{backtrace}\n"));

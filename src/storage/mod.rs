@@ -11,6 +11,10 @@
 //! - `delete` of a missing object succeeds, so interrupted prunes can simply be rerun.
 //! - A filesystem repository directory is never created by `open` or by reads, so a mistyped
 //!   path shows up as NotFound instead of an empty repository appearing somewhere.
+//!
+//! Rooms: `location` parses locations, `builders` makes each backend's operator, `errors`
+//! turns OpenDAL errors into ours (and words retry warnings), `fs` holds the filesystem's
+//! own directory handling and atomic writes.
 
 mod builders;
 mod errors;

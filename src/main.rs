@@ -22,20 +22,12 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-}
-
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let file = cli::config_file::load(&cli.global)?;
     cli::config_file::apply(&mut cli.global, file);
+    if let Some(secret) = &cli.global.s3_secret_access_key {
+        cli::logging::register_secret(secret);
+    }
     let g = &cli.global;
     match &cli.command {
         Command::Init(args) => cli::init::run(g, args).await,
@@ -72,7 +64,7 @@ fn error_text(error: &anyhow::Error) -> String {
 fn main() -> ExitCode {
     qvault::alloc::bound_retained_memory();
     let cli = Cli::parse();
-    init_logging(cli.global.verbose);
+    cli::logging::init(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -176,6 +176,27 @@ async fn fs_location_that_is_a_file_is_refused() {
     assert!(e.message().contains("not a directory"), "{e}");
 }
 
+/// S3 options for a local test server: dummy credentials, no retries.
+fn options_for(endpoint: &str) -> StorageOptions {
+    StorageOptions {
+        s3_endpoint: Some(endpoint.to_string()),
+        access_key_id: Some("AKIDEXAMPLE".into()),
+        secret_access_key: Some("wJalrXUtnFEMI-not-a-real-secret".into()),
+        retries: Some(0),
+        timeout: Some(Duration::from_secs(10)),
+        ..Default::default()
+    }
+}
+
+/// The errors of one check, one read and one write, in that order.
+async fn check_read_write_errors(storage: &Storage) -> [qvault::Error; 3] {
+    [
+        storage.check_reachable().await.unwrap_err(),
+        storage.read("config").await.unwrap_err(),
+        storage.write("config", Bytes::from_static(b"x")).await.unwrap_err(),
+    ]
+}
+
 #[tokio::test]
 async fn s3_unreachable_endpoint_names_it() {
     // A port that nothing listens on: bind, note it, close.
@@ -184,15 +205,7 @@ async fn s3_unreachable_endpoint_names_it() {
         l.local_addr().unwrap().port()
     };
     let endpoint = format!("http://127.0.0.1:{port}");
-    let options = StorageOptions {
-        s3_endpoint: Some(endpoint.clone()),
-        access_key_id: Some("AKIDEXAMPLE".into()),
-        secret_access_key: Some("wJalrXUtnFEMI-not-a-real-secret".into()),
-        retries: Some(0),
-        timeout: Some(Duration::from_secs(10)),
-        ..Default::default()
-    };
-    let storage = Storage::open("s3://bucket/prefix", &options).unwrap();
+    let storage = Storage::open("s3://bucket/prefix", &options_for(&endpoint)).unwrap();
     for e in
         [storage.read("config").await.unwrap_err(), storage.check_reachable().await.unwrap_err()]
     {
@@ -205,6 +218,13 @@ async fn s3_unreachable_endpoint_names_it() {
     }
     let e = storage.read("config").await.unwrap_err();
     assert!(e.message().contains("config"), "{}", e.message());
+    // Connection refused is "cannot reach", with the hint, for writes too.
+    let e = storage.write("config", Bytes::from_static(b"x")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+    assert_eq!(
+        e.message(),
+        format!("cannot reach {endpoint} for writing config in s3://bucket/prefix: is the server running?")
+    );
 }
 
 #[tokio::test]
@@ -216,11 +236,7 @@ async fn s3_wrong_credentials_say_so() {
     options.retries = Some(0);
     let location = format!("s3://{bucket}/{}", support::unique_prefix("badcreds"));
     let storage = Storage::open(&location, &options).unwrap();
-    for e in [
-        storage.check_reachable().await.unwrap_err(),
-        storage.read("config").await.unwrap_err(),
-        storage.write("config", Bytes::from_static(b"x")).await.unwrap_err(),
-    ] {
+    for e in check_read_write_errors(&storage).await {
         assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
         let m = e.message();
         assert!(m.contains("credentials"), "{m}");
@@ -259,4 +275,115 @@ fn location_and_debug_never_show_secrets() {
     assert_eq!(storage.location(), "s3://bucket/p");
     let d = format!("{storage:?} {options:?}");
     assert!(!d.contains("topsecretvalue") && !d.contains("AKIDSECRETISH"), "{d}");
+}
+
+/// An HTTP server on loopback that answers every request with `status` and an S3-style
+/// error body; returns its endpoint URL.
+async fn refusing_server(status: u16) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let code = if status == 401 { "InvalidAccessKeyId" } else { "AccessDenied" };
+    let body = format!("<Error><Code>{code}</Code><Message>no</Message></Error>");
+    let app = axum::Router::new().fallback(move || {
+        let body = body.clone();
+        async move { (axum::http::StatusCode::from_u16(status).unwrap(), body) }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn s3_401_and_403_are_refused_credentials_with_the_hint() {
+    for status in [401u16, 403] {
+        let endpoint = refusing_server(status).await;
+        let storage = Storage::open("s3://bucket/prefix", &options_for(&endpoint)).unwrap();
+        for e in check_read_write_errors(&storage).await {
+            assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+            let m = e.message();
+            assert!(
+                m.contains(&format!(
+                    "S3 refused the credentials for s3://bucket/prefix ({status})"
+                )),
+                "{m}"
+            );
+            assert!(m.contains("check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"), "{m}");
+            assert!(!m.contains("timed out"), "{m}");
+            // The kept cause is short: kind and status, never the response headers.
+            let cause = std::error::Error::source(&e).unwrap().to_string();
+            assert!(cause.contains(&format!("HTTP {status}")), "{cause}");
+            assert!(!cause.contains("content-length") && !cause.contains("headers"), "{cause}");
+        }
+    }
+}
+
+/// The bug: with `RUST_BACKTRACE=1`, OpenDAL's Debug text carries a backtrace whose frames
+/// mention timeouts, and a wrong password was reported as "the server timed out". Run in a
+/// child process so the variable is seen before anything captures a backtrace.
+#[test]
+fn a_refused_password_with_rust_backtrace_set_is_never_reported_as_a_timeout() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for status in [401u16, 403] {
+        let endpoint = rt.block_on(refusing_server(status));
+        let mut cases = vec![(
+            "s3://bucket/prefix".to_string(),
+            "S3 refused the credentials for s3://bucket/prefix",
+            "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY",
+        )];
+        // WebDAV only for 401: OpenDAL retries a WebDAV 403 (owncloud answers it for a
+        // locked file), which would make this test sit out the whole backoff.
+        if cfg!(feature = "webdav") && status == 401 {
+            let host = endpoint.trim_start_matches("http://");
+            cases.push((
+                format!("webdav://bob:wrong-password@{host}/repo"),
+                "the WebDAV server refused the credentials for webdav://bob:***@",
+                "check the user and password in the location",
+            ));
+        }
+        for (location, refused, hint) in cases {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"))
+                .args(["backups", "--repo", &location, "--s3-endpoint", &endpoint])
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", "/nonexistent")
+                .env("RUST_BACKTRACE", "1")
+                .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+                .env("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI-not-a-real-secret")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(6), "{stderr}");
+            assert!(stderr.contains(refused), "{stderr}");
+            assert!(stderr.contains(hint), "{stderr}");
+            assert!(!stderr.contains("timed out") && !stderr.contains("timeout"), "{stderr}");
+            assert!(!stderr.to_ascii_lowercase().contains("content-type"), "{stderr}");
+            assert!(!stderr.contains("wrong-password"), "{stderr}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn s3_server_that_never_answers_times_out() {
+    // Accepts connections and holds them open without a byte of reply.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let mut options = options_for(&endpoint);
+    options.timeout = Some(Duration::from_millis(500));
+    options.io_timeout = Some(Duration::from_millis(500));
+    let storage = Storage::open("s3://bucket/prefix", &options).unwrap();
+    let started = std::time::Instant::now();
+    let e = storage.read("config").await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert_eq!(e.kind(), ErrorKind::Storage, "{e:?}");
+    assert_eq!(
+        e.message(),
+        "S3 timed out while reading config in s3://bucket/prefix; retry, or raise the timeout"
+    );
 }

@@ -50,6 +50,7 @@ pub fn passphrase(prompt: &str) -> Result<Secret<String>> {
         .into());
     }
     let p = rpassword::prompt_password(prompt).context("reading the passphrase")?;
+    super::logging::register_secret(&p);
     Ok(Secret::new(p))
 }
 
@@ -60,8 +61,11 @@ fn read_protected(path: &Path, what: &str) -> Result<Secret<Vec<u8>>> {
     if crypto::is_age_file(&bytes) {
         let pass = passphrase(&format!("Passphrase for {}: ", path.display()))?;
         let label = format!("{what} {}", path.display());
-        return Ok(Secret::new(crypto::passphrase_unwrap(&bytes, &pass, &label)?));
+        let plain = crypto::passphrase_unwrap(&bytes, &pass, &label)?;
+        super::logging::register_key_material(&plain);
+        return Ok(Secret::new(plain));
     }
+    super::logging::register_key_material(&bytes);
     Ok(Secret::new(bytes))
 }
 

@@ -8,6 +8,7 @@ pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod logging;
 pub mod qdrant;
 pub mod repair;
 pub mod restore;

@@ -11,7 +11,14 @@
 //! - `delete` of a missing object succeeds, so interrupted prunes can simply be rerun.
 //! - A filesystem repository directory is never created by `open` or by reads, so a mistyped
 //!   path shows up as NotFound instead of an empty repository appearing somewhere.
+//!
+//! Rooms: `location` parses locations, `builders` makes each backend's operator, `errors`
+//! turns OpenDAL errors into ours (and words retry warnings), `fs` holds the filesystem's
+//! own directory handling and atomic writes.
 
+mod builders;
+mod errors;
+mod fs;
 mod location;
 
 use std::fmt;
@@ -24,8 +31,12 @@ use bytes::Bytes;
 use opendal::layers::{ConcurrentLimitLayer, RetryLayer, TimeoutLayer};
 use opendal::Operator;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
+use errors::{Backend, Op, RetryNote};
+use fs::{FsOp, FS_TMP_DIR};
 use location::Location;
+
+pub use errors::BackendError;
 
 /// Default number of retries of a failed operation (with exponential backoff and jitter).
 const DEFAULT_RETRIES: usize = 5;
@@ -35,9 +46,6 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default number of operations in flight against the backend.
 const DEFAULT_CONCURRENCY: usize = 16;
-/// Directory inside a filesystem repository for files being written; they are renamed into
-/// place when complete. `list` hides it.
-const FS_TMP_DIR: &str = ".qvault-tmp";
 
 /// How to reach a backend. Values left `None` fall back to the environment, then to defaults.
 #[derive(Clone, Default)]
@@ -85,56 +93,6 @@ pub struct ObjectInfo {
     pub size: u64,
 }
 
-/// Which service a [`Storage`] talks to; chooses the wording of error messages.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Backend {
-    Memory,
-    Fs,
-    S3,
-    #[cfg_attr(not(feature = "azure"), allow(dead_code))]
-    Azblob,
-    #[cfg_attr(not(feature = "gcs"), allow(dead_code))]
-    Gcs,
-    #[cfg_attr(not(feature = "webdav"), allow(dead_code))]
-    Webdav,
-    #[cfg_attr(not(feature = "sftp"), allow(dead_code))]
-    Sftp,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Memory => "memory storage",
-            Backend::Fs => "the filesystem",
-            Backend::S3 => "S3",
-            Backend::Azblob => "Azure Blob Storage",
-            Backend::Gcs => "Google Cloud Storage",
-            Backend::Webdav => "the WebDAV server",
-            Backend::Sftp => "the SFTP server",
-        }
-    }
-
-    /// What to check when the backend refuses access.
-    fn credentials_hint(self) -> &'static str {
-        match self {
-            Backend::Memory => "this should not happen with memory storage",
-            Backend::Fs => "check the permissions of the repository directory",
-            Backend::S3 => {
-                "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or the access key options) \
-                 and that the key may use this bucket"
-            }
-            Backend::Azblob => {
-                "check AZURE_STORAGE_ACCOUNT/AZURE_STORAGE_KEY and the container's access policy"
-            }
-            Backend::Gcs => {
-                "check GOOGLE_APPLICATION_CREDENTIALS and the service account's bucket roles"
-            }
-            Backend::Webdav => "check the user and password in the location",
-            Backend::Sftp => "check the SSH user and key (ssh-agent or ~/.ssh/config)",
-        }
-    }
-}
-
 /// A repository's storage. Cheap to clone: clones share the operator and its limits.
 #[derive(Clone)]
 pub struct Storage {
@@ -156,13 +114,6 @@ enum Ops {
     /// A filesystem repository. OpenDAL's fs builder creates its root directory, so the
     /// operator is built only once the directory exists (or a write asks for it).
     Fs { root: PathBuf, settings: Settings, built: Mutex<Option<FsOp>> },
-}
-
-#[derive(Clone)]
-struct FsOp {
-    op: Operator,
-    /// Canonical root, for `write_new`'s own temp-file-and-link.
-    root: PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -188,7 +139,9 @@ impl Settings {
     /// operation waiting for a permit does not eat into its own timeout.
     fn apply(self, op: Operator) -> Operator {
         op.layer(TimeoutLayer::new().with_timeout(self.timeout).with_io_timeout(self.io_timeout))
-            .layer(RetryLayer::new().with_max_times(self.retries).with_jitter())
+            .layer(
+                RetryLayer::new().with_max_times(self.retries).with_jitter().with_notify(RetryNote),
+            )
             .layer(ConcurrentLimitLayer::new(self.concurrency))
     }
 }
@@ -196,30 +149,6 @@ impl Settings {
 impl fmt::Debug for Storage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Storage").field("location", &self.inner.display).finish()
-    }
-}
-
-/// What an operation was doing, for error messages.
-#[derive(Clone, Copy)]
-enum Op {
-    Read,
-    Write,
-    Stat,
-    List,
-    Delete,
-    Check,
-}
-
-impl Op {
-    fn verb(self) -> &'static str {
-        match self {
-            Op::Read => "reading",
-            Op::Write => "writing",
-            Op::Stat => "looking up",
-            Op::List => "listing",
-            Op::Delete => "deleting",
-            Op::Check => "checking",
-        }
     }
 }
 
@@ -236,19 +165,19 @@ impl Storage {
                 (Backend::Fs, None, Ops::Fs { root, settings, built: Mutex::new(None) })
             }
             Location::S3 { bucket, prefix } => {
-                let (op, endpoint) = build_s3(&display, &bucket, &prefix, options)?;
+                let (op, endpoint) = builders::s3(&display, &bucket, &prefix, options)?;
                 (Backend::S3, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
             Location::Azblob { container, prefix } => {
-                let (op, endpoint) = backends::azblob(&display, &container, &prefix, options)?;
+                let (op, endpoint) = builders::azblob(&display, &container, &prefix, options)?;
                 (Backend::Azblob, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
             Location::Gcs { bucket, prefix } => {
-                let (op, endpoint) = backends::gcs(&display, &bucket, &prefix, options)?;
+                let (op, endpoint) = builders::gcs(&display, &bucket, &prefix, options)?;
                 (Backend::Gcs, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
             Location::Webdav { endpoint, root, user } => {
-                let op = backends::webdav(
+                let op = builders::webdav(
                     &display,
                     &endpoint,
                     &root,
@@ -258,7 +187,7 @@ impl Storage {
                 (Backend::Webdav, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
             Location::Sftp { user, host, port, root } => {
-                let (op, endpoint) = backends::sftp(&display, user.as_deref(), &host, port, &root)?;
+                let (op, endpoint) = builders::sftp(&display, user.as_deref(), &host, port, &root)?;
                 (Backend::Sftp, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
         };
@@ -478,211 +407,6 @@ impl Storage {
             Ops::Fs { .. } => Ok(self.fs_op(create).await?.map(|f| f.op)),
         }
     }
-
-    async fn fs_op(&self, create: bool) -> Result<Option<FsOp>> {
-        let Ops::Fs { root, settings, built } = &self.inner.ops else {
-            return Ok(None);
-        };
-        if let Some(fs) = lock(built).clone() {
-            return Ok(Some(fs));
-        }
-        let display = &self.inner.display;
-        match tokio::fs::metadata(root).await {
-            Ok(meta) if meta.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::new(
-                    ErrorKind::Storage,
-                    format!("repository location {display} is not a directory"),
-                ))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if !create {
-                    return Ok(None);
-                }
-                tokio::fs::create_dir_all(root).await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Storage,
-                        format!("cannot create the repository directory {display}: {e}"),
-                    )
-                    .with_source(e)
-                })?;
-            }
-            Err(e) => {
-                return Err(Error::new(
-                    ErrorKind::Storage,
-                    format!("cannot access the repository directory {display}: {e}"),
-                )
-                .with_source(e))
-            }
-        }
-        let canonical = tokio::fs::canonicalize(root).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Storage,
-                format!("cannot access the repository directory {display}: {e}"),
-            )
-            .with_source(e)
-        })?;
-        let tmp = canonical.join(FS_TMP_DIR);
-        let builder = opendal::services::Fs::default()
-            .root(&canonical.to_string_lossy())
-            .atomic_write_dir(&tmp.to_string_lossy());
-        let op = Operator::new(builder).map_err(|e| {
-            Error::new(
-                ErrorKind::Storage,
-                format!("cannot open the repository directory {display}: {e}"),
-            )
-            .with_source(e)
-        })?;
-        let fs = FsOp { op: settings.apply(op), root: canonical };
-        *lock(built) = Some(fs.clone());
-        Ok(Some(fs))
-    }
-
-    /// Filesystem `write_new`: write a temp file completely, then hard-link it to the final
-    /// name. `link` fails if the name exists, so this is atomic and never exposes a partial
-    /// file, unlike an exists-check followed by a rename.
-    async fn fs_write_new(&self, root: &Path, path: &str, data: Bytes) -> Result<()> {
-        let target = root.join(path);
-        let tmp = root.join(FS_TMP_DIR).join(format!("new-{:016x}", rand::random::<u64>()));
-        let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            use std::io::Write;
-            if let Some(parent) = tmp.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let linked = (|| {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-                f.write_all(&data)?;
-                f.sync_all()?;
-                std::fs::hard_link(&tmp, &target)
-            })();
-            // The temp file is only a staging name; remove it whatever happened.
-            let _ = std::fs::remove_file(&tmp);
-            linked
-        })
-        .await;
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(self.already_exists(path))
-            }
-            Ok(Err(e)) => Err(Error::new(
-                ErrorKind::Storage,
-                format!("writing {path} in {}: {e}", self.inner.display),
-            )
-            .with_source(e)),
-            Err(e) => Err(Error::new(
-                ErrorKind::Storage,
-                format!("writing {path} in {}: the write task failed: {e}", self.inner.display),
-            )),
-        }
-    }
-
-    fn missing_root(&self, path: &str) -> Error {
-        let what = if path.is_empty() { String::new() } else { format!("{path}: ") };
-        Error::not_found(format!(
-            "{what}repository location {} does not exist (no such directory)",
-            self.inner.display
-        ))
-    }
-
-    fn already_exists(&self, path: &str) -> Error {
-        Error::new(
-            ErrorKind::AlreadyExists,
-            format!("{path} already exists in {}", self.inner.display),
-        )
-    }
-
-    /// Turns an OpenDAL error into one that names the location and object and says what to
-    /// do. The OpenDAL error is kept as the source, not in the message: its context lists
-    /// request details that are noise for users.
-    fn map_err(&self, op: Op, path: &str, e: opendal::Error) -> Error {
-        let loc = &self.inner.display;
-        let backend = self.inner.backend;
-        let object =
-            if path.is_empty() || path == "/" { String::new() } else { format!(" {path}") };
-        let what = format!("{}{object} in {loc}", op.verb());
-        let detail = format!("{e:?}").to_ascii_lowercase();
-        let (kind, message) = match e.kind() {
-            // S3 reports a missing bucket as a configuration error; for qvault it means the
-            // repository is not there.
-            _ if detail.contains("nosuchbucket") || detail.contains("containernotfound") => (
-                ErrorKind::NotFound,
-                format!(
-                    "{} says the bucket or container of {loc} does not exist (while {}{object}): \
-                     create it first or check the name",
-                    backend.name(),
-                    op.verb()
-                ),
-            ),
-            // A range read past the end of an object: the index promised bytes that are not
-            // there, so the object is damaged or truncated.
-            _ if detail.contains("too little data") => (
-                ErrorKind::Corrupt,
-                format!("{}is shorter than the requested range in {loc}", trail(path)),
-            ),
-            opendal::ErrorKind::NotFound => match op {
-                Op::Check | Op::List if backend != Backend::Fs => (
-                    ErrorKind::NotFound,
-                    format!(
-                        "{} says {loc} does not exist: create the bucket or container first",
-                        backend.name()
-                    ),
-                ),
-                _ => (ErrorKind::NotFound, format!("{}not found in {loc}", trail(path))),
-            },
-            opendal::ErrorKind::PermissionDenied => {
-                let status = if detail.contains("403") { " (403)" } else { "" };
-                (
-                    ErrorKind::Storage,
-                    format!(
-                        "{} refused the credentials for {loc}{status} while {}{object}: {}",
-                        backend.name(),
-                        op.verb(),
-                        backend.credentials_hint()
-                    ),
-                )
-            }
-            _ if is_connection_failure(&detail) => {
-                let endpoint = self.inner.endpoint.as_deref().unwrap_or("the server");
-                (
-                    ErrorKind::Storage,
-                    format!("cannot reach {endpoint} for {what}: is the server running?"),
-                )
-            }
-            _ if detail.contains("credential") => (
-                ErrorKind::Storage,
-                format!(
-                    "no usable credentials for {loc} while {}{object}: {}",
-                    op.verb(),
-                    backend.credentials_hint()
-                ),
-            ),
-            _ if detail.contains("timeout") || detail.contains("timed out") => (
-                ErrorKind::Storage,
-                format!("{} timed out while {what}; retry, or raise the timeout", backend.name()),
-            ),
-            opendal::ErrorKind::RangeNotSatisfied => (
-                ErrorKind::Corrupt,
-                format!("{}is shorter than the requested range in {loc}", trail(path)),
-            ),
-            opendal::ErrorKind::RateLimited => (
-                ErrorKind::Storage,
-                format!(
-                    "{} kept rate-limiting requests while {what}; retry later or lower the \
-                     concurrency",
-                    backend.name()
-                ),
-            ),
-            other => (
-                ErrorKind::Storage,
-                format!("{} failed while {what}: {other}: {}", backend.name(), e.message()),
-            ),
-        };
-        Error::new(kind, message).with_source(e)
-    }
 }
 
 /// The memory service's builder has no failure path (it only normalises its root), so the
@@ -690,26 +414,6 @@ impl Storage {
 #[allow(clippy::expect_used)]
 fn memory_operator() -> Operator {
     Operator::new(opendal::services::Memory::default()).expect("the memory service always builds")
-}
-
-/// `"path: "` or nothing, to start a message about an object.
-fn trail(path: &str) -> String {
-    if path.is_empty() {
-        String::new()
-    } else {
-        format!("{path} ")
-    }
-}
-
-/// Whether an error (in lowercase Debug form, which includes the source chain) says the
-/// server could not be connected to at all.
-fn is_connection_failure(detail: &str) -> bool {
-    detail.contains("connection refused")
-        || detail.contains("tcp connect error")
-        || detail.contains("error trying to connect")
-        || detail.contains("dns error")
-        || detail.contains("failed to lookup address")
-        || detail.contains("no route to host")
 }
 
 /// Object paths come from qvault itself, but a path escaping the root must never be written.
@@ -726,205 +430,10 @@ fn check_path(display: &str, path: &str) -> Result<()> {
     Ok(())
 }
 
-/// A poisoned lock only means another thread panicked while caching an operator; the
-/// cached value (an `Option<FsOp>`) is still consistent, so keep using it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// S3: endpoint, region and credentials from options, then the environment.
-fn build_s3(
-    display: &str,
-    bucket: &str,
-    prefix: &str,
-    options: &StorageOptions,
-) -> Result<(Operator, String)> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let region = options.s3_region.clone().or_else(|| env("AWS_REGION")).unwrap_or_else(|| {
-        // S3-compatible servers ignore the region but signatures need one.
-        "us-east-1".to_string()
-    });
-    let endpoint = options.s3_endpoint.clone().or_else(|| env("AWS_ENDPOINT_URL"));
-    let mut builder = opendal::services::S3::default()
-        .bucket(bucket)
-        .root(prefix)
-        .region(&region)
-        // Never query the EC2 instance metadata service: off EC2 it only adds a long
-        // timeout before a "no credentials" error.
-        .disable_ec2_metadata();
-    if let Some(ep) = &endpoint {
-        builder = builder.endpoint(ep.trim_end_matches('/'));
-    }
-    let key = options.access_key_id.clone().or_else(|| env("AWS_ACCESS_KEY_ID"));
-    let secret = options.secret_access_key.clone().or_else(|| env("AWS_SECRET_ACCESS_KEY"));
-    if let (Some(key), Some(secret)) = (&key, &secret) {
-        builder = builder.access_key_id(key).secret_access_key(secret);
-    }
-    let op = Operator::new(builder).map_err(|e| {
-        Error::invalid_input(format!("cannot configure S3 for {display}: {}", e.message()))
-            .with_source(e)
-    })?;
-    let shown = endpoint
-        .map(|e| e.trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-    Ok((op, shown))
-}
-
-/// Builders for backends behind cargo features; without the feature each returns an
-/// error naming the feature.
-mod backends {
-    #[allow(unused_imports)]
-    use super::{Error, Operator, Result, StorageOptions};
-
-    #[allow(dead_code)]
-    fn not_built(display: &str, what: &str, feature: &str) -> Error {
-        Error::invalid_input(format!(
-            "repository location {display}: {what} support is not in this build; rebuild \
-             qvault with `cargo install qvault --features {feature}`"
-        ))
-    }
-
-    #[allow(dead_code)]
-    fn config_err(display: &str, what: &str, e: opendal::Error) -> Error {
-        Error::invalid_input(format!("cannot configure {what} for {display}: {}", e.message()))
-            .with_source(e)
-    }
-
-    #[allow(dead_code)]
-    fn env(k: &str) -> Option<String> {
-        std::env::var(k).ok().filter(|v| !v.is_empty())
-    }
-
-    #[cfg(feature = "azure")]
-    pub(super) fn azblob(
-        display: &str,
-        container: &str,
-        prefix: &str,
-        options: &StorageOptions,
-    ) -> Result<(Operator, String)> {
-        let account = options.access_key_id.clone().or_else(|| env("AZURE_STORAGE_ACCOUNT"));
-        let key = options.secret_access_key.clone().or_else(|| env("AZURE_STORAGE_KEY"));
-        let endpoint = env("AZURE_STORAGE_ENDPOINT")
-            .or_else(|| account.as_ref().map(|a| format!("https://{a}.blob.core.windows.net")));
-        let Some(endpoint) = endpoint else {
-            return Err(Error::invalid_input(format!(
-                "repository location {display}: set AZURE_STORAGE_ACCOUNT (and \
-                 AZURE_STORAGE_KEY) or AZURE_STORAGE_ENDPOINT"
-            )));
-        };
-        let mut b = opendal::services::Azblob::default()
-            .container(container)
-            .root(prefix)
-            .endpoint(&endpoint);
-        if let Some(a) = &account {
-            b = b.account_name(a);
-        }
-        if let Some(k) = &key {
-            b = b.account_key(k);
-        }
-        let op = Operator::new(b).map_err(|e| config_err(display, "Azure Blob Storage", e))?;
-        Ok((op, endpoint))
-    }
-
-    #[cfg(not(feature = "azure"))]
-    pub(super) fn azblob(
-        display: &str,
-        _: &str,
-        _: &str,
-        _: &StorageOptions,
-    ) -> Result<(Operator, String)> {
-        Err(not_built(display, "Azure Blob Storage", "azure"))
-    }
-
-    #[cfg(feature = "gcs")]
-    pub(super) fn gcs(
-        display: &str,
-        bucket: &str,
-        prefix: &str,
-        _options: &StorageOptions,
-    ) -> Result<(Operator, String)> {
-        let mut b = opendal::services::Gcs::default().bucket(bucket).root(prefix);
-        if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
-            b = b.credential_path(&path);
-        }
-        let op = Operator::new(b).map_err(|e| config_err(display, "Google Cloud Storage", e))?;
-        Ok((op, "https://storage.googleapis.com".to_string()))
-    }
-
-    #[cfg(not(feature = "gcs"))]
-    pub(super) fn gcs(
-        display: &str,
-        _: &str,
-        _: &str,
-        _: &StorageOptions,
-    ) -> Result<(Operator, String)> {
-        Err(not_built(display, "Google Cloud Storage", "gcs"))
-    }
-
-    #[cfg(feature = "webdav")]
-    pub(super) fn webdav(
-        display: &str,
-        endpoint: &str,
-        root: &str,
-        user: Option<&str>,
-        password: Option<&str>,
-    ) -> Result<Operator> {
-        let mut b = opendal::services::Webdav::default().endpoint(endpoint).root(root);
-        if let Some(u) = user {
-            b = b.username(u);
-        }
-        if let Some(p) = password {
-            b = b.password(p);
-        }
-        Operator::new(b).map_err(|e| config_err(display, "WebDAV", e))
-    }
-
-    #[cfg(not(feature = "webdav"))]
-    pub(super) fn webdav(
-        display: &str,
-        _: &str,
-        _: &str,
-        _: Option<&str>,
-        _: Option<&str>,
-    ) -> Result<Operator> {
-        Err(not_built(display, "WebDAV", "webdav"))
-    }
-
-    #[cfg(feature = "sftp")]
-    pub(super) fn sftp(
-        display: &str,
-        user: Option<&str>,
-        host: &str,
-        port: Option<u16>,
-        root: &str,
-    ) -> Result<(Operator, String)> {
-        let endpoint = match port {
-            Some(p) => format!("ssh://{host}:{p}"),
-            None => format!("ssh://{host}"),
-        };
-        let mut b = opendal::services::Sftp::default().endpoint(&endpoint).root(root);
-        if let Some(u) = user {
-            b = b.user(u);
-        }
-        let op = Operator::new(b).map_err(|e| config_err(display, "SFTP", e))?;
-        Ok((op, endpoint))
-    }
-
-    #[cfg(not(feature = "sftp"))]
-    pub(super) fn sftp(
-        display: &str,
-        _: Option<&str>,
-        _: &str,
-        _: Option<u16>,
-        _: &str,
-    ) -> Result<(Operator, String)> {
-        Err(not_built(display, "SFTP", "sftp"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn options_debug_redacts_secrets() {

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use qvault::backup::{backup, BackupOptions, OnChange, StreamSource};
 use qvault::format::manifest::StreamKind;

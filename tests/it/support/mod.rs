@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests.
 #![allow(dead_code)]
 
+pub mod fake_qdrant;
+
 use age::secrecy::ExposeSecret;
 use age::x25519;
 use qvault::backup::{BackupSummary, StreamSource};

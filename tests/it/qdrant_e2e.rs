@@ -3,9 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/fake_qdrant.rs"]
-mod fake_qdrant;
-mod support;
+use crate::support;
+use crate::support::fake_qdrant;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use qvault::format::config::ChunkerConfig;
 use qvault::index::sync::index_unlisted_packs;

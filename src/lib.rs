@@ -13,6 +13,7 @@ pub mod id;
 pub mod index;
 pub mod qdrant;
 pub(crate) mod redact;
+pub mod refs;
 pub mod repair;
 pub mod repo;
 pub mod restore;

@@ -19,7 +19,6 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod storage;
-pub mod synth;
 pub mod trust;
 pub mod verify;
 

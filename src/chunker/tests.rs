@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use super::tar_scan::TarScanner;
 use super::*;
 use crate::error::ErrorKind;
-use crate::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 
 const SEED: u64 = 0x5176_6175_6c74;
 

@@ -26,7 +26,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every verb takes; `--help` shows them after the verb's own, under their own
+/// heading.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: a path, or s3://bucket/prefix (azblob://, gcs://, webdav://, sftp:// with
     /// the matching cargo feature).

@@ -355,6 +355,22 @@ async fn an_unknown_compression_algorithm_asks_for_a_newer_qvault() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_chunker_normalization_this_qvault_does_not_implement_is_refused() {
+    let fixture = Fixture::new(Storage::memory(), None).await;
+    let config = fixture.storage.read("config").await.unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    value["chunker"]["normalization"] = serde_json::json!(2);
+    fixture.storage.write("config", serde_json::to_vec(&value).unwrap().into()).await.unwrap();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
+    assert_eq!(
+        err.to_string(),
+        "the repository at memory:// uses FastCDC normalization level 2, this qvault implements \
+         only level 1: use a newer qvault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_recipient_slipped_into_the_config_is_detected() {
     let fixture = Fixture::new(Storage::memory(), None).await;
     let config = fixture.storage.read("config").await.unwrap();

@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod common;
 pub mod config_file;
+pub mod docs;
 pub mod forget;
 pub mod index;
 pub mod init;
@@ -107,6 +108,10 @@ pub enum Command {
     Repair(repair::RepairCommand),
     /// Forget backups by a retention policy (or by id): removes their manifests only.
     Forget(forget::ForgetArgs),
+    /// Print a shell completion script (bash, zsh, fish, …) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Write man pages (qvault.1 and one per verb) into a directory.
+    Man(docs::ManArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

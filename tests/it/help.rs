@@ -81,3 +81,28 @@ fn every_help_page_matches_its_pinned_text_and_lists_global_options_last() {
     stale.sort();
     assert!(stale.is_empty(), "help pages of commands that no longer exist: {stale:?}");
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_same_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_qvault"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {}", String::from_utf8_lossy(&out.stderr));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("keep-last") && script.contains("from-command"), "{shell}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_qvault"))
+        .args(["man", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let page = std::fs::read_to_string(dir.path().join("qvault-backup.1")).unwrap();
+    assert!(page.contains("from\\-command"), "{page}");
+    assert!(dir.path().join("qvault.1").exists());
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_qvault")).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}

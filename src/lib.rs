@@ -69,7 +69,7 @@ pub mod format;
 pub mod id;
 pub mod index;
 pub mod qdrant;
-pub(crate) mod redact;
+pub mod redact;
 pub mod refs;
 pub mod repair;
 pub mod repo;

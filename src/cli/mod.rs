@@ -10,6 +10,7 @@ pub mod init;
 pub mod key;
 pub mod list;
 pub mod logging;
+pub mod notify;
 pub mod qdrant;
 pub mod repair;
 pub mod restore;
@@ -74,6 +75,18 @@ pub struct GlobalArgs {
     /// No progress or informational output on stderr.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// POST a JSON summary to this URL when the command fails (a webhook for alerts).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "QVAULT_NOTIFY_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub notify: Option<String>,
+    /// With --notify: also when the command succeeds.
+    #[arg(long, requires = "notify", global = true)]
+    pub notify_always: bool,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -10,6 +10,7 @@ mod dirtar;
 mod forget;
 mod golden;
 mod help;
+mod notify;
 mod qdrant_client;
 mod qdrant_e2e;
 mod repository;

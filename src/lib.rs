@@ -73,6 +73,7 @@ pub mod redact;
 pub mod refs;
 pub mod repair;
 pub mod repo;
+pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod storage;

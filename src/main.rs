@@ -41,6 +41,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cli::verify::run(g, args).await,
         Command::Repair(command) => cli::repair::run(g, command).await,
         Command::Forget(args) => cli::forget::run(g, args).await,
+        Command::Report(args) => cli::report::run(g, args).await,
         Command::Completions(args) => cli::docs::completions(args),
         Command::Man(args) => cli::docs::man(g, args),
     }

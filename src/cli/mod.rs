@@ -13,6 +13,7 @@ pub mod logging;
 pub mod notify;
 pub mod qdrant;
 pub mod repair;
+pub mod report;
 pub mod restore;
 pub mod verify;
 
@@ -121,6 +122,9 @@ pub enum Command {
     Repair(repair::RepairCommand),
     /// Forget backups by a retention policy (or by id): removes their manifests only.
     Forget(forget::ForgetArgs),
+    /// The repository at a glance: per group, what each backup stored and added, freshness;
+    /// `--html FILE` writes one self-contained page.
+    Report(report::ReportArgs),
     /// Print a shell completion script (bash, zsh, fish, …) on stdout.
     Completions(docs::CompletionsArgs),
     /// Write man pages (qvault.1 and one per verb) into a directory.

@@ -13,6 +13,7 @@ mod help;
 mod notify;
 mod qdrant_client;
 mod qdrant_e2e;
+mod report;
 mod repository;
 mod secrets;
 mod sources;

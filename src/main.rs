@@ -42,6 +42,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Repair(command) => cli::repair::run(g, command).await,
         Command::Forget(args) => cli::forget::run(g, args).await,
         Command::Report(args) => cli::report::run(g, args).await,
+        Command::Metrics(args) => cli::metrics::run(g, args).await,
         Command::Completions(args) => cli::docs::completions(args),
         Command::Man(args) => cli::docs::man(g, args),
     }
@@ -81,6 +82,7 @@ fn main() -> ExitCode {
         }
     };
     let notify = cli.global.notify.clone().map(|url| (url, cli.global.notify_always));
+    let metrics = cli.global.metrics_file.clone().map(|path| (path, cli.global.clone()));
     let repository = cli.global.repo.as_deref().map(qvault::redact::url);
     let started = std::time::Instant::now();
     let result = runtime.block_on(run(cli));
@@ -93,6 +95,10 @@ fn main() -> ExitCode {
             (exit_code(e), Some((kind, text)))
         }
     };
+    if let Some((path, global)) = metrics {
+        let took = started.elapsed();
+        runtime.block_on(cli::metrics::write_file(&path, &global, &verb, code, took));
+    }
     if let Some((url, always)) = notify {
         if error.is_some() || always {
             let (error_kind, message) = error.map_or((None, None), |(k, m)| (k, Some(m)));

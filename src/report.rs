@@ -239,3 +239,86 @@ fn age_text(seconds: i64) -> String {
         s => format!("{} days", s / 86_400),
     }
 }
+
+/// The report in Prometheus text format (for node_exporter's textfile collector): per group
+/// the latest backup's time, duration and bytes, and the repository's totals. Names follow
+/// Prometheus conventions, units in the name.
+pub fn prometheus(report: &Report) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let repo = label_value(&crate::redact::url(&report.repository));
+    let per_group = |f: &dyn Fn(&ReportBackup) -> f64| -> Vec<(String, f64)> {
+        report
+            .groups
+            .iter()
+            .filter_map(|g| {
+                let latest = g.backups.last()?;
+                Some((
+                    // `field:value` words: some text-format parsers split label values on `=`.
+                    format!(
+                        "{{repository=\"{repo}\",group=\"{}\"}}",
+                        label_value(&g.key.replace('=', ":"))
+                    ),
+                    f(latest),
+                ))
+            })
+            .collect()
+    };
+    let time = |b: &ReportBackup| {
+        b.time.parse::<jiff::Timestamp>().map(|t| t.as_second() as f64).unwrap_or(f64::NAN)
+    };
+    family(
+        "qvault_backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the group's latest backup started (Unix time).",
+        per_group(&time),
+    );
+    family(
+        "qvault_backup_last_duration_seconds",
+        "gauge",
+        "How long the group's latest backup took.",
+        per_group(&|b| b.duration_seconds),
+    );
+    family(
+        "qvault_backup_last_size_bytes",
+        "gauge",
+        "Bytes in the streams of the group's latest backup.",
+        per_group(&|b| b.bytes as f64),
+    );
+    family(
+        "qvault_backup_last_added_bytes",
+        "gauge",
+        "Bytes the group's latest backup added to the repository.",
+        per_group(&|b| b.bytes_added as f64),
+    );
+    let total = format!("{{repository=\"{repo}\"}}");
+    family(
+        "qvault_repository_backups",
+        "gauge",
+        "Backups in the repository.",
+        vec![(total.clone(), report.backups as f64)],
+    );
+    family(
+        "qvault_repository_stored_bytes",
+        "gauge",
+        "Bytes the backups added to the repository (before prune).",
+        vec![(total.clone(), report.stored_bytes as f64)],
+    );
+    family(
+        "qvault_repository_original_bytes",
+        "gauge",
+        "Bytes in all backups' streams, before dedup and compression.",
+        vec![(total, report.original_bytes as f64)],
+    );
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

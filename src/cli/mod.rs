@@ -10,6 +10,7 @@ pub mod init;
 pub mod key;
 pub mod list;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod qdrant;
 pub mod repair;
@@ -88,6 +89,11 @@ pub struct GlobalArgs {
     /// With --notify: also when the command succeeds.
     #[arg(long, requires = "notify", global = true)]
     pub notify_always: bool,
+    /// After the command, write Prometheus metrics (the command's exit code and duration,
+    /// the repository's per group) to this file atomically, for node_exporter's textfile
+    /// collector.
+    #[arg(long, value_name = "PATH", env = "QVAULT_METRICS_FILE", global = true)]
+    pub metrics_file: Option<PathBuf>,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -125,6 +131,9 @@ pub enum Command {
     /// The repository at a glance: per group, what each backup stored and added, freshness;
     /// `--html FILE` writes one self-contained page.
     Report(report::ReportArgs),
+    /// Print Prometheus metrics of the repository (per group: latest backup time, duration,
+    /// bytes; totals).
+    Metrics(metrics::MetricsArgs),
     /// Print a shell completion script (bash, zsh, fish, …) on stdout.
     Completions(docs::CompletionsArgs),
     /// Write man pages (qvault.1 and one per verb) into a directory.

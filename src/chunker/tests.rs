@@ -1,3 +1,8 @@
+//! The chunker's tests: cut-point properties (proptest), tar-awareness on every tar dialect
+//! Qdrant and GNU tar write (ustar, GNU long names, pax, old-GNU sparse, nested segment tars),
+//! and dedup on real and synthetic snapshot series. Longer than 600 lines on purpose: each
+//! dialect needs its own hand-built tar and its own assertions.
+
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Cursor, Read};
 

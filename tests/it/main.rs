@@ -7,6 +7,7 @@ mod support;
 
 mod cli;
 mod dirtar;
+mod dirtree;
 mod forget;
 mod golden;
 mod qdrant_client;

@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod dirtar;
 mod dirtree;
+mod faults;
 mod forget;
 mod golden;
 mod qdrant_client;

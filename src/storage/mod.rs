@@ -39,6 +39,7 @@ use location::Location;
 
 pub use errors::BackendError;
 pub use faults::FaultPlan;
+pub use fs::{StaleTemporaries, STALE_TMP_AGE};
 
 /// Default number of retries of a failed operation (with exponential backoff and jitter).
 const DEFAULT_RETRIES: usize = 5;

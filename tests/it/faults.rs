@@ -225,3 +225,27 @@ async fn a_killed_backup_leaves_a_clean_repository_and_the_rerun_reuses_its_pack
     }
     assert!(killed >= 30, "only {killed} runs were killed");
 }
+
+/// A partial object a killed run left in a filesystem repository's `.qvault-tmp/` is
+/// removed by the next backup once it is over an hour old; a fresh one (maybe another
+/// host's write in progress) stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_temporary_files_are_removed_at_backup_start() {
+    let repo = TestRepo::new(None).await;
+    let tmp = repo.location().join(".qvault-tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let old = tmp.join("data-partial-old");
+    let fresh = tmp.join("data-partial-fresh");
+    std::fs::write(&old, vec![7u8; 5000]).unwrap();
+    std::fs::write(&fresh, vec![7u8; 3000]).unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(two_hours_ago).unwrap();
+    let opened = repo.open().await;
+    support::backup_bytes(&opened, "f", pseudo_random(10_000, 1)).await;
+    assert!(!old.exists(), "an old partial object is removed");
+    assert!(fresh.exists(), "a fresh temporary file is left alone");
+    let again = repo.storage().remove_stale_temporaries(qvault::storage::STALE_TMP_AGE).await;
+    assert_eq!(again.unwrap(), qvault::storage::StaleTemporaries::default());
+    let all = repo.storage().remove_stale_temporaries(Duration::ZERO).await.unwrap();
+    assert_eq!(all, qvault::storage::StaleTemporaries { files: 1, bytes: 3000 });
+}

@@ -117,6 +117,11 @@ pub(super) fn extract<R: Read>(reader: R, dest: &Path) -> Result<u64> {
     // Deepest first: a read-only directory is closed only after everything under it.
     pending.sort_by_key(|d| std::cmp::Reverse(d.path.components().count()));
     for dir in &pending {
+        // A later entry may have replaced the directory (by a symlink, say): chmod would
+        // follow it out of the tree.
+        if !fs::symlink_metadata(&dir.path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         let what =
             |e: io::Error| Error::io(format!("setting the mode of {}", dir.path.display()), e);
         set_path_mode(&dir.path, dir.mode).map_err(what)?;

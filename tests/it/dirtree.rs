@@ -362,3 +362,30 @@ async fn file_and_directory_modes_round_trip() {
     }
     assert_eq!(mode_of(&out.join("private")), 0o700);
 }
+
+/// A directory entry later replaced by a symlink to outside: the directory's mode, applied
+/// at the end, must not be applied through the link.
+#[test]
+fn a_directory_mode_is_never_applied_through_a_later_link() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    chmod(&outside, 0o700);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_data(&mut h, "d", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "d", &outside).unwrap();
+    let out = tmp.path().join("out");
+    let mut extractor = DirExtractor::new(&out).unwrap();
+    extractor.write_all(&b.into_inner().unwrap()).unwrap();
+    extractor.finish().unwrap();
+    assert_eq!(std::fs::read_link(out.join("d")).unwrap(), outside);
+    assert_eq!(mode_of(&outside), 0o700, "the outside directory's mode is untouched");
+}

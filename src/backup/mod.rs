@@ -228,6 +228,13 @@ pub async fn backup_from<S: StreamSources>(
     let time = now_rfc3339();
     // Reuse what an interrupted run uploaded; never dedup against a pack that is gone.
     crate::index::sync::reconcile_packs(repo).await?;
+    match repo.storage().remove_stale_temporaries(crate::storage::STALE_TMP_AGE).await {
+        Ok(r) if r.files > 0 => {
+            tracing::info!(files = r.files, bytes = r.bytes, "removed stale temporary files");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     let workers = options
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))

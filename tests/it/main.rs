@@ -7,6 +7,8 @@ mod support;
 
 mod cli;
 mod dirtar;
+mod dirtree;
+mod faults;
 mod forget;
 mod golden;
 mod help;

@@ -160,7 +160,7 @@ async fn a_sparse_file_stays_sparse() {
     f.set_len(SIZE).unwrap();
     use std::io::{Seek, SeekFrom};
     f.seek(SeekFrom::Start(100 << 20)).unwrap();
-    let data = qvault::synth::pseudo_random(4096, 7);
+    let data = qvault_synth::pseudo_random(4096, 7);
     f.write_all(&data).unwrap();
     drop(f);
     let src_blocks = std::fs::metadata(&path).unwrap().blocks();
@@ -267,7 +267,7 @@ async fn hard_links_restore_as_one_file() {
     let src = tmp.path().join("storage");
     std::fs::create_dir_all(src.join("a")).unwrap();
     std::fs::create_dir_all(src.join("b")).unwrap();
-    std::fs::write(src.join("a/data"), qvault::synth::pseudo_random(100_000, 3)).unwrap();
+    std::fs::write(src.join("a/data"), qvault_synth::pseudo_random(100_000, 3)).unwrap();
     std::fs::hard_link(src.join("a/data"), src.join("b/same")).unwrap();
     let out = round_trip(&src).await;
     let (a, b) = (

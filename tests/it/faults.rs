@@ -11,9 +11,9 @@ use age::secrecy::ExposeSecret;
 use qvault::format::config::ChunkerConfig;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::storage::{FaultPlan, Storage};
-use qvault::synth::pseudo_random;
 use qvault::verify::{verify, VerifyOptions};
 use qvault::ErrorKind;
+use qvault_synth::pseudo_random;
 use support::TestRepo;
 
 /// Small chunks and packs, so a megabyte makes a few dozen packs and index files.

@@ -4,6 +4,7 @@ pub mod alloc;
 pub mod backup;
 pub mod chunker;
 pub mod codec;
+pub mod copy;
 pub mod crypto;
 pub mod digest;
 pub mod dirtar;

@@ -41,6 +41,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cli::verify::run(g, args).await,
         Command::Repair(command) => cli::repair::run(g, command).await,
         Command::Forget(args) => cli::forget::run(g, args).await,
+        Command::Copy(args) => cli::copy::run(g, args).await,
     }
 }
 

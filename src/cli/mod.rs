@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod common;
 pub mod config_file;
+pub mod copy;
 pub mod forget;
 pub mod index;
 pub mod init;
@@ -104,6 +105,9 @@ pub enum Command {
     Repair(repair::RepairCommand),
     /// Forget backups by a retention policy (or by id): removes their manifests only.
     Forget(forget::ForgetArgs),
+    /// Copy backups to a second repository (made with `init --copy-from`): only the chunks
+    /// it lacks; resumable.
+    Copy(copy::CopyArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

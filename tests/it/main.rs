@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod copy;
 mod dirtar;
 mod forget;
 mod golden;

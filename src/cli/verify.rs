@@ -4,7 +4,7 @@ use super::common;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use qvault::verify::{verify, VerifyOptions};
+use qvault::verify::{verify, DataSubset, VerifyOptions};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -12,11 +12,24 @@ pub struct VerifyArgs {
     /// decrypts the whole repository).
     #[arg(long)]
     pub read_data: bool,
+    /// Decrypt and check only part of the packs (needs --identity): `N/T` (part N of T,
+    /// the same packs every time, so T runs cover all: `$(date +%u)/7`), `X%` (a random
+    /// share) or a size (`500M`, `2G`: random packs until that much is read).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = parse_subset)]
+    pub read_data_subset: Option<DataSubset>,
+}
+
+fn parse_subset(s: &str) -> Result<DataSubset, String> {
+    s.parse().map_err(|e: qvault::Error| e.to_string())
 }
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
     let repo = common::open(global).await?;
-    let options = VerifyOptions { read_data: args.read_data, ..Default::default() };
+    let options = VerifyOptions {
+        read_data: args.read_data,
+        read_data_subset: args.read_data_subset.clone(),
+        ..Default::default()
+    };
     let report = verify(&repo, &options).await?;
     if global.json {
         common::print_json(&report)?;
@@ -28,12 +41,25 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
             report.pack_bytes as f64 / (1024.0 * 1024.0),
             if args.read_data {
                 format!(", decrypted and checked {} chunks", report.chunks_read)
+            } else if let Some(subset) = &report.data_subset {
+                format!(
+                    ", decrypted and checked {} chunks in {} packs ({}, subset {subset})",
+                    report.chunks_read,
+                    report.data_packs,
+                    common::human_bytes(report.data_bytes)
+                )
             } else {
                 String::new()
             }
         );
         for problem in &report.problems {
-            println!("PROBLEM {}: {}", problem.object, problem.message);
+            let affects = if problem.backups.is_empty() {
+                String::new()
+            } else {
+                let ids: Vec<String> = problem.backups.iter().map(|b| b.short()).collect();
+                format!(" (affects backups {})", ids.join(", "))
+            };
+            println!("PROBLEM {}: {}{affects}", problem.object, problem.message);
         }
         for (backup, why) in &report.damaged_backups {
             println!("backup {backup} cannot be restored whole: {why}");

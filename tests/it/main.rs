@@ -17,3 +17,4 @@ mod secrets;
 mod sources;
 mod storage;
 mod verify;
+mod verify_tiers;

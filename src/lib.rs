@@ -12,6 +12,7 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod oplog;
 pub mod qdrant;
 pub(crate) mod redact;
 pub mod refs;

@@ -178,7 +178,7 @@ fn join_error(e: tokio::task::JoinError) -> Error {
     Error::new(ErrorKind::Io, format!("a backup worker failed: {e}"))
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())

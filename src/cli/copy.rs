@@ -95,7 +95,9 @@ async fn run_copy(global: &GlobalArgs, args: &CopyArgs) -> Result<CopyReport> {
         tags,
         concurrency: args.concurrency,
     };
-    Ok(copy(&source, &target, &options, args.dry_run).await?)
+    let report = copy(&source, &target, &options, args.dry_run).await?;
+    super::log::note(report.bytes_written, report.copied.keys().copied().collect(), vec![]);
+    Ok(report)
 }
 
 fn print(report: &CopyReport, to: &str) {

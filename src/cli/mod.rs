@@ -9,6 +9,7 @@ pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod log;
 pub mod logging;
 pub mod qdrant;
 pub mod repair;
@@ -108,6 +109,9 @@ pub enum Command {
     /// Copy backups to a second repository (made with `init --copy-from`): only the chunks
     /// it lacks; resumable.
     Copy(copy::CopyArgs),
+    /// The operation log: who backed up, restored, verified, forgot or copied what, when,
+    /// and how it ended.
+    Log(log::LogArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

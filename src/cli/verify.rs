@@ -31,6 +31,11 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
         ..Default::default()
     };
     let report = verify(&repo, &options).await?;
+    super::log::note(
+        report.pack_bytes,
+        repo.backups()?.into_iter().map(|b| b.id).collect(),
+        report.damaged_backups.keys().copied().collect(),
+    );
     if global.json {
         common::print_json(&report)?;
     } else {

@@ -10,6 +10,7 @@ mod copy;
 mod dirtar;
 mod forget;
 mod golden;
+mod oplog;
 mod qdrant_client;
 mod qdrant_e2e;
 mod repository;

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod codec;
 pub mod copy;

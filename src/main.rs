@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 /// Exit codes scripts can rely on (documented in README.md).
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<cli::check::CheckFailed>().is_some() {
+        return 9;
+    }
     let Some(e) = error.downcast_ref::<qvault::Error>() else { return 1 };
     match e.kind() {
         ErrorKind::InvalidInput => 2,
@@ -54,6 +57,7 @@ async fn dispatch(g: &cli::GlobalArgs, command: &Command) -> anyhow::Result<()> 
         Command::Forget(args) => cli::forget::run(g, args).await,
         Command::Copy(args) => cli::copy::run(g, args).await,
         Command::Log(args) => cli::log::run(g, args).await,
+        Command::Check(args) => cli::check::run(g, args).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) in one place; one file per verb, glue only.
 
 pub mod backup;
+pub mod check;
 pub mod common;
 pub mod config_file;
 pub mod copy;
@@ -112,6 +113,9 @@ pub enum Command {
     /// The operation log: who backed up, restored, verified, forgot or copied what, when,
     /// and how it ended.
     Log(log::LogArgs),
+    /// For cron and alerting: per group, the latest backup is recent, its size did not
+    /// jump, and it passed a verify. Exit 9 names the failing groups.
+    Check(check::CheckArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -154,7 +154,7 @@ impl GroupField {
 
 /// A group's key as text, `source=http://qdrant:6333 streams=products`: printed by the
 /// plan, and what the config file's per-group policies are keyed by.
-fn group_key(group_by: &GroupBy, b: &BackupInfo) -> String {
+pub fn group_key(group_by: &GroupBy, b: &BackupInfo) -> String {
     if group_by.0.is_empty() {
         return "all".into();
     }

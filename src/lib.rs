@@ -20,6 +20,7 @@ pub mod refs;
 pub mod repair;
 pub mod repo;
 pub mod restore;
+pub mod restore_test;
 pub mod retention;
 pub mod storage;
 pub mod synth;

@@ -61,6 +61,7 @@ pub fn operation(command: &Command) -> Option<(&'static str, String)> {
         Command::Verify(args) => (
             "verify",
             match (&args.read_data_subset, args.read_data) {
+                _ if args.restore_test => "restore-test".to_string(),
                 (_, true) => "read-data".to_string(),
                 (Some(s), _) => format!("read-data-subset {s}"),
                 (None, false) => "structure".to_string(),

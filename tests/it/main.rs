@@ -15,6 +15,7 @@ mod oplog;
 mod qdrant_client;
 mod qdrant_e2e;
 mod repository;
+mod restore_drill;
 mod secrets;
 mod sources;
 mod storage;

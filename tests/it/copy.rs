@@ -293,3 +293,34 @@ async fn cli_init_copy_from_then_copy_json() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to-key"));
 }
+
+/// A copy killed after its pack uploads but before any index file or manifest: the rerun
+/// indexes the packs it finds unlisted and sends nothing again.
+#[tokio::test]
+async fn a_rerun_after_a_kill_reuses_the_packs_the_killed_copy_uploaded() {
+    let t = TestRepo::new(None).await;
+    let source = t.open().await;
+    let a = backup_bytes(&source, "a.bin", noise(400_000, 41)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("copy");
+    let storage = Storage::open(root.to_str().unwrap(), &Default::default()).unwrap();
+    let (target, _) = make_target(&source, storage.clone()).await;
+    let first = copy(&source, &target, &all(), false).await.unwrap();
+    assert_eq!(first.chunks_copied, a.manifest.summary.chunks);
+    let key = qvault::format::keyfile::decode(target.export_key().unwrap().expose(), "k").unwrap();
+    drop(target);
+    // What a kill between the pack uploads and the index file leaves: packs only.
+    for dir in ["index", "backups"] {
+        std::fs::remove_dir_all(root.join(dir)).unwrap();
+    }
+    let packs_before = storage.list("data").await.unwrap().len();
+    let credentials = Credentials { identities: vec![], key: Some(key) };
+    let target = Repository::open(storage.clone(), credentials, &Cache::InMemory).await.unwrap();
+    assert!(target.backups().unwrap().is_empty());
+    let rerun = copy(&source, &target, &all(), false).await.unwrap();
+    assert_eq!(rerun.chunks_copied, 0, "the uploaded packs were reused");
+    assert_eq!(rerun.copied.len(), 1);
+    assert_eq!(storage.list("data").await.unwrap().len(), packs_before);
+    let report = qvault::verify::verify(&target, &Default::default()).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

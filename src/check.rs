@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::id::BackupId;
 use crate::oplog::{LogEntry, Outcome};
 use crate::repo::Repository;
-use crate::retention::{group_key, BackupInfo, GroupBy, RetentionDuration};
+use crate::retention::{BackupInfo, GroupBy, RetentionDuration};
 use jiff::Timestamp;
 use std::collections::{BTreeMap, HashMap};
 
@@ -109,7 +109,7 @@ pub fn evaluate(
     }
     let mut groups: BTreeMap<String, Vec<&(BackupInfo, u64)>> = BTreeMap::new();
     for b in backups {
-        groups.entry(group_key(&options.group_by, &b.0)).or_default().push(b);
+        groups.entry(options.group_by.key(&b.0)).or_default().push(b);
     }
     let anchor = now.to_zoned(jiff::tz::TimeZone::UTC);
     let mut out = Vec::new();

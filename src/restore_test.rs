@@ -15,7 +15,7 @@ use crate::format::manifest::{StreamKind, StreamRecord};
 use crate::id::BackupId;
 use crate::repo::Repository;
 use crate::restore::{execute, restore_to_file, RestoreOptions, RestorePlan};
-use crate::retention::{group_key, GroupBy};
+use crate::retention::GroupBy;
 use sha2::Digest;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -75,7 +75,7 @@ async fn targets(repo: &Repository, options: &RestoreTestOptions) -> Result<Vec<
     }
     let mut latest: BTreeMap<String, (jiff::Timestamp, BackupId)> = BTreeMap::new();
     for b in crate::retention::load_backups(repo).await? {
-        let key = group_key(&options.group_by, &b);
+        let key = options.group_by.key(&b);
         let newer = latest.get(&key).is_none_or(|(t, id)| (b.time, b.id) > (*t, *id));
         if newer {
             latest.insert(key, (b.time, b.id));

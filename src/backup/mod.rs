@@ -178,7 +178,8 @@ fn join_error(e: tokio::task::JoinError) -> Error {
     Error::new(ErrorKind::Io, format!("a backup worker failed: {e}"))
 }
 
-pub(crate) fn host_name() -> String {
+/// The machine's host name (`/etc/hostname`, else `$HOSTNAME`), as manifests record it.
+pub fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())

@@ -131,7 +131,7 @@ async fn cli_check_exits_9_until_verified_and_names_the_group_whose_size_jumped(
     let t = TestRepo::new(None).await;
     let input = t.dir.path().join("db.bin");
     let backup = |len: usize| {
-        std::fs::write(&input, qvault::synth::pseudo_random(len, len as u64)).unwrap();
+        std::fs::write(&input, qvault_synth::pseudo_random(len, len as u64)).unwrap();
         let out = t.cli().args(["backup", "--file"]).arg(&input).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };

@@ -19,7 +19,7 @@ fn log_json(t: &TestRepo) -> Vec<Value> {
 async fn every_logged_command_appends_a_record_failures_included() {
     let t = TestRepo::new(None).await;
     let input = t.dir.path().join("in.bin");
-    std::fs::write(&input, qvault::synth::pseudo_random(200_000, 3)).unwrap();
+    std::fs::write(&input, qvault_synth::pseudo_random(200_000, 3)).unwrap();
     let out = run(t.cli().args(["--json", "backup", "--name", "db", "--file"]).arg(&input));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id =
@@ -74,7 +74,7 @@ async fn every_logged_command_appends_a_record_failures_included() {
 async fn a_verify_that_finds_damage_records_the_backups_it_failed() {
     let t = TestRepo::new(None).await;
     let repo = t.open().await;
-    let a = backup_bytes(&repo, "a", qvault::synth::pseudo_random(100_000, 1)).await;
+    let a = backup_bytes(&repo, "a", qvault_synth::pseudo_random(100_000, 1)).await;
     let chunk = a.manifest.streams[0].chunks[0];
     let pack = repo.index().locate(&chunk).unwrap().unwrap().pack;
     std::fs::remove_file(t.location().join(qvault::repo::pack_path(&pack))).unwrap();

@@ -5,7 +5,7 @@ use crate::support::{backup_bytes, TestRepo};
 use qvault::backup::{backup, StreamSource};
 use qvault::format::manifest::StreamKind;
 use qvault::restore_test::{restore_test, RestoreTestOptions};
-use qvault::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 use serde_json::Value;
 
 fn make_tree(root: &std::path::Path) {

@@ -7,9 +7,9 @@ use age::x25519;
 use qvault::format::config::ChunkerConfig;
 use qvault::id::PackId;
 use qvault::repo::{InitOptions, Repository};
-use qvault::synth::pseudo_random;
 use qvault::verify::{verify, DataSubset, Inventory, VerifyOptions};
 use qvault::ErrorKind;
+use qvault_synth::pseudo_random;
 use std::collections::HashSet;
 
 fn small_chunks() -> ChunkerConfig {

@@ -59,8 +59,10 @@
 
 pub mod alloc;
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod codec;
+pub mod copy;
 pub mod crypto;
 pub(crate) mod digest;
 pub mod dirtar;
@@ -68,6 +70,7 @@ pub mod error;
 pub mod format;
 pub mod id;
 pub mod index;
+pub mod oplog;
 pub mod qdrant;
 pub mod redact;
 pub mod refs;
@@ -75,6 +78,7 @@ pub mod repair;
 pub mod repo;
 pub mod report;
 pub mod restore;
+pub mod restore_test;
 pub mod retention;
 pub mod storage;
 pub mod trust;

@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 /// Exit codes scripts can rely on (documented in README.md).
 fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<cli::check::CheckFailed>().is_some() {
+        return 9;
+    }
     let Some(e) = error.downcast_ref::<qvault::Error>() else { return 1 };
     match e.kind() {
         ErrorKind::InvalidInput => 2,
@@ -29,7 +32,18 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         cli::logging::register_secret(secret);
     }
     let g = &cli.global;
-    match &cli.command {
+    let logged = cli::log::operation(&cli.command);
+    let record = logged.map(|(op, what)| qvault::oplog::OpRecord::started(op, what));
+    let started = std::time::Instant::now();
+    let result = dispatch(g, &cli.command).await;
+    if let Some(record) = record {
+        cli::log::record(record, started, &result).await;
+    }
+    result
+}
+
+async fn dispatch(g: &cli::GlobalArgs, command: &Command) -> anyhow::Result<()> {
+    match command {
         Command::Init(args) => cli::init::run(g, args).await,
         Command::Key(cmd) => cli::key::run(g, cmd).await,
         Command::Backup(args) => cli::backup::run(g, args).await,
@@ -41,6 +55,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cli::verify::run(g, args).await,
         Command::Repair(command) => cli::repair::run(g, command).await,
         Command::Forget(args) => cli::forget::run(g, args).await,
+        Command::Copy(args) => cli::copy::run(g, args).await,
+        Command::Log(args) => cli::log::run(g, args).await,
+        Command::Check(args) => cli::check::run(g, args).await,
         Command::Report(args) => cli::report::run(g, args).await,
         Command::Metrics(args) => cli::metrics::run(g, args).await,
         Command::Completions(args) => cli::docs::completions(args),
@@ -50,7 +67,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
 
 /// The error and its causes, each said once: `qvault::Error` messages already quote their
 /// source (so a library caller sees it too), and anyhow's `{:#}` would repeat it.
-fn error_text(error: &anyhow::Error) -> String {
+pub(crate) fn error_text(error: &anyhow::Error) -> String {
     let mut text = String::new();
     for cause in error.chain() {
         let cause = cause.to_string();

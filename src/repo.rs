@@ -137,6 +137,28 @@ pub fn format_rfc3339_millis(t: time::OffsetDateTime) -> String {
 impl Repository {
     /// Creates a repository. Refuses a location that already holds one.
     pub async fn init(storage: Storage, options: InitOptions, cache: &Cache) -> Result<Repository> {
+        Self::init_with_key(storage, options, RepositoryKey::generate(), cache).await
+    }
+
+    /// Creates a repository that shares `source`'s master secret (chunk-id key, chunker seed,
+    /// config MAC key), so chunk ids and cut points match: a copy target (`qvault init
+    /// --copy-from`). It still gets its own id, metadata identity and data recipients.
+    pub async fn init_sharing_secret(
+        storage: Storage,
+        options: InitOptions,
+        source: &RepositoryKey,
+        cache: &Cache,
+    ) -> Result<Repository> {
+        let key = RepositoryKey::from_parts(*source.master(), x25519::Identity::generate());
+        Self::init_with_key(storage, options, key, cache).await
+    }
+
+    async fn init_with_key(
+        storage: Storage,
+        options: InitOptions,
+        key: RepositoryKey,
+        cache: &Cache,
+    ) -> Result<Repository> {
         if options.recipients.is_empty() {
             return Err(Error::invalid_input(
                 "a repository needs at least one data recipient (age1…)",
@@ -151,7 +173,6 @@ impl Repository {
                 ),
             ));
         }
-        let key = RepositoryKey::generate();
         let mut id = [0u8; 32];
         rand::Rng::fill(&mut rand::rngs::OsRng, &mut id);
         let id = RepositoryId(id);

@@ -23,10 +23,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// A chunk that is not in the repository yet, compressed.
-pub(super) struct NewBlob {
-    pub(super) id: ChunkId,
-    pub(super) blob: Vec<u8>,
-    pub(super) raw_length: u32,
+pub(crate) struct NewBlob {
+    pub(crate) id: ChunkId,
+    pub(crate) blob: Vec<u8>,
+    pub(crate) raw_length: u32,
 }
 
 /// Shared state of one backup's workers.

@@ -24,10 +24,11 @@
 //! them together (CPU stages are plain threads joined by bounded channels, uploads async).
 
 mod chunks;
-mod packer;
+pub(crate) mod packer;
 mod source;
-mod upload;
+pub(crate) mod upload;
 
+pub(crate) use chunks::NewBlob;
 pub use source::{OnChange, StreamSource, StreamSources};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -35,7 +36,7 @@ use crate::format::manifest::{BackupStats, Manifest, StreamKind, StreamRecord};
 use crate::format::pack::SealedPack;
 use crate::id::BackupId;
 use crate::repo::{now_rfc3339, Repository};
-use chunks::{archive_stream, Dedup, NewBlob, StreamContext};
+use chunks::{archive_stream, Dedup, StreamContext};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::format::pack::{PackWriter, SealedPack};
 
 /// Fills packs with new blobs and hands sealed packs to the uploader.
-pub(super) fn run_packer(
+pub(crate) fn run_packer(
     blobs: crossbeam_channel::Receiver<NewBlob>,
     packs: tokio::sync::mpsc::Sender<SealedPack>,
     recipients: &[age::x25519::Recipient],

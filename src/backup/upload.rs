@@ -19,7 +19,7 @@ const PACKS_PER_INDEX_FILE: usize = 16;
 
 /// Uploads packs with bounded concurrency and writes an index file every few packs (only
 /// for packs whose upload finished). Returns the bytes added to the repository.
-pub(super) async fn upload_packs(
+pub(crate) async fn upload_packs(
     repo: &Repository,
     mut packs: tokio::sync::mpsc::Receiver<SealedPack>,
     concurrency: usize,

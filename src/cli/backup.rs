@@ -239,6 +239,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
         backup_qdrant(&repo, &client, &options, &backup_options(args), Arc::clone(&progress)).await;
     stop_progress_bar(bar);
     let report = result?;
+    super::log::note(report.summary.manifest.summary.bytes_added, vec![report.summary.id], vec![]);
     print_summary(global, &report.summary, Some(&report))?;
     if common::chatty(global) {
         for snap in &report.snapshots {
@@ -271,7 +272,9 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     let bar = progress_bar(global, total, &progress);
     let result = backup(&repo, vec![source], &options, Arc::clone(&progress)).await;
     stop_progress_bar(bar);
-    print_summary(global, &result?, None)
+    let summary = result?;
+    super::log::note(summary.manifest.summary.bytes_added, vec![summary.id], vec![]);
+    print_summary(global, &summary, None)
 }
 
 /// `backup --json` of a Qdrant backup: the summary plus what only Qdrant has.

@@ -92,6 +92,7 @@ pub async fn open(global: &GlobalArgs) -> Result<Repository> {
     // which anyone with write access to the storage can replace (see qvault::trust).
     let identity_only = credentials.key.is_none();
     let repo = Repository::open(storage, credentials, &cache(global)).await?;
+    super::log::opened(&repo);
     if identity_only {
         let location = repo.storage().location().to_string();
         let fingerprint = repo.key().metadata_recipient().to_string();

@@ -129,6 +129,7 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     }
     // `--prune` plugs in here: prune after a report that removed something.
     let report = retention::execute(&repo, plan, args.dry_run).await;
+    super::log::note(0, report.removed.clone(), vec![]);
     if global.json {
         common::print_json(&report)?;
     } else {

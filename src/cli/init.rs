@@ -24,6 +24,34 @@ pub struct InitArgs {
     /// zstd level for new blobs.
     #[arg(long)]
     pub compression_level: Option<i32>,
+    /// Make a copy target of this repository (a path or s3://…): same chunk-id key,
+    /// chunker seed and chunker parameters, so `qvault copy` moves only missing chunks. The
+    /// new repository has its own id, metadata identity and data recipients.
+    #[arg(long, value_name = "SOURCE")]
+    pub copy_from: Option<String>,
+    /// The source's repository key file (for --copy-from).
+    #[arg(long, value_name = "FILE", requires = "copy_from")]
+    pub from_key: Option<PathBuf>,
+    /// A data identity of the source (for --copy-from, instead of --from-key).
+    #[arg(long, value_name = "FILE", requires = "copy_from")]
+    pub from_identity: Option<PathBuf>,
+}
+
+/// With --copy-from: the source repository, opened with the --from-* credentials.
+async fn copy_source(global: &GlobalArgs, args: &InitArgs) -> Result<Option<Repository>> {
+    let Some(source) = &args.copy_from else { return Ok(None) };
+    if args.from_key.is_none() && args.from_identity.is_none() {
+        return Err(qvault::Error::invalid_input(
+            "--copy-from needs the source's repository key (--from-key) or a data identity of \
+             it (--from-identity)",
+        )
+        .into());
+    }
+    let mut g = global.clone();
+    g.repo = Some(source.clone());
+    g.key = args.from_key.clone();
+    g.identity = args.from_identity.clone();
+    Ok(Some(common::open(&g).await?))
 }
 
 fn default_identity_path(recipient: &str) -> PathBuf {
@@ -45,6 +73,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         )
         .into());
     }
+    let source = copy_source(global, args).await?;
     let mut recipients = args
         .recipients
         .iter()
@@ -79,7 +108,12 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         pack_size: args.pack_size,
         ..InitOptions::default()
     };
-    let repo = match Repository::init(storage, options, &common::cache(global)).await {
+    let cache = common::cache(global);
+    let made = match &source {
+        Some(source) => qvault::copy::init_target(storage, source, options, &cache).await,
+        None => Repository::init(storage, options, &cache).await,
+    };
+    let repo = match made {
         Ok(repo) => repo,
         Err(e) => {
             if let Some(path) = &created_identity {

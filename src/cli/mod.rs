@@ -1,14 +1,17 @@
 //! Command-line definitions (clap) in one place; one file per verb, glue only.
 
 pub mod backup;
+pub mod check;
 pub mod common;
 pub mod config_file;
+pub mod copy;
 pub mod docs;
 pub mod forget;
 pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
+pub mod log;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
@@ -128,6 +131,15 @@ pub enum Command {
     Repair(repair::RepairCommand),
     /// Forget backups by a retention policy (or by id): removes their manifests only.
     Forget(forget::ForgetArgs),
+    /// Copy backups to a second repository (made with `init --copy-from`): only the chunks
+    /// it lacks; resumable.
+    Copy(copy::CopyArgs),
+    /// The operation log: who backed up, restored, verified, forgot or copied what, when,
+    /// and how it ended.
+    Log(log::LogArgs),
+    /// For cron and alerting: per group, the latest backup is recent, its size did not
+    /// jump, and it passed a verify. Exit 9 names the failing groups.
+    Check(check::CheckArgs),
     /// The repository at a glance: per group, what each backup stored and added, freshness;
     /// `--html FILE` writes one self-contained page.
     Report(report::ReportArgs),

@@ -264,6 +264,7 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     } else {
         restore_to_file(&repo, &plan, Path::new(to), args.overwrite, &options).await?
     };
+    super::log::note(summary.bytes, vec![plan.backup], vec![]);
     let stream = &plan.stream;
     if global.json {
         common::print_json(&RestoreReport::new(&plan, summary))?;

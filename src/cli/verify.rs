@@ -4,7 +4,7 @@ use super::common;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
-use qvault::verify::{verify, VerifyOptions};
+use qvault::verify::{verify, DataSubset, VerifyOptions};
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -12,12 +12,47 @@ pub struct VerifyArgs {
     /// decrypts the whole repository).
     #[arg(long)]
     pub read_data: bool,
+    /// Decrypt and check only part of the packs (needs --identity): `N/T` (part N of T,
+    /// the same packs every time, so T runs cover all: `$(date +%u)/7`), `X%` (a random
+    /// share) or a size (`500M`, `2G`: random packs until that much is read).
+    #[arg(long, value_name = "SUBSET", conflicts_with = "read_data", value_parser = parse_subset)]
+    pub read_data_subset: Option<DataSubset>,
+    /// The recovery drill instead: restore the latest backup of each group (or the IDs
+    /// given) to a scratch directory, compare size, SHA-256 and BLAKE3 with what was backed
+    /// up, and report how long each restore took (needs --identity).
+    #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
+    pub restore_test: bool,
+    /// Backups for --restore-test (ids, prefixes, `latest`).
+    #[arg(value_name = "ID", requires = "restore_test")]
+    pub ids: Vec<String>,
+    /// Where --restore-test puts its scratch copies (default: the temporary directory).
+    #[arg(long, value_name = "DIR", requires = "restore_test")]
+    pub scratch: Option<std::path::PathBuf>,
+    /// Groups for --restore-test, as for forget (default source,streams).
+    #[arg(long, value_name = "FIELDS", requires = "restore_test")]
+    pub group_by: Option<qvault::retention::GroupBy>,
+}
+
+fn parse_subset(s: &str) -> Result<DataSubset, String> {
+    s.parse().map_err(|e: qvault::Error| e.to_string())
 }
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
     let repo = common::open(global).await?;
-    let options = VerifyOptions { read_data: args.read_data, ..Default::default() };
+    if args.restore_test {
+        return run_restore_test(global, args, &repo).await;
+    }
+    let options = VerifyOptions {
+        read_data: args.read_data,
+        read_data_subset: args.read_data_subset.clone(),
+        ..Default::default()
+    };
     let report = verify(&repo, &options).await?;
+    super::log::note(
+        report.pack_bytes,
+        repo.backups()?.into_iter().map(|b| b.id).collect(),
+        report.damaged_backups.keys().copied().collect(),
+    );
     if global.json {
         common::print_json(&report)?;
     } else {
@@ -28,12 +63,25 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
             report.pack_bytes as f64 / (1024.0 * 1024.0),
             if args.read_data {
                 format!(", decrypted and checked {} chunks", report.chunks_read)
+            } else if let Some(subset) = &report.data_subset {
+                format!(
+                    ", decrypted and checked {} chunks in {} packs ({}, subset {subset})",
+                    report.chunks_read,
+                    report.data_packs,
+                    common::human_bytes(report.data_bytes)
+                )
             } else {
                 String::new()
             }
         );
         for problem in &report.problems {
-            println!("PROBLEM {}: {}", problem.object, problem.message);
+            let affects = if problem.backups.is_empty() {
+                String::new()
+            } else {
+                let ids: Vec<String> = problem.backups.iter().map(|b| b.short()).collect();
+                format!(" (affects backups {})", ids.join(", "))
+            };
+            println!("PROBLEM {}: {}{affects}", problem.object, problem.message);
         }
         for (backup, why) in &report.damaged_backups {
             println!("backup {backup} cannot be restored whole: {why}");
@@ -67,4 +115,57 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
         ))
         .into())
     }
+}
+
+async fn run_restore_test(
+    global: &GlobalArgs,
+    args: &VerifyArgs,
+    repo: &qvault::repo::Repository,
+) -> Result<()> {
+    use qvault::restore_test::{restore_test, RestoreTestOptions};
+    repo.data_identities("verify --restore-test")?;
+    let options = RestoreTestOptions {
+        backups: args.ids.clone(),
+        group_by: args.group_by.clone().unwrap_or_default(),
+        scratch: args.scratch.clone(),
+    };
+    let report = restore_test(repo, &options).await?;
+    let mut tested: Vec<qvault::BackupId> = report.streams.iter().map(|s| s.backup).collect();
+    tested.dedup();
+    let mut failed: Vec<qvault::BackupId> =
+        report.streams.iter().filter(|s| !s.passed).map(|s| s.backup).collect();
+    failed.dedup();
+    let bytes = report.streams.iter().map(|s| s.size).sum();
+    super::log::note(bytes, tested, failed);
+    if global.json {
+        common::print_json(&report)?;
+    } else {
+        for s in &report.streams {
+            println!(
+                "{} backup {} stream {:?} ({}): restored in {:.2} s, compared in {:.2} s{}",
+                if s.passed { "ok" } else { "FAILED" },
+                s.backup.short(),
+                s.stream,
+                common::human_bytes(s.size),
+                s.restore_ms as f64 / 1000.0,
+                s.compare_ms as f64 / 1000.0,
+                s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
+            );
+        }
+        for s in &report.skipped {
+            println!("skipped backup {} stream {:?}: {}", s.backup.short(), s.stream, s.reason);
+        }
+    }
+    let failures = report.streams.iter().filter(|s| !s.passed).count();
+    if failures > 0 {
+        return Err(qvault::Error::corrupt(format!(
+            "the restore test failed for {failures} of {} streams (listed on stdout)",
+            report.streams.len()
+        ))
+        .into());
+    }
+    if report.streams.is_empty() && common::chatty(global) {
+        eprintln!("no file or directory stream to restore-test");
+    }
+    Ok(())
 }

@@ -43,7 +43,7 @@ impl RetentionDuration {
 
     /// The first instant *not* within this duration before `anchor`: a backup is within
     /// when it is strictly later, as in restic (so `7d` of hourly backups is 168, not 169).
-    fn boundary(&self, anchor: &Zoned) -> Timestamp {
+    pub fn boundary(&self, anchor: &Zoned) -> Timestamp {
         // Out of jiff's range (e.g. `9999y`) means "since forever".
         self.span()
             .and_then(|span| anchor.checked_sub(span))

@@ -5,7 +5,9 @@
 
 mod support;
 
+mod check;
 mod cli;
+mod copy;
 mod dirtar;
 mod dirtree;
 mod faults;
@@ -13,11 +15,14 @@ mod forget;
 mod golden;
 mod help;
 mod notify;
+mod oplog;
 mod qdrant_client;
 mod qdrant_e2e;
 mod report;
 mod repository;
+mod restore_drill;
 mod secrets;
 mod sources;
 mod storage;
 mod verify;
+mod verify_tiers;

@@ -45,6 +45,10 @@ pub struct RestoreArgs {
     /// Restore even when the Qdrant version or the existing collection's layout differ.
     #[arg(long, requires = "qdrant")]
     pub force: bool,
+    /// Drop an existing collection first, so it holds exactly the backup (config, indexes,
+    /// points); restoring over a non-empty collection is refused without it.
+    #[arg(long, requires = "qdrant")]
+    pub replace: bool,
     /// Which stream, when the backup has several.
     #[arg(long)]
     pub stream: Option<String>,
@@ -109,6 +113,7 @@ fn qdrant_options(args: &RestoreArgs) -> QdrantRestoreOptions {
         priority: args.priority,
         shard: args.shard,
         force: args.force,
+        replace: args.replace,
         restore: RestoreOptions::default(),
     }
 }

@@ -35,6 +35,9 @@ pub struct QdrantRestoreOptions {
     pub shard: Option<u32>,
     /// Skip the version and collection-config checks.
     pub force: bool,
+    /// Drop an existing collection first, so the result is exactly the backup (config,
+    /// indexes, points); without it, restoring over a non-empty collection is refused.
+    pub replace: bool,
     pub restore: RestoreOptions,
 }
 
@@ -47,6 +50,8 @@ pub struct QdrantRestorePlan {
     pub target_version: String,
     /// Whether the target collection exists already.
     pub collection_exists: bool,
+    /// Drop the existing collection before uploading (`--replace` over an existing one).
+    pub drop_existing: bool,
     /// Points the backup recorded (of the collection or the shard).
     pub expected_points: Option<u64>,
     /// Whether `expected_points` is Qdrant's exact count, taken just before the snapshot
@@ -221,21 +226,39 @@ pub async fn plan_qdrant_restore(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
+    let is_shard = matches!(scope, SnapshotScope::Shard { .. });
+    if options.replace && is_shard {
+        return Err(Error::invalid_input(
+            "--replace drops a whole collection: it cannot be combined with a shard restore",
+        ));
+    }
+    let drop_existing = existing.is_some() && options.replace;
+    if existing.is_some() && !options.replace && !is_shard {
+        // Qdrant replaces the points but keeps the target's config and indexes: the result
+        // would be neither the backup nor the collection that was there.
+        let points = client.count_points(&collection, true).await?;
+        if points > 0 {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "collection `{collection}` exists on Qdrant at {} and holds {points} points: \
+                     recovering over it would replace its points but keep its own config and \
+                     indexes. Pass --replace to drop it and restore exactly backup {backup}, or \
+                     restore into a new collection with --collection NEW_NAME",
+                    client.url()
+                ),
+            ));
+        }
+    }
     match (&existing, &prov.params) {
+        _ if drop_existing => {}
         (Some(info), Some(backed_up)) => {
-            let same_vectors = info.params.vectors.same_shape(&backed_up.vectors);
-            let same_shards = info.params.shard_number == backed_up.shard_number;
-            if !same_vectors || !same_shards {
+            if let Some(difference) = backed_up.incompatibility(&info.params) {
                 refuse(format!(
-                    "collection `{collection}` exists on Qdrant at {} with another layout than \
-                     backup {backup}: existing vectors {} and shard_number {}; backed up vectors \
-                     {} and shard_number {}. Restore into a new collection with --collection \
-                     NEW_NAME, or delete `{collection}` first",
+                    "collection `{collection}` exists on Qdrant at {} and Qdrant would refuse \
+                     backup {backup} into it ({difference}). Restore into a new collection \
+                     with --collection NEW_NAME, or use --replace to drop `{collection}` first",
                     client.url(),
-                    pretty(&info.params.vectors),
-                    info.params.shard_number,
-                    pretty(&backed_up.vectors),
-                    backed_up.shard_number
                 ))?;
             }
         }
@@ -272,6 +295,7 @@ pub async fn plan_qdrant_restore(
         backup_version: prov.version,
         target_version,
         collection_exists: existing.is_some(),
+        drop_existing,
         expected_points: prov.points,
         expected_points_exact: prov.points_exact,
         forced,
@@ -297,6 +321,14 @@ pub async fn restore_to_qdrant(
     // Fails now rather than after the upload started.
     repo.data_identities("restoring a backup into Qdrant")?;
 
+    if target.drop_existing {
+        let collection = target.scope.collection_name().unwrap_or_default();
+        client.delete_collection(collection).await.map_err(|e| {
+            e.context(format!("--replace: dropping collection `{collection}` before the restore"))
+        })?;
+        tracing::info!(collection, "dropped the existing collection (--replace)");
+    }
+
     let started = Instant::now();
     let filename = format!(
         "{}-qvault-{}.snapshot",
@@ -319,19 +351,23 @@ pub async fn restore_to_qdrant(
         Ok::<_, Error>(summary)
     };
     let (produced, uploaded) = tokio::join!(produce, upload);
-    let summary = match (produced, uploaded) {
-        (Ok(summary), Ok(_)) => summary,
+    let failure = match (produced, uploaded) {
+        (Ok(summary), Ok(_)) => Ok(summary),
         // The upload stopped first (Qdrant refused): the write error is only its echo.
-        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => return Err(u),
-        (Ok(_), Err(u)) => return Err(u),
-        (Err(p), _) => {
-            return Err(p.context(format!(
-                "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
-                 recovered",
-                target.scope,
-                client.url()
-            )))
-        }
+        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => Err(u),
+        (Ok(_), Err(u)) => Err(u),
+        (Err(p), _) => Err(p.context(format!(
+            "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
+             recovered",
+            target.scope,
+            client.url()
+        ))),
+    };
+    let summary = match failure {
+        Ok(summary) => summary,
+        // Qdrant keeps a refused upload in the snapshots dir (captured): a full copy of the
+        // data that nobody would ever delete.
+        Err(e) => return Err(remove_failed_upload(client, &target.scope, &filename, e).await),
     };
 
     let mut warnings = Vec::new();
@@ -358,6 +394,27 @@ pub async fn restore_to_qdrant(
         uploaded_file_deleted,
         warnings,
     })
+}
+
+/// Deletes what a failed upload may have left in `scope`'s snapshots dir and says so in
+/// `error`: gone (or never stored), or the exact file still there when deleting failed.
+async fn remove_failed_upload(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    filename: &str,
+    error: Error,
+) -> Error {
+    match client.delete_snapshot(scope, filename, true).await {
+        Ok(()) => error.context(format!(
+            "the uploaded file `{filename}` was deleted from the snapshots dir of {scope}"
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => error,
+        Err(e) => error.context(format!(
+            "the uploaded file `{filename}` may remain in the snapshots dir of {scope} at {} \
+             (deleting it failed: {e}); delete it with `qvault qdrant snapshots delete`",
+            client.url()
+        )),
+    }
 }
 
 /// The point count of a recovered target, and what comparing it with the backup found.

@@ -10,6 +10,7 @@ mod dirtar;
 mod forget;
 mod golden;
 mod qdrant_client;
+mod qdrant_deploy;
 mod qdrant_e2e;
 mod repository;
 mod secrets;

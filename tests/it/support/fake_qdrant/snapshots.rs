@@ -247,25 +247,19 @@ pub(super) fn recover_bytes(
             ),
         };
     if let (Some(existing), Some(cfg)) = (inner.collections.get(c), &config) {
-        let ev = existing.config.pointer("/params/vectors").cloned().unwrap_or(Value::Null);
-        let sv = cfg.pointer("/params/vectors").cloned().unwrap_or(Value::Null);
-        let es = existing.config.pointer("/params/shard_number").cloned().unwrap_or(json!(1));
-        let ss = cfg.pointer("/params/shard_number").cloned().unwrap_or(json!(1));
-        if ev != sv {
-            return err_json(
-                400,
-                &format!(
-                    "Wrong input: Snapshot is not compatible with existing collection: Collection vectors: {ev} Snapshot Vectors: {sv}"
-                ),
-            );
-        }
-        if es != ss && shard.is_none() {
-            return err_json(
-                400,
-                &format!(
-                    "Wrong input: Snapshot is not compatible with existing collection: Collection shard number: {es} Snapshot shard number: {ss}"
-                ),
-            );
+        if let Some(refusal) = incompatibility(&existing.config, cfg, shard) {
+            // A refused upload stays in the target's snapshots dir (captured in
+            // `more/`, group 2), listed without a checksum.
+            if let Some(name) = uploaded_name {
+                let (_, ct) = now_parts();
+                let stored = Stored { bytes: Bytes::from(data), creation_time: ct, checksum: None };
+                let col = inner.collections.get_mut(c).unwrap();
+                match shard {
+                    None => col.snapshots.insert(name, stored),
+                    Some(id) => col.shard_snapshots.insert((id, name), stored),
+                };
+            }
+            return err_json(400, &refusal);
         }
     }
     let points = inner.points_by_sha.get(&actual).copied().unwrap_or(0);
@@ -273,10 +267,15 @@ pub(super) fn recover_bytes(
         config.or_else(|| inner.collections.get(c).map(|x| x.config.clone())).unwrap_or_else(
             || config_from_create_body(&json!({"vectors": {"size": 4, "distance": "Cosine"}})),
         );
+    let existed = inner.collections.get(c).map(|_| ());
     let col =
         inner.collections.entry(c.to_string()).or_insert_with(|| new_collection(config.clone()));
     if shard.is_none() {
-        col.config = config;
+        // An existing collection keeps its own config; only the segments come from the
+        // snapshot (captured in `more/`, group 8). A new one takes the snapshot's.
+        if existed.is_none() {
+            col.config = config;
+        }
         col.points_count = points;
         col.estimated_points_count = None;
     }
@@ -302,4 +301,32 @@ pub(super) fn recover_bytes(
         }
     }
     ok(json!(true))
+}
+
+/// Qdrant's check before recovering into an existing collection: the dense vectors config
+/// equal in every field, and (for a collection snapshot) the same shard number. Sparse
+/// vectors and collection-level settings are not compared (captured in `more/`, group 2).
+fn incompatibility(existing: &Value, snapshot: &Value, shard: Option<u32>) -> Option<String> {
+    let prefix = "Wrong input: Snapshot is not compatible with existing collection: ";
+    let ev = without_nulls(existing.pointer("/params/vectors").unwrap_or(&Value::Null));
+    let sv = without_nulls(snapshot.pointer("/params/vectors").unwrap_or(&Value::Null));
+    if ev != sv {
+        return Some(format!("{prefix}Collection vectors: {ev} Snapshot Vectors: {sv}"));
+    }
+    let es = existing.pointer("/params/shard_number").cloned().unwrap_or(json!(1));
+    let ss = snapshot.pointer("/params/shard_number").cloned().unwrap_or(json!(1));
+    (es != ss && shard.is_none())
+        .then(|| format!("{prefix}Collection shard number: {es} Snapshot shard number: {ss}"))
+}
+
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }

@@ -1,0 +1,136 @@
+//! What a real Qdrant deployment has and a naive restore gets wrong, against the fake
+//! Qdrant: Qdrant's own compatibility rule checked before upload, uploads cleaned up after
+//! any failure, `--replace`, counts taken while clients write, snapshot creates cut by a
+//! proxy, restoring every stream of a backup, aliases and custom sharding.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use crate::qdrant_e2e::{
+    client, plan_and_restore, qvault_async, run_backup, run_restore, small_config, snapshot_tar,
+    text,
+};
+use crate::support::fake_qdrant::{FakeOptions, FakeQdrant};
+use crate::support::TestRepo;
+
+use std::sync::Arc;
+
+use qvault::format::manifest::StreamRecord;
+use qvault::qdrant::restore::QdrantRestoreOptions;
+use qvault::qdrant::SnapshotScope;
+use qvault::synth::pseudo_random;
+use qvault::{BackupId, ErrorKind};
+use serde_json::{json, Value};
+
+/// A fake with collection `c` (4-dim Cosine, `points` points) backed up into a new repo.
+async fn backed_up_c(fake: &FakeQdrant, points: u64) -> (TestRepo, BackupId, StreamRecord) {
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(200_000, 3)));
+    fake.set_points_count("c", points);
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report =
+        run_backup(&repo, &client(fake, None), vec![SnapshotScope::collection("c")]).await.unwrap();
+    let stream = report.summary.manifest.streams[0].clone();
+    (repo_dir, report.summary.id, stream)
+}
+
+fn uploads(fake: &FakeQdrant) -> usize {
+    fake.requests().iter().filter(|r| r.uri.contains("/upload")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_difference_qdrant_refuses_is_refused_before_upload() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up_c(&fake, 10).await;
+    let repo = repo_dir.open().await;
+    let base = json!({"size": 4, "distance": "Cosine"});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    let targets = [
+        ("t_ondisk", with("on_disk", json!(true))),
+        ("t_f16", with("datatype", json!("float16"))),
+        ("t_multi", with("multivector_config", json!({"comparator": "max_sim"}))),
+        ("t_vhnsw", with("hnsw_config", json!({"m": 32}))),
+        ("t_map", json!({"": base.clone()})),
+    ];
+    for (name, vectors) in targets {
+        fake.create_collection(name, json!({ "vectors": vectors }));
+        let e = run_restore(&repo, id, &stream, &client(&fake, None), name).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{name}: {e}");
+        assert!(e.to_string().contains("Qdrant would refuse"), "{name}: {e}");
+        assert_eq!(uploads(&fake), 0, "{name}: nothing may be uploaded");
+    }
+    // Qdrant accepts extra sparse vectors and `null` for an unset field: so does qvault.
+    fake.create_collection(
+        "t_sparse",
+        json!({"vectors": with("on_disk", Value::Null), "sparse_vectors": {"sp": {}}}),
+    );
+    run_restore(&repo, id, &stream, &client(&fake, None), "t_sparse").await.unwrap();
+    assert_eq!(uploads(&fake), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_deleted_from_the_node() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up_c(&fake, 10).await;
+    let repo = repo_dir.open().await;
+    fake.create_collection(
+        "t",
+        json!({"vectors": {"size": 4, "distance": "Cosine", "datatype": "float16"}}),
+    );
+    // --force skips qvault's check, so Qdrant itself refuses the uploaded file.
+    let options =
+        QdrantRestoreOptions { collection: Some("t".into()), force: true, ..Default::default() };
+    let e = plan_and_restore(&repo, id, &stream, &client(&fake, None), &options).await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Qdrant, "{e}");
+    assert!(e.to_string().contains("not compatible"), "{e}");
+    assert!(e.to_string().contains("was deleted from the snapshots dir"), "{e}");
+    assert_eq!(uploads(&fake), 1);
+    assert!(fake.snapshot_names("t").is_empty(), "the refused upload must not stay on the node");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_empty_collection_is_only_replaced_with_replace() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, stream) = backed_up_c(&fake, 10).await;
+    let repo = repo_dir.open().await;
+    // Another layout and points of its own: the backup must win entirely.
+    fake.create_collection("t", json!({"vectors": {"size": 8, "distance": "Dot"}}));
+    fake.set_points_count("t", 3);
+    let e = run_restore(&repo, id, &stream, &client(&fake, None), "t").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("holds 3 points") && e.to_string().contains("--replace"), "{e}");
+    assert_eq!(uploads(&fake), 0);
+
+    let options =
+        QdrantRestoreOptions { collection: Some("t".into()), replace: true, ..Default::default() };
+    let report =
+        plan_and_restore(&repo, id, &stream, &client(&fake, None), &options).await.unwrap();
+    assert!(report.plan.drop_existing);
+    assert_eq!(report.points_count, Some(10));
+    assert_eq!(fake.collection_config("t"), fake.collection_config("c"), "the backup's config");
+    assert!(fake.requests().iter().any(|r| r.method == "DELETE" && r.uri == "/collections/t"));
+
+    // An existing but empty collection of the same layout needs no --replace.
+    fake.create_collection("empty", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
+    run_restore(&repo, id, &stream, &client(&fake, None), "empty").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_replace_flag_and_exit_code_8_without_it() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    let (repo_dir, id, _) = backed_up_c(&fake, 10).await;
+    let repo = Arc::new(repo_dir);
+    let (url, id) = (fake.url(), id.to_string());
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let out = qvault_async(&repo, s(&["restore", &id, "--qdrant", &url]), vec![]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert!(text(&out).contains("--replace"), "{}", text(&out));
+    let out =
+        qvault_async(&repo, s(&["restore", &id, "--qdrant", &url, "--replace"]), vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("10 points"), "{}", text(&out));
+}

@@ -174,7 +174,17 @@ impl SnapshotStreams<'_> {
             Some(name) => (existing_snapshot(client, &scope, name).await?, false),
             None => {
                 add_exact_counts(client, &scope, &mut source).await?;
-                (create_snapshot(client, &scope).await?, true)
+                let snapshot = create_snapshot(client, &scope).await?;
+                // Counted again so restore knows the range a snapshot taken while clients
+                // wrote may hold; recorded only when it differs, so backups of quiet
+                // collections keep the provenance shape they always had.
+                if let (SnapshotScope::Collection(c), Some(before)) =
+                    (&scope, source.exact_points_count)
+                {
+                    let after = client.count_points(c, true).await?;
+                    source.exact_points_count_after = (after != before).then_some(after);
+                }
+                (snapshot, true)
             }
         };
         self.used.push(Used {

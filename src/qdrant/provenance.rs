@@ -45,6 +45,11 @@ pub struct QdrantProvenance {
     /// Qdrant's exact count, taken just before the snapshot was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_points_count: Option<u64>,
+    /// Qdrant's exact count again, taken just after the snapshot was made. With clients
+    /// writing, the snapshot holds a count between the two. Absent when it equals
+    /// `exact_points_count` (no writes seen) and in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_points_count_after: Option<u64>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
@@ -107,6 +112,7 @@ impl QdrantProvenance {
             shard_id: None,
             points_count: None,
             exact_points_count: None,
+            exact_points_count_after: None,
             collections: None,
             snapshot: None,
         }
@@ -143,6 +149,13 @@ impl QdrantProvenance {
     pub fn params(&self) -> Option<CollectionParams> {
         let params = self.config.as_ref()?.get("params")?;
         serde_json::from_value(params.clone()).ok()
+    }
+
+    /// The smallest and largest exact count around the snapshot, when both were taken:
+    /// the snapshot holds a count in this range even while clients wrote.
+    pub fn exact_points_range(&self) -> Option<(u64, u64)> {
+        let (a, b) = (self.exact_points_count?, self.exact_points_count_after?);
+        Some((a.min(b), a.max(b)))
     }
 
     /// The points the snapshot held and whether that is an exact count: the exact count

@@ -57,6 +57,10 @@ pub struct QdrantRestorePlan {
     /// Whether `expected_points` is Qdrant's exact count, taken just before the snapshot
     /// was made; otherwise it is collection info's (or cluster info's) estimate.
     pub expected_points_exact: bool,
+    /// The exact counts taken before and after the snapshot (smallest, largest), when the
+    /// backup recorded both: any count in it is what a snapshot taken while clients wrote
+    /// may hold.
+    pub expected_points_range: Option<(u64, u64)>,
     /// Warnings the checks raised but `force` overrode.
     pub forced: Vec<String>,
 }
@@ -84,6 +88,7 @@ struct Provenance {
     params: Option<CollectionParams>,
     points: Option<u64>,
     points_exact: bool,
+    points_range: Option<(u64, u64)>,
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
@@ -95,12 +100,14 @@ fn provenance(stream: &StreamRecord) -> Provenance {
             params: None,
             points: None,
             points_exact: false,
+            points_range: None,
         };
     };
     // Backups before qvault counted exactly, and of existing snapshots, have only the
     // estimate from collection info.
     let (points, points_exact) = src.expected_points();
     Provenance {
+        points_range: src.exact_points_range(),
         params: src.params(),
         collection: src.collection,
         shard_id: src.shard_id,
@@ -298,6 +305,7 @@ pub async fn plan_qdrant_restore(
         drop_existing,
         expected_points: prov.points,
         expected_points_exact: prov.points_exact,
+        expected_points_range: prov.points_range,
         forced,
     })
 }
@@ -461,6 +469,25 @@ pub async fn confirm_points(
     };
     if expected == actual {
         return Ok(check);
+    }
+    if let Some((low, high)) = plan.expected_points_range.filter(|_| exact) {
+        if (low..=high).contains(&actual) {
+            check.warning = Some(format!(
+                "{scope} on Qdrant at {url} holds {actual} points after recovering backup \
+                 {backup}: clients wrote while the backup ran (it counted {low} to {high} \
+                 points around the snapshot), so any count in that range is the snapshot's"
+            ));
+            return Ok(check);
+        }
+        return Err(Error::new(
+            ErrorKind::Qdrant,
+            format!(
+                "{scope} on Qdrant at {url} was recovered from backup {backup} but holds \
+                 {actual} points (exact count), outside the {low} to {high} points the backup \
+                 counted just before and after Qdrant made the snapshot: the recovery is \
+                 incomplete; check the Qdrant log and restore again"
+            ),
+        ));
     }
     if plan.expected_points_exact {
         return Err(Error::new(

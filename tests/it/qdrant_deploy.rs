@@ -134,3 +134,27 @@ async fn cli_replace_flag_and_exit_code_8_without_it() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("10 points"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_taken_while_clients_write_restores_within_its_count_range() {
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.set_writes_during_snapshot("c", 20);
+    let (repo_dir, id, stream) = backed_up_c(&fake, 100).await;
+    let source = stream.source.as_ref().unwrap();
+    assert_eq!(
+        (source["exact_points_count"].as_u64(), source["exact_points_count_after"].as_u64()),
+        (Some(100), Some(120))
+    );
+    let repo = repo_dir.open().await;
+    let report = run_restore(&repo, id, &stream, &client(&fake, None), "copy").await.unwrap();
+    assert_eq!(report.points_count, Some(110));
+    assert_eq!(report.plan.expected_points_range, Some((100, 120)));
+    let [note] = report.warnings.as_slice() else { panic!("{:?}", report.warnings) };
+    assert!(note.contains("holds 110 points") && note.contains("100 to 120"), "{note}");
+
+    // Outside the range: the recovery is incomplete.
+    fake.set_points_count("c", 99);
+    let e = run_restore(&repo, id, &stream, &client(&fake, None), "copy2").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Qdrant, "{e}");
+    assert!(e.to_string().contains("outside the 100 to 120 points"), "{e}");
+}

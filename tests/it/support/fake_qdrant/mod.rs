@@ -225,6 +225,7 @@ struct Inner {
     shard_sources: HashMap<(String, u32), Bytes>,
     full_source: Option<Bytes>,
     points_by_sha: HashMap<String, u64>,
+    writes_during_snapshot: HashMap<String, u64>,
     recovered: HashMap<String, Vec<u8>>,
     recovered_shards: HashMap<(String, u32), Vec<u8>>,
     faults: Vec<Fault>,
@@ -347,6 +348,12 @@ impl FakeQdrant {
         if let Some(c) = self.lock().collections.get_mut(collection) {
             c.estimated_points_count = n;
         }
+    }
+
+    /// From now on, clients add `n` points to `collection` while each snapshot of it is
+    /// made: the snapshot holds half of them, a count right after it all of them.
+    pub fn set_writes_during_snapshot(&self, collection: &str, n: u64) {
+        self.lock().writes_during_snapshot.insert(collection.into(), n);
     }
 
     /// The bytes last recovered into `collection` (upload or URL recover).

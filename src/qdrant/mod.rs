@@ -12,6 +12,7 @@ mod pipe;
 pub mod provenance;
 pub mod restore;
 pub mod serve;
+pub mod streams;
 mod types;
 
 pub use client::{

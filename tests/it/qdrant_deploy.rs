@@ -158,3 +158,72 @@ async fn a_backup_taken_while_clients_write_restores_within_its_count_range() {
     assert_eq!(e.kind(), ErrorKind::Qdrant, "{e}");
     assert!(e.to_string().contains("outside the 100 to 120 points"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_restores_every_stream_of_an_all_collections_backup_with_renames() {
+    let source = FakeQdrant::start(FakeOptions::default()).await;
+    let a = snapshot_tar(&small_config(4), &pseudo_random(50_000, 1));
+    let b = snapshot_tar(&small_config(8), &pseudo_random(50_000, 2));
+    source.set_snapshot_source("a", a.clone());
+    source.set_snapshot_source("b", b.clone());
+    source.set_points_count("a", 5);
+    source.set_points_count("b", 7);
+    let repo = Arc::new(TestRepo::new(None).await);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let url = source.url();
+    let out = qvault_async(
+        &repo,
+        s(&["--json", "backup", "--qdrant", &url, "--all-collections"]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let id =
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].as_str().unwrap().to_string();
+
+    // Over the source itself: both collections hold points, so nothing is sent at all.
+    let out = qvault_async(&repo, s(&["restore", &id, "--qdrant", &url]), vec![]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", text(&out));
+    assert_eq!(uploads(&source), 0);
+
+    // A rename that matches no collection is refused before anything happens.
+    let target = FakeQdrant::start(FakeOptions::default()).await;
+    let third = FakeQdrant::start(FakeOptions::default()).await;
+    for fake in [&target, &third] {
+        fake.set_points_for_snapshot(&a, 5);
+        fake.set_points_for_snapshot(&b, 7);
+    }
+    let turl = target.url();
+    let out = qvault_async(
+        &repo,
+        s(&["restore", &id, "--qdrant", &turl, "--collection", "zzz=a2"]),
+        vec![],
+    )
+    .await;
+    assert!(!out.status.success() && text(&out).contains("zzz"), "{}", text(&out));
+    assert_eq!(uploads(&target), 0);
+
+    let out = qvault_async(
+        &repo,
+        s(&["--json", "restore", &id, "--qdrant", &turl, "--collection", "a=a2"]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let restored: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(restored.len(), 2);
+    assert_eq!(target.collection_names(), ["a2", "b"]);
+    assert_eq!(target.recovered("a2").unwrap(), a);
+    assert_eq!(target.recovered("b").unwrap(), b);
+    assert_eq!(target.collection_config("b"), source.collection_config("b"));
+
+    // One stream by its name with the suffix a user may add.
+    let out = qvault_async(
+        &repo,
+        s(&["restore", &id, "--qdrant", &third.url(), "--stream", "b.snapshot"]),
+        vec![],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(third.collection_names(), ["b"]);
+}

@@ -350,6 +350,12 @@ impl FakeQdrant {
         }
     }
 
+    /// The points a collection recovered from exactly these snapshot bytes holds (for a
+    /// fake that did not make the snapshot itself).
+    pub fn set_points_for_snapshot(&self, bytes: &[u8], n: u64) {
+        self.lock().points_by_sha.insert(sha256_hex(bytes), n);
+    }
+
     /// From now on, clients add `n` points to `collection` while each snapshot of it is
     /// made: the snapshot holds half of them, a count right after it all of them.
     pub fn set_writes_during_snapshot(&self, collection: &str, n: u64) {

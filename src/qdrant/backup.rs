@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use futures::{StreamExt, TryStreamExt};
 
 use super::client::QdrantClient;
+pub use super::create::CreateOptions;
+use super::create::{create_snapshot, snapshots_before};
 use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
 use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
@@ -44,6 +46,8 @@ pub struct QdrantBackupOptions {
     pub existing_snapshot: Option<String>,
     /// Leave the created snapshots on the node.
     pub keep_remote: bool,
+    /// How snapshots are created: `wait=false` and polling, and how long to wait.
+    pub create: CreateOptions,
 }
 
 /// A snapshot qvault created and what became of it on the node.
@@ -160,6 +164,7 @@ struct SnapshotStreams<'a> {
     scopes: std::vec::IntoIter<SnapshotScope>,
     existing_snapshot: Option<String>,
     keep_remote: bool,
+    create: CreateOptions,
     used: Vec<Used>,
     /// Errors of the downloads, in Qdrant's words (the pipeline sees only read errors).
     download_errors: Arc<Mutex<Vec<String>>>,
@@ -173,8 +178,9 @@ impl SnapshotStreams<'_> {
         let (snapshot, created) = match &self.existing_snapshot {
             Some(name) => (existing_snapshot(client, &scope, name).await?, false),
             None => {
+                let before = snapshots_before(client, &scope).await?;
                 add_exact_counts(client, &scope, &mut source).await?;
-                let snapshot = create_snapshot(client, &scope).await?;
+                let snapshot = create_snapshot(client, &scope, &before, &self.create).await?;
                 // Counted again so restore knows the range a snapshot taken while clients
                 // wrote may hold; recorded only when it differs, so backups of quiet
                 // collections keep the provenance shape they always had.
@@ -276,6 +282,7 @@ pub async fn backup_qdrant(
         scopes: scopes.into_iter(),
         existing_snapshot: options.existing_snapshot.clone(),
         keep_remote: options.keep_remote,
+        create: options.create,
         used: Vec::new(),
         download_errors: Arc::default(),
     };
@@ -438,25 +445,6 @@ async fn exact_count_if_local(client: &QdrantClient, collection: &str) -> Result
         return Ok(None);
     }
     client.count_points(collection, true).await.map(Some)
-}
-
-async fn create_snapshot(
-    client: &QdrantClient,
-    scope: &SnapshotScope,
-) -> Result<SnapshotDescription> {
-    match client.create_snapshot(scope, true).await? {
-        Some(s) => Ok(s),
-        // wait=true always answers with the description; an old or odd server may not.
-        None => Err(Error::new(
-            ErrorKind::Qdrant,
-            format!(
-                "creating a snapshot of {scope}: Qdrant at {} accepted the request but did not \
-                 say which snapshot it made; check the node's snapshots with `qvault qdrant \
-                 snapshots list`",
-                client.url()
-            ),
-        )),
-    }
 }
 
 async fn existing_snapshot(

@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod client;
+mod create;
 pub mod files;
 mod pipe;
 pub mod provenance;

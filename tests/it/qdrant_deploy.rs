@@ -9,12 +9,15 @@ use crate::qdrant_e2e::{
     client, plan_and_restore, qvault_async, run_backup, run_restore, small_config, snapshot_tar,
     text,
 };
-use crate::support::fake_qdrant::{FakeOptions, FakeQdrant};
+use crate::support::fake_qdrant::{FakeOptions, FakeQdrant, Fault};
 use crate::support::TestRepo;
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use qvault::backup::{BackupOptions, Progress};
 use qvault::format::manifest::StreamRecord;
+use qvault::qdrant::backup::{backup_qdrant, CreateOptions, QdrantBackupOptions};
 use qvault::qdrant::restore::QdrantRestoreOptions;
 use qvault::qdrant::SnapshotScope;
 use qvault::synth::pseudo_random;
@@ -226,4 +229,94 @@ async fn cli_restores_every_stream_of_an_all_collections_backup_with_renames() {
     .await;
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(third.collection_names(), ["b"]);
+}
+
+async fn backup_with(
+    repo: &qvault::repo::Repository,
+    fake: &FakeQdrant,
+    create: CreateOptions,
+) -> qvault::Result<qvault::qdrant::backup::QdrantBackupReport> {
+    let options = QdrantBackupOptions {
+        scopes: vec![SnapshotScope::collection("c")],
+        create,
+        ..Default::default()
+    };
+    backup_qdrant(
+        repo,
+        &client(fake, None),
+        &options,
+        &BackupOptions::default(),
+        Arc::new(Progress::default()),
+    )
+    .await
+}
+
+fn quick(poll: bool, timeout_ms: u64) -> CreateOptions {
+    CreateOptions { poll, timeout: Duration::from_millis(timeout_ms) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_by_a_proxy_deletes_the_snapshot_it_caused_and_no_other() {
+    for cut in [false, true] {
+        let fake = FakeQdrant::start(FakeOptions {
+            snapshot_delay: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await;
+        fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(20_000, 5)));
+        // Someone else's snapshot, made before the backup: never touched.
+        client(&fake, None).create_snapshot(&SnapshotScope::collection("c"), true).await.unwrap();
+        let theirs = fake.snapshot_names("c");
+        assert_eq!(theirs.len(), 1);
+        fake.inject(Fault::proxy_timeout("c", cut));
+        let repo_dir = TestRepo::new(None).await;
+        let repo = repo_dir.open().await;
+        let e = backup_with(&repo, &fake, quick(false, 5_000)).await.unwrap_err();
+        println!("{e}");
+        assert_eq!(e.kind(), ErrorKind::Qdrant, "{e}");
+        assert!(e.to_string().contains("it caused on the node was deleted"), "{e}");
+        assert_eq!(fake.snapshot_names("c"), theirs, "only this run's snapshot is deleted");
+        assert!(repo.backups().unwrap().is_empty(), "no backup recorded");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_still_being_written_when_the_wait_runs_out_is_named() {
+    let fake = FakeQdrant::start(FakeOptions {
+        snapshot_delay: Duration::from_millis(1500),
+        ..Default::default()
+    })
+    .await;
+    fake.set_snapshot_source("c", snapshot_tar(&small_config(4), &pseudo_random(20_000, 5)));
+    fake.inject(Fault::proxy_timeout("c", false));
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let e = backup_with(&repo, &fake, quick(false, 200)).await.unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("504") && msg.contains("no new snapshot"), "{msg}");
+    assert!(msg.contains("qvault qdrant snapshots delete"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_a_wait_false_create_backs_up_and_deletes_the_snapshot() {
+    let fake = FakeQdrant::start(FakeOptions {
+        snapshot_delay: Duration::from_millis(300),
+        ..Default::default()
+    })
+    .await;
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(20_000, 5));
+    fake.set_snapshot_source("c", bytes.clone());
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = backup_with(&repo, &fake, quick(true, 5_000)).await.unwrap();
+    assert_eq!(report.summary.manifest.streams[0].sha256, crate::support::sha256_hex(&bytes));
+    assert_eq!(report.snapshots[0].outcome, "deleted");
+    assert!(fake.snapshot_names("c").is_empty());
+    let create = fake
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.uri.starts_with("/collections/c/snapshots"))
+        .unwrap();
+    assert!(create.uri.contains("wait=false"), "{}", create.uri);
+    assert_eq!(create.status, 202);
 }

@@ -281,3 +281,17 @@ pub(super) fn cluster_info(col: &Collection, peer_id: u64) -> Value {
 pub(super) fn ro_json_resp() -> Response {
     err_json(403, FORBIDDEN_MANAGE)
 }
+
+/// Headers of a 200, then the connection drops before the body: what a client sees when a
+/// proxy or the network cuts an answer.
+pub(super) fn cut_response() -> Response {
+    let body = futures::stream::once(async {
+        Err::<Bytes, _>(std::io::Error::other("fake qdrant: connection cut"))
+    });
+    Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_LENGTH, 100)
+        .body(Body::from_stream(body))
+        .unwrap()
+}

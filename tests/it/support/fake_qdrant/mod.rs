@@ -98,6 +98,9 @@ pub struct FakeOptions {
     /// Accept uploads that are not a tar with `config.json` (recovered with a default
     /// 4-dim Cosine config). A real node refuses them.
     pub lenient_recover: bool,
+    /// How long making a collection snapshot takes: with `wait=false` (or behind a proxy
+    /// that gave up) it appears in the list only after this. Zero: at once.
+    pub snapshot_delay: Duration,
 }
 
 impl Default for FakeOptions {
@@ -109,6 +112,7 @@ impl Default for FakeOptions {
             version: "1.18.3".into(),
             checksums: true,
             lenient_recover: false,
+            snapshot_delay: Duration::ZERO,
         }
     }
 }
@@ -130,6 +134,10 @@ pub enum FaultKind {
     /// A download sends `after_bytes` bytes (of a body announced in full) and then the
     /// connection is cut.
     CutDownload { after_bytes: u64 },
+    /// A proxy in front of the node gives up on a snapshot create: the node still makes
+    /// the snapshot (it appears after [`FakeOptions::snapshot_delay`]) while the client gets
+    /// 504 (`cut: false`) or a dropped connection (`cut: true`).
+    ProxyTimeout { cut: bool },
     /// A download is sent in `chunk`-byte pieces with `delay` before each.
     SlowBody { chunk: usize, delay: Duration },
     /// Snapshot descriptions of the matching collection report a wrong checksum (the
@@ -172,6 +180,16 @@ impl Fault {
             path_contains: path.into(),
             count,
             kind: FaultKind::SlowBody { chunk, delay },
+        }
+    }
+    /// The next snapshot create of `collection` times out at a proxy (504, or a cut when
+    /// `cut`) while the node goes on making it.
+    pub fn proxy_timeout(collection: &str, cut: bool) -> Self {
+        Fault {
+            method: Some(Method::POST),
+            path_contains: format!("/collections/{collection}/snapshots?"),
+            count: 1,
+            kind: FaultKind::ProxyTimeout { cut },
         }
     }
     /// Snapshot descriptions of `collection` report a wrong checksum from now on.

@@ -232,6 +232,8 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
             if access == Access::ReadOnly {
                 return ro_json_resp();
             }
+            let proxy =
+                take_fault(shared, &method, &uri, |k| matches!(k, FaultKind::ProxyTimeout { .. }));
             let mut inner = shared.inner.lock().unwrap();
             let Some(col) = inner.collections.get(*c) else {
                 return err_json(404, &missing_collection(c));
@@ -247,6 +249,7 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
                 let n = col.points_count + writes / 2;
                 inner.points_by_sha.insert(sha256_hex(&bytes), n);
             }
+            let wrong = wrong_checksum_locked(&inner, c);
             let col = inner.collections.get_mut(*c).unwrap();
             col.points_count += writes;
             let prefix = format!("{c}-{}", shared.opts.peer_id);
@@ -256,9 +259,27 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
                 bytes,
                 creation_time: ct,
             };
-            col.snapshots.insert(name.clone(), stored.clone());
-            let wrong = wrong_checksum_locked(&inner, c);
-            finished(wait, described(&name, &stored, wrong))
+            let delay = shared.opts.snapshot_delay;
+            let answer = described(&name, &stored, wrong);
+            if delay.is_zero() || (wait && proxy.is_none()) {
+                col.snapshots.insert(name.clone(), stored);
+            } else {
+                // Qdrant is still writing: the file appears in the list only when complete.
+                let (shared, c) = (Arc::clone(shared), c.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Some(col) = shared.inner.lock().unwrap().collections.get_mut(&c) {
+                        col.snapshots.insert(name, stored);
+                    }
+                });
+            }
+            match proxy {
+                Some(FaultKind::ProxyTimeout { cut: false }) => {
+                    err_text(504, "504 Gateway Time-out")
+                }
+                Some(_) => cut_response(),
+                None => finished(wait, answer),
+            }
         }
         (Method::PUT, ["collections", c, "snapshots", "recover"]) => {
             if access == Access::ReadOnly {

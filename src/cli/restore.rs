@@ -51,6 +51,10 @@ pub struct RestoreArgs {
     /// points); restoring over a non-empty collection is refused without it.
     #[arg(long, requires = "qdrant")]
     pub replace: bool,
+    /// Recreate the aliases that pointed at each collection at backup; an alias that now
+    /// points at another collection refuses the restore (it is never moved).
+    #[arg(long, requires = "qdrant")]
+    pub aliases: bool,
     /// Which stream, when the backup has several (with or without its `.snapshot` suffix).
     /// With --qdrant and no --stream, every stream is restored.
     #[arg(long)]
@@ -147,6 +151,7 @@ fn qdrant_options(args: &RestoreArgs, collection: Option<String>) -> QdrantResto
         shard: args.shard,
         force: args.force,
         replace: args.replace,
+        aliases: args.aliases,
         restore: RestoreOptions::default(),
     }
 }

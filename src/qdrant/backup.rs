@@ -22,11 +22,14 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 
+use std::collections::BTreeMap;
+
+use super::aliases::{all_aliases, pointing_at, resolve};
 use super::client::QdrantClient;
 pub use super::create::CreateOptions;
 use super::create::{create_snapshot, snapshots_before};
 use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
-use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
+use super::types::{AliasDescription, ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
     backup_from, BackupOptions, BackupSummary, Progress, StreamSource, StreamSources,
 };
@@ -165,6 +168,10 @@ struct SnapshotStreams<'a> {
     existing_snapshot: Option<String>,
     keep_remote: bool,
     create: CreateOptions,
+    /// Every alias on the node, read once: recorded with the collections they point at.
+    aliases: Vec<AliasDescription>,
+    /// Stream name → the alias the user named instead of the collection.
+    requested_as: BTreeMap<String, String>,
     used: Vec<Used>,
     /// Errors of the downloads, in Qdrant's words (the pipeline sees only read errors).
     download_errors: Arc<Mutex<Vec<String>>>,
@@ -175,6 +182,11 @@ impl SnapshotStreams<'_> {
         let client = self.client;
         // Read again, not taken from the preflight: earlier streams may have taken hours.
         let mut source = describe_source(client, &scope, &self.version).await?;
+        if let Some(c) = scope.collection_name() {
+            let aliases = pointing_at(&self.aliases, c);
+            source.aliases = (!aliases.is_empty()).then_some(aliases);
+            source.requested_as = self.requested_as.get(&stream_name(&scope)).cloned();
+        }
         let (snapshot, created) = match &self.existing_snapshot {
             Some(name) => (existing_snapshot(client, &scope, name).await?, false),
             None => {
@@ -268,7 +280,8 @@ pub async fn backup_qdrant(
     progress: Arc<Progress>,
 ) -> Result<QdrantBackupReport> {
     let version = client.version().await?;
-    let scopes = resolve_scopes(client, options).await?;
+    let aliases = all_aliases(client).await?;
+    let (scopes, requested_as) = resolve_scopes(client, options, &aliases).await?;
 
     // Everything read before the first snapshot is created: a missing collection, a shard
     // on another node or a bad key fails here, with nothing to clean up on the node.
@@ -283,6 +296,8 @@ pub async fn backup_qdrant(
         existing_snapshot: options.existing_snapshot.clone(),
         keep_remote: options.keep_remote,
         create: options.create,
+        aliases,
+        requested_as,
         used: Vec::new(),
         download_errors: Arc::default(),
     };
@@ -312,11 +327,30 @@ pub async fn backup_qdrant(
     }
 }
 
+/// The scopes to back up, an alias given as a collection replaced by its collection (the
+/// returned map says which stream was asked for by which alias).
 async fn resolve_scopes(
     client: &QdrantClient,
     options: &QdrantBackupOptions,
-) -> Result<Vec<SnapshotScope>> {
-    let mut scopes = options.scopes.clone();
+    aliases: &[AliasDescription],
+) -> Result<(Vec<SnapshotScope>, BTreeMap<String, String>)> {
+    let mut requested_as = BTreeMap::new();
+    let mut scopes: Vec<SnapshotScope> = options
+        .scopes
+        .iter()
+        .map(|scope| {
+            let real = scope.collection_name().and_then(|c| resolve(aliases, c));
+            let (Some(real), Some(alias)) = (real, scope.collection_name()) else {
+                return scope.clone();
+            };
+            let resolved = match scope {
+                SnapshotScope::Shard { shard_id, .. } => SnapshotScope::shard(real, *shard_id),
+                _ => SnapshotScope::collection(real),
+            };
+            requested_as.insert(stream_name(&resolved), alias.to_string());
+            resolved
+        })
+        .collect();
     if options.all_collections {
         for name in client.list_collections().await? {
             let scope = SnapshotScope::Collection(name);
@@ -346,7 +380,7 @@ async fn resolve_scopes(
              shard or --full-storage with it",
         ));
     }
-    Ok(scopes)
+    Ok((scopes, requested_as))
 }
 
 /// The manifest's provenance of a scope: node, version, collection config and info.

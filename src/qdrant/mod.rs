@@ -5,6 +5,7 @@
 //! Qdrant really serves, documented in the project's `qdrant-api.md` and checked against
 //! captures of a real server.
 
+pub mod aliases;
 pub mod backup;
 mod client;
 mod create;
@@ -21,7 +22,7 @@ pub use client::{
 };
 pub use provenance::QdrantProvenance;
 pub use types::{
-    CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo, RemoteShardInfo,
-    ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope, VectorParams,
-    VectorsConfig,
+    AliasDescription, CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo,
+    RemoteShardInfo, ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope,
+    VectorParams, VectorsConfig,
 };

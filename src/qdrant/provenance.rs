@@ -50,6 +50,13 @@ pub struct QdrantProvenance {
     /// `exact_points_count` (no writes seen) and in older backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_points_count_after: Option<u64>,
+    /// The aliases that pointed at the collection at backup; absent when none did (and in
+    /// older backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
+    /// The alias the backup was asked for (`--collection ALIAS`), resolved to `collection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
@@ -113,6 +120,8 @@ impl QdrantProvenance {
             points_count: None,
             exact_points_count: None,
             exact_points_count_after: None,
+            aliases: None,
+            requested_as: None,
             collections: None,
             snapshot: None,
         }

@@ -15,6 +15,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::aliases::{all_aliases, plan_aliases, pointing_at};
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
 use super::provenance::QdrantProvenance;
@@ -38,6 +39,8 @@ pub struct QdrantRestoreOptions {
     /// Drop an existing collection first, so the result is exactly the backup (config,
     /// indexes, points); without it, restoring over a non-empty collection is refused.
     pub replace: bool,
+    /// Recreate the aliases the backup recorded (never moving one that points elsewhere).
+    pub aliases: bool,
     pub restore: RestoreOptions,
 }
 
@@ -52,6 +55,11 @@ pub struct QdrantRestorePlan {
     pub collection_exists: bool,
     /// Drop the existing collection before uploading (`--replace` over an existing one).
     pub drop_existing: bool,
+    /// Aliases to create once the collection is back: the backup's (`--aliases`) and those
+    /// that pointed at a collection `--replace` drops.
+    pub aliases: Vec<String>,
+    /// Aliases the backup recorded that this restore leaves out (no `--aliases`).
+    pub aliases_left_out: Vec<String>,
     /// Points the backup recorded (of the collection or the shard).
     pub expected_points: Option<u64>,
     /// Whether `expected_points` is Qdrant's exact count, taken just before the snapshot
@@ -89,6 +97,7 @@ struct Provenance {
     points: Option<u64>,
     points_exact: bool,
     points_range: Option<(u64, u64)>,
+    aliases: Vec<String>,
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
@@ -101,6 +110,7 @@ fn provenance(stream: &StreamRecord) -> Provenance {
             points: None,
             points_exact: false,
             points_range: None,
+            aliases: Vec::new(),
         };
     };
     // Backups before qvault counted exactly, and of existing snapshots, have only the
@@ -108,6 +118,7 @@ fn provenance(stream: &StreamRecord) -> Provenance {
     let (points, points_exact) = src.expected_points();
     Provenance {
         points_range: src.exact_points_range(),
+        aliases: src.aliases.clone().unwrap_or_default(),
         params: src.params(),
         collection: src.collection,
         shard_id: src.shard_id,
@@ -297,7 +308,22 @@ pub async fn plan_qdrant_restore(
             }
         }
     }
+    let (aliases, aliases_left_out) = match &scope {
+        SnapshotScope::Collection(c) => {
+            let kept = if drop_existing {
+                pointing_at(&all_aliases(client).await?, c)
+            } else {
+                Vec::new()
+            };
+            let wanted: &[String] = if options.aliases { &prov.aliases } else { &[] };
+            let left_out = if options.aliases { Vec::new() } else { prov.aliases.clone() };
+            (plan_aliases(client, c, wanted, &kept).await?, left_out)
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     Ok(QdrantRestorePlan {
+        aliases,
+        aliases_left_out,
         scope,
         backup_version: prov.version,
         target_version,
@@ -393,6 +419,22 @@ pub async fn restore_to_qdrant(
 
     let points = confirm_points(client, target, backup).await?;
     warnings.extend(points.warning);
+    if let (false, Some(collection)) = (target.aliases.is_empty(), target.scope.collection_name()) {
+        client.create_aliases(collection, &target.aliases).await.map_err(|e| {
+            e.context(format!(
+                "{} was restored and checked, but its aliases {} were not all created",
+                target.scope,
+                target.aliases.join(", ")
+            ))
+        })?;
+    }
+    if !target.aliases_left_out.is_empty() {
+        warnings.push(format!(
+            "the backup recorded aliases {} pointing at the collection; they were not \
+             recreated: restore with --aliases, or create them yourself",
+            target.aliases_left_out.join(", ")
+        ));
+    }
     Ok(QdrantRestoreReport {
         plan: target.clone(),
         bytes: summary.bytes,

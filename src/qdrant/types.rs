@@ -20,6 +20,13 @@ pub struct ServerVersion {
     pub commit: Option<String>,
 }
 
+/// An alias as `GET /aliases` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasDescription {
+    pub alias_name: String,
+    pub collection_name: String,
+}
+
 /// A snapshot as Qdrant lists it (`SnapshotDescription`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotDescription {

@@ -320,3 +320,59 @@ async fn polling_a_wait_false_create_backs_up_and_deletes_the_snapshot() {
     assert!(create.uri.contains("wait=false"), "{}", create.uri);
     assert_eq!(create.status, 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliases_are_recorded_resolved_and_recreated_but_never_moved() {
+    let source = FakeQdrant::start(FakeOptions::default()).await;
+    let bytes = snapshot_tar(&small_config(4), &pseudo_random(20_000, 9));
+    source.set_snapshot_source("docs_v2", bytes.clone());
+    source.set_points_count("docs_v2", 51);
+    source.set_alias("docs", "docs_v2");
+    source.set_alias("d2", "docs_v2");
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    // Backed up through the alias: the real collection is recorded, and the alias asked.
+    let report = run_backup(&repo, &client(&source, None), vec![SnapshotScope::collection("docs")])
+        .await
+        .unwrap();
+    let (id, stream) = (report.summary.id, report.summary.manifest.streams[0].clone());
+    assert_eq!(stream.name, "docs_v2");
+    let src = stream.source.as_ref().unwrap();
+    assert_eq!(src["collection"], "docs_v2");
+    assert_eq!(src["requested_as"], "docs");
+    assert_eq!(src["aliases"], json!(["d2", "docs"]));
+
+    // Without --aliases: restored, and told what was left out.
+    let target = FakeQdrant::start(FakeOptions::default()).await;
+    target.set_points_for_snapshot(&bytes, 51);
+    let plain = QdrantRestoreOptions::default();
+    let report =
+        plan_and_restore(&repo, id, &stream, &client(&target, None), &plain).await.unwrap();
+    assert!(target.aliases().is_empty());
+    assert!(report.warnings.iter().any(|w| w.contains("d2, docs") && w.contains("--aliases")));
+
+    // With --aliases into a fresh node: both come back, pointing at the restored collection.
+    let fresh = FakeQdrant::start(FakeOptions::default()).await;
+    fresh.set_points_for_snapshot(&bytes, 51);
+    let with = QdrantRestoreOptions { aliases: true, ..Default::default() };
+    plan_and_restore(&repo, id, &stream, &client(&fresh, None), &with).await.unwrap();
+    let expected: std::collections::BTreeMap<String, String> =
+        [("d2".into(), "docs_v2".into()), ("docs".into(), "docs_v2".into())].into();
+    assert_eq!(fresh.aliases(), expected);
+
+    // An alias that points elsewhere on the target is never moved: refused before upload.
+    let busy = FakeQdrant::start(FakeOptions::default()).await;
+    busy.create_collection("other", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
+    busy.set_alias("docs", "other");
+    let e = plan_and_restore(&repo, id, &stream, &client(&busy, None), &with).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("alias `docs`") && e.to_string().contains("`other`"), "{e}");
+    assert_eq!(uploads(&busy), 0);
+    assert_eq!(busy.aliases().get("docs").map(String::as_str), Some("other"));
+
+    // --replace drops the collection and Qdrant its aliases: those come back too.
+    source.set_alias("extra", "docs_v2");
+    let replace = QdrantRestoreOptions { replace: true, ..Default::default() };
+    plan_and_restore(&repo, id, &stream, &client(&source, None), &replace).await.unwrap();
+    assert_eq!(source.aliases().len(), 3, "{:?}", source.aliases());
+}

@@ -44,11 +44,13 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+mod aliases;
 mod answers;
 mod routes;
 mod shards;
 mod snapshots;
 
+use aliases::*;
 pub use answers::append_file;
 use answers::*;
 use routes::*;
@@ -244,6 +246,8 @@ struct Inner {
     full_source: Option<Bytes>,
     points_by_sha: HashMap<String, u64>,
     writes_during_snapshot: HashMap<String, u64>,
+    /// alias → collection
+    aliases: BTreeMap<String, String>,
     recovered: HashMap<String, Vec<u8>>,
     recovered_shards: HashMap<(String, u32), Vec<u8>>,
     faults: Vec<Fault>,
@@ -378,6 +382,16 @@ impl FakeQdrant {
     /// made: the snapshot holds half of them, a count right after it all of them.
     pub fn set_writes_during_snapshot(&self, collection: &str, n: u64) {
         self.lock().writes_during_snapshot.insert(collection.into(), n);
+    }
+
+    /// Points `alias` at `collection` (moving it if it exists), as `create_alias` does.
+    pub fn set_alias(&self, alias: &str, collection: &str) {
+        self.lock().aliases.insert(alias.into(), collection.into());
+    }
+
+    /// Every alias → collection.
+    pub fn aliases(&self) -> BTreeMap<String, String> {
+        self.lock().aliases.clone()
     }
 
     /// The bytes last recovered into `collection` (upload or URL recover).

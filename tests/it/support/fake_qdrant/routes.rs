@@ -135,9 +135,14 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
     }
 
     let path = req.uri().path().to_string();
-    let segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    let mut segs: Vec<String> = path.split('/').filter(|s| !s.is_empty()).map(decode).collect();
+    follow_alias(shared, &method, &mut segs);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = query_map(&req);
+    let req = match alias_route(shared, access, &method, &segs, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     let wait = q.get("wait").map(|w| w != "false").unwrap_or(true);
 
     match (method.clone(), segs.as_slice()) {
@@ -175,6 +180,9 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
             if inner.collections.contains_key(*c) {
                 return err_json(400, &format!("Wrong input: Collection `{c}` already exists!"));
             }
+            if inner.aliases.contains_key(*c) {
+                return err_json(400, &format!("Wrong input: Can't create collection with name {c}. Alias with the same name already exists"));
+            }
             inner.collections.insert(c.to_string(), new_collection(config_from_create_body(&body)));
             ok(json!(true))
         }
@@ -182,7 +190,12 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
             if access == Access::ReadOnly {
                 return ro_json_resp();
             }
-            let removed = shared.inner.lock().unwrap().collections.remove(*c).is_some();
+            let mut inner = shared.inner.lock().unwrap();
+            let removed = inner.collections.remove(*c).is_some();
+            if removed {
+                // Deleting a collection drops its aliases (captured).
+                inner.aliases.retain(|_, col| col != c);
+            }
             ok(json!(removed))
         }
         (Method::POST, ["collections", c, "points", "count"]) => {

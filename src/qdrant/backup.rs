@@ -29,6 +29,7 @@ use super::client::QdrantClient;
 pub use super::create::CreateOptions;
 use super::create::{create_snapshot, snapshots_before};
 use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
+use super::shard_keys::{is_custom, shard_keys};
 use super::types::{AliasDescription, ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
     backup_from, BackupOptions, BackupSummary, Progress, StreamSource, StreamSources,
@@ -402,6 +403,9 @@ async fn describe_source(
             source.config = Some(info.config.clone());
             source.collection_info = Some(info.raw.clone());
             source.cluster = Some(serde_json::to_value(&cluster).unwrap_or_default());
+            if is_custom(Some(&info.config)) {
+                source.shard_keys = Some(shard_keys(&cluster));
+            }
             match scope {
                 SnapshotScope::Shard { shard_id, .. } => {
                     let local = cluster.local_shards.iter().find(|s| s.shard_id == *shard_id);

@@ -14,6 +14,7 @@ mod pipe;
 pub mod provenance;
 pub mod restore;
 pub mod serve;
+pub mod shard_keys;
 pub mod streams;
 mod types;
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::shard_keys::ShardKey;
 use super::types::{CollectionParams, SnapshotDescription};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -57,6 +58,9 @@ pub struct QdrantProvenance {
     /// The alias the backup was asked for (`--collection ALIAS`), resolved to `collection`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_as: Option<String>,
+    /// Custom sharding: each shard key and its shard ids, in creation order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_keys: Option<Vec<ShardKey>>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
@@ -122,6 +126,7 @@ impl QdrantProvenance {
             exact_points_count_after: None,
             aliases: None,
             requested_as: None,
+            shard_keys: None,
             collections: None,
             snapshot: None,
         }

@@ -19,6 +19,7 @@ use super::aliases::{all_aliases, plan_aliases, pointing_at};
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
 use super::provenance::QdrantProvenance;
+use super::shard_keys::{check_target, is_custom, ShardKey};
 use super::types::{CollectionParams, SnapshotPriority, SnapshotScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
@@ -98,6 +99,8 @@ struct Provenance {
     points_exact: bool,
     points_range: Option<(u64, u64)>,
     aliases: Vec<String>,
+    custom_sharding: bool,
+    shard_keys: Option<Vec<ShardKey>>,
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
@@ -111,6 +114,8 @@ fn provenance(stream: &StreamRecord) -> Provenance {
             points_exact: false,
             points_range: None,
             aliases: Vec::new(),
+            custom_sharding: false,
+            shard_keys: None,
         };
     };
     // Backups before qvault counted exactly, and of existing snapshots, have only the
@@ -119,6 +124,8 @@ fn provenance(stream: &StreamRecord) -> Provenance {
     Provenance {
         points_range: src.exact_points_range(),
         aliases: src.aliases.clone().unwrap_or_default(),
+        custom_sharding: is_custom(src.config.as_ref()),
+        shard_keys: src.shard_keys.clone(),
         params: src.params(),
         collection: src.collection,
         shard_id: src.shard_id,
@@ -307,6 +314,10 @@ pub async fn plan_qdrant_restore(
                 ));
             }
         }
+    }
+    if prov.custom_sharding {
+        let usable = existing.is_some() && !drop_existing;
+        check_target(client, &collection, prov.shard_keys.as_deref(), usable).await?;
     }
     let (aliases, aliases_left_out) = match &scope {
         SnapshotScope::Collection(c) => {

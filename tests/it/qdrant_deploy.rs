@@ -376,3 +376,52 @@ async fn aliases_are_recorded_resolved_and_recreated_but_never_moved() {
     plan_and_restore(&repo, id, &stream, &client(&source, None), &replace).await.unwrap();
     assert_eq!(source.aliases().len(), 3, "{:?}", source.aliases());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_sharding_restores_only_into_the_same_shard_keys() {
+    let custom = json!({"vectors": {"size": 4, "distance": "Cosine"}, "sharding_method": "custom"});
+    let source = FakeQdrant::start(FakeOptions::default()).await;
+    source.create_collection("mt", custom.clone());
+    source.create_shard_key("mt", json!("tenant_a"), 1);
+    source.create_shard_key("mt", json!("tenant_b"), 2);
+    let config = source.collection_config("mt").unwrap();
+    let bytes = snapshot_tar(&config, &pseudo_random(20_000, 11));
+    source.set_snapshot_source("mt", bytes.clone());
+    source.set_points_count("mt", 501);
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = run_backup(&repo, &client(&source, None), vec![SnapshotScope::collection("mt")])
+        .await
+        .unwrap();
+    let (id, stream) = (report.summary.id, report.summary.manifest.streams[0].clone());
+    assert_eq!(
+        stream.source.as_ref().unwrap()["shard_keys"],
+        json!([{"key": "tenant_a", "shard_ids": [1]}, {"key": "tenant_b", "shard_ids": [2, 3]}])
+    );
+
+    // A new collection would get no keys and 0 points: refused, saying what to create.
+    let target = FakeQdrant::start(FakeOptions::default()).await;
+    target.set_points_for_snapshot(&bytes, 501);
+    let e = run_restore(&repo, id, &stream, &client(&target, None), "mt").await.unwrap_err();
+    println!("{e}");
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(r#"PUT /collections/mt/shards {"shard_key": "tenant_a", "shard_number": 1}; PUT /collections/mt/shards {"shard_key": "tenant_b", "shard_number": 2}"#),
+        "{msg}"
+    );
+    // Keys made in the other order would put tenant_a's points under tenant_b: refused.
+    target.create_collection("mt", custom.clone());
+    target.create_shard_key("mt", json!("tenant_b"), 2);
+    target.create_shard_key("mt", json!("tenant_a"), 1);
+    let e = run_restore(&repo, id, &stream, &client(&target, None), "mt").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert_eq!(uploads(&target), 0);
+
+    // Created as told: restored with every point.
+    target.create_collection("mt2", custom);
+    target.create_shard_key("mt2", json!("tenant_a"), 1);
+    target.create_shard_key("mt2", json!("tenant_b"), 2);
+    let report = run_restore(&repo, id, &stream, &client(&target, None), "mt2").await.unwrap();
+    assert_eq!(report.points_count, Some(501));
+}

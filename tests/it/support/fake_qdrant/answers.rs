@@ -99,7 +99,28 @@ pub(super) fn new_collection(config: Value) -> Collection {
         estimated_points_count: None,
         snapshots: BTreeMap::new(),
         shard_snapshots: BTreeMap::new(),
+        shard_keys: Vec::new(),
     }
+}
+
+/// Whether a collection config says `sharding_method: custom`.
+pub(super) fn is_custom(config: &Value) -> bool {
+    config.pointer("/params/sharding_method").and_then(Value::as_str) == Some("custom")
+}
+
+/// Adds a shard key with `shard_number` new shards, ids continuing from the last (from 1,
+/// as captured); the error text of a repeated key is the captured one.
+pub(super) fn add_shard_key(
+    col: &mut Collection,
+    key: Value,
+    shard_number: u32,
+) -> Result<(), String> {
+    if col.shard_keys.iter().any(|(k, _)| *k == key) {
+        return Err(format!("Wrong input: Sharding key {key} already exists for collection"));
+    }
+    let next = col.shard_keys.iter().flat_map(|(_, ids)| ids).max().copied().unwrap_or(0) + 1;
+    col.shard_keys.push((key, (next..next + shard_number).collect()));
+    Ok(())
 }
 
 /// `config` of collection info for a collection made by `PUT /collections/{c}`. A body
@@ -109,7 +130,8 @@ pub(super) fn config_from_create_body(body: &Value) -> Value {
     let vectors = body.get("vectors").cloned().unwrap_or_else(|| json!({}));
     let shard_number = body.get("shard_number").and_then(Value::as_u64).unwrap_or(1);
     let replication = body.get("replication_factor").and_then(Value::as_u64).unwrap_or(1);
-    json!({
+    let sharding = body.get("sharding_method").cloned();
+    let mut config = json!({
         "params": {
             "vectors": vectors,
             "shard_number": shard_number,
@@ -123,7 +145,11 @@ pub(super) fn config_from_create_body(body: &Value) -> Value {
             "max_optimization_threads": null, "prevent_unoptimized": null},
         "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0, "wal_retain_closed": 1},
         "quantization_config": null
-    })
+    });
+    if let Some(m) = sharding {
+        config["params"]["sharding_method"] = m;
+    }
+    config
 }
 
 /// The collection config inside a snapshot tar (`config.json`), as collection info shows it.
@@ -262,6 +288,16 @@ pub(super) fn collection_info(col: &Collection) -> Value {
 }
 
 pub(super) fn cluster_info(col: &Collection, peer_id: u64) -> Value {
+    if is_custom(&col.config) {
+        // Custom sharding: only the keys' shards exist (none before a key is created).
+        let local: Vec<Value> = col
+            .shard_keys
+            .iter()
+            .flat_map(|(k, ids)| ids.iter().map(move |id| (k, id)))
+            .map(|(k, id)| json!({"shard_id": id, "shard_key": k, "points_count": 0, "state": "Active"}))
+            .collect();
+        return json!({"peer_id": peer_id, "shard_count": local.len(), "local_shards": local, "remote_shards": [], "shard_transfers": []});
+    }
     let shards =
         col.config.pointer("/params/shard_number").and_then(Value::as_u64).unwrap_or(1).max(1);
     let local: Vec<Value> = (0..shards)

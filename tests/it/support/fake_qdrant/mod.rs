@@ -235,6 +235,8 @@ struct Collection {
     estimated_points_count: Option<u64>,
     snapshots: BTreeMap<String, Stored>,
     shard_snapshots: BTreeMap<(u32, String), Stored>,
+    /// Custom sharding: each shard key and its shard ids (from 1, in creation order).
+    shard_keys: Vec<(Value, Vec<u32>)>,
 }
 
 #[derive(Default)]
@@ -382,6 +384,13 @@ impl FakeQdrant {
     /// made: the snapshot holds half of them, a count right after it all of them.
     pub fn set_writes_during_snapshot(&self, collection: &str, n: u64) {
         self.lock().writes_during_snapshot.insert(collection.into(), n);
+    }
+
+    /// Creates shard keys of a custom-sharded collection as `PUT …/shards` would, in order.
+    pub fn create_shard_key(&self, collection: &str, key: Value, shard_number: u32) {
+        let mut inner = self.lock();
+        let col = inner.collections.get_mut(collection).unwrap();
+        add_shard_key(col, key, shard_number).unwrap();
     }
 
     /// Points `alias` at `collection` (moving it if it exists), as `create_alias` does.

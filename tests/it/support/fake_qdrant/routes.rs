@@ -336,6 +336,24 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
             }
             finished(wait, json!(true))
         }
+        (Method::PUT, ["collections", c, "shards"]) => {
+            if access == Access::ReadOnly {
+                return ro_json_resp();
+            }
+            let body = match read_json(req).await {
+                Ok(v) => v,
+                Err(r) => return r,
+            };
+            let mut inner = shared.inner.lock().unwrap();
+            let Some(col) = inner.collections.get_mut(*c) else {
+                return err_json(404, &missing_collection(c));
+            };
+            let n = body.get("shard_number").and_then(Value::as_u64).unwrap_or(1) as u32;
+            match add_shard_key(col, body["shard_key"].clone(), n) {
+                Ok(()) => ok(json!(true)),
+                Err(e) => err_json(400, &e),
+            }
+        }
         // --- shard snapshots
         (_, ["collections", c, "shards", id, rest @ ..]) => {
             let Ok(shard) = id.parse::<u32>() else {

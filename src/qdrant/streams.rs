@@ -100,8 +100,10 @@ pub fn restore_targets<'a>(
                 .cloned(),
             (None, None) => None,
         };
-        let key = (collection.clone().or(recorded.clone()), stream.kind == StreamKind::QdrantShard);
-        if let (Some(name), false) = &key {
+        // Shard streams go into an existing collection by design; two collection streams
+        // into one collection would overwrite each other.
+        let into = collection.clone().or(recorded);
+        if let (Some(name), false) = (&into, stream.kind == StreamKind::QdrantShard) {
             if let Some(other) = seen.insert(name.clone(), stream.name.clone()) {
                 return Err(Error::invalid_input(format!(
                     "streams {other:?} and {:?} would both be restored into collection \

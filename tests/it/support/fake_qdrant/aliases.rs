@@ -8,10 +8,8 @@ use super::*;
 /// The path with an alias in the collection position replaced by its collection, where
 /// Qdrant follows aliases.
 pub(super) fn follow_alias(shared: &Shared, method: &Method, segs: &mut [String]) {
-    let follows = match segs {
-        [first, second, ..] if first == "collections" && second != "aliases" => true,
-        _ => false,
-    };
+    let follows =
+        matches!(segs, [first, second, ..] if first == "collections" && second != "aliases");
     let own_route = segs.len() == 2 && (method == Method::PUT || method == Method::DELETE)
         || (segs.len() == 3 && segs[2] == "aliases");
     if !follows || own_route {

@@ -4,13 +4,23 @@
 //! collections and snapshot files, answers with Qdrant's envelopes, status codes, plain-text
 //! error bodies, snapshot names and SHA-256 checksums, and can inject faults.
 //!
+//! Modelled from `real-qdrant/more/`: aliases (group 1: listing, non-atomic batches, calls
+//! through an alias reaching the collection, create/delete never following one); Qdrant's
+//! compatibility rule for recovering into an existing collection, a refused upload staying
+//! in the snapshots list, and an existing collection keeping its own config (groups 2, 8);
+//! custom sharding with shard ids from 1 and 0 points recovered without keys (group 3); a
+//! snapshot that appears only when complete (group 6, with `snapshot_delay`); a proxy that
+//! gives up on a create while the node goes on (`Fault::proxy_timeout`).
+//!
 //! Where the fake knowingly differs from a real node:
 //! - Two snapshots of one collection created within the same second would get the same name
 //!   on a real node (the second file replaces the first). The fake advances the timestamp in
 //!   the name by one second until the name is free, so every created snapshot stays
 //!   distinct and tests can check that the right one was deleted.
-//! - `wait=false` answers 202 but the work is done before answering, so the snapshot is in
-//!   the list at once.
+//! - `wait=false` answers 202; the snapshot is in the list at once unless
+//!   `FakeOptions::snapshot_delay` is set (then it appears after that delay).
+//! - Custom-sharded collections report 0 points per shard in cluster info, and the
+//!   collection (not per key) point count.
 //! - The "not compatible" message renders vector configs as JSON, not Rust's Debug format;
 //!   only the prefix `Wrong input: Snapshot is not compatible with existing collection: ` is
 //!   the real one.

@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use qvault::backup::{backup, BackupOptions, BackupSummary, OnChange, Progress, StreamSource};
 use qvault::qdrant::backup::{
-    backup_qdrant, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
+    backup_qdrant, CreateOptions, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
 };
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
@@ -65,6 +65,14 @@ pub struct BackupArgs {
     /// Leave the snapshots qvault created on the node.
     #[arg(long, requires = "qdrant")]
     pub keep_remote: bool,
+    /// Create snapshots with `wait=false` and poll until they are listed, instead of one
+    /// request held open while Qdrant writes (for big collections behind a proxy).
+    #[arg(long, requires = "qdrant")]
+    pub poll_snapshot: bool,
+    /// How long to wait for a snapshot to appear when polling, or after a create that
+    /// failed while Qdrant may still be writing it (then it is found and deleted).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "qdrant")]
+    pub snapshot_timeout: u64,
     /// A name for the backup.
     #[arg(long)]
     pub name: Option<String>,
@@ -231,6 +239,10 @@ async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
         all_collections: args.all_collections,
         existing_snapshot: args.snapshot.clone(),
         keep_remote: args.keep_remote,
+        create: CreateOptions {
+            poll: args.poll_snapshot,
+            timeout: std::time::Duration::from_secs(args.snapshot_timeout),
+        },
     };
     let repo = common::open(global).await?;
     let progress = Arc::new(Progress::default());

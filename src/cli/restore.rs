@@ -9,7 +9,8 @@ use qvault::qdrant::restore::{
     plan_qdrant_restore, restore_to_qdrant, QdrantRestoreOptions, QdrantRestorePlan,
 };
 use qvault::qdrant::serve::{serve_restore, ServeOptions};
-use qvault::qdrant::SnapshotPriority;
+use qvault::qdrant::streams::{find_stream, restore_targets};
+use qvault::qdrant::{QdrantClient, SnapshotPriority};
 use qvault::repo::Repository;
 use qvault::restore::{execute, restore_to_file, RestoreOptions, RestorePlan, RestoreReport};
 use std::path::{Path, PathBuf};
@@ -33,9 +34,10 @@ pub struct RestoreArgs {
     pub to_dir: Option<PathBuf>,
     #[command(flatten)]
     pub qdrant: QdrantConnArgs,
-    /// Restore into this collection (default: the one backed up).
-    #[arg(long)]
-    pub collection: Option<String>,
+    /// Restore into this collection (default: the one backed up); with several streams,
+    /// rename with OLD=NEW (repeatable).
+    #[arg(long, value_name = "NAME|OLD=NEW")]
+    pub collection: Vec<String>,
     /// Qdrant's recovery priority: snapshot (default), replica or no_sync.
     #[arg(long)]
     pub priority: Option<SnapshotPriority>,
@@ -45,7 +47,16 @@ pub struct RestoreArgs {
     /// Restore even when the Qdrant version or the existing collection's layout differ.
     #[arg(long, requires = "qdrant")]
     pub force: bool,
-    /// Which stream, when the backup has several.
+    /// Drop an existing collection first, so it holds exactly the backup (config, indexes,
+    /// points); restoring over a non-empty collection is refused without it.
+    #[arg(long, requires = "qdrant")]
+    pub replace: bool,
+    /// Recreate the aliases that pointed at each collection at backup; an alias that now
+    /// points at another collection refuses the restore (it is never moved).
+    #[arg(long, requires = "qdrant")]
+    pub aliases: bool,
+    /// Which stream, when the backup has several (with or without its `.snapshot` suffix).
+    /// With --qdrant and no --stream, every stream is restored.
     #[arg(long)]
     pub stream: Option<String>,
     /// Replace an existing output file.
@@ -62,9 +73,39 @@ async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, Re
     let repo = common::open(global).await?;
     let id = repo.resolve_backup(&args.id)?;
     let manifest = repo.read_manifest(id).await?;
-    let stream = manifest.stream(args.stream.as_deref())?;
+    let stream = match args.stream.as_deref() {
+        Some(wanted) => find_stream(&manifest, wanted)?,
+        None => manifest.stream(None)?,
+    };
     let plan = RestorePlan::new(&repo, id, stream).await?;
     Ok((repo, plan))
+}
+
+/// Every stream a Qdrant restore takes, each planned and checked against the node before
+/// anything is sent: a refusal for any stream stops them all.
+async fn plan_qdrant(
+    global: &GlobalArgs,
+    args: &RestoreArgs,
+    client: &QdrantClient,
+) -> Result<(Repository, Vec<(RestorePlan, QdrantRestorePlan, QdrantRestoreOptions)>)> {
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let targets = restore_targets(&manifest, args.stream.as_deref(), &args.collection)?;
+    if targets.len() > 1 && args.shard.is_some() {
+        return Err(qvault::Error::invalid_input(
+            "--shard names the target of one shard stream: pick it with --stream",
+        )
+        .into());
+    }
+    let mut planned = Vec::with_capacity(targets.len());
+    for t in targets {
+        let plan = RestorePlan::new(&repo, id, t.stream).await?;
+        let options = qdrant_options(args, t.collection);
+        let target = plan_qdrant_restore(client, id, t.stream, &options).await?;
+        planned.push((plan, target, options));
+    }
+    Ok((repo, planned))
 }
 
 /// `--dry-run`: what the restore would read, and (for Qdrant) where it would go.
@@ -103,12 +144,14 @@ fn print_dry_run(
     Ok(())
 }
 
-fn qdrant_options(args: &RestoreArgs) -> QdrantRestoreOptions {
+fn qdrant_options(args: &RestoreArgs, collection: Option<String>) -> QdrantRestoreOptions {
     QdrantRestoreOptions {
-        collection: args.collection.clone(),
+        collection,
         priority: args.priority,
         shard: args.shard,
         force: args.force,
+        replace: args.replace,
+        aliases: args.aliases,
         restore: RestoreOptions::default(),
     }
 }
@@ -120,7 +163,17 @@ async fn run_serve(
 ) -> Result<()> {
     let client = args.qdrant.client()?;
     let (repo, plan) = plan(global, args).await?;
-    let options = qdrant_options(args);
+    let collection = match args.collection.as_slice() {
+        [] => None,
+        [one] if !one.contains('=') => Some(one.clone()),
+        _ => {
+            return Err(qvault::Error::invalid_input(
+                "--serve restores one stream: name its target with one --collection NAME",
+            )
+            .into())
+        }
+    };
+    let options = qdrant_options(args, collection);
     let target = match &client {
         Some(c) => Some(plan_qdrant_restore(c, plan.backup, &plan.stream, &options).await?),
         None => None,
@@ -172,43 +225,54 @@ async fn run_serve(
 
 async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let client = args.qdrant.require_client("restoring into Qdrant")?;
-    let (repo, plan) = plan(global, args).await?;
-    let options = qdrant_options(args);
-    let target = plan_qdrant_restore(&client, plan.backup, &plan.stream, &options).await?;
+    let (repo, planned) = plan_qdrant(global, args, &client).await?;
     if args.dry_run {
-        return print_dry_run(global, &plan, Some(&target));
+        for (plan, target, _) in &planned {
+            print_dry_run(global, plan, Some(target))?;
+        }
+        return Ok(());
     }
-    let (id, stream) = (plan.backup, &plan.stream);
-    if common::chatty(global) {
-        eprintln!(
-            "restoring stream {:?} of backup {} into Qdrant at {} …",
-            stream.name,
-            id.short(),
-            client.url()
-        );
+    let mut reports = Vec::with_capacity(planned.len());
+    for (plan, target, options) in &planned {
+        let (id, stream) = (plan.backup, &plan.stream);
+        if common::chatty(global) {
+            eprintln!(
+                "restoring stream {:?} of backup {} into Qdrant at {} …",
+                stream.name,
+                id.short(),
+                client.url()
+            );
+        }
+        let report = restore_to_qdrant(&repo, plan, target, &client, options).await?;
+        for w in report.plan.forced.iter().chain(&report.warnings) {
+            eprintln!("qvault: warning: {w}");
+        }
+        let seconds = report.duration.as_secs_f64();
+        if global.json {
+            reports.push(serde_json::json!({
+                "id": id, "stream": stream.name, "target": report.plan.scope.to_string(),
+                "qdrant_version": report.plan.target_version, "bytes": report.bytes,
+                "points_count": report.points_count, "seconds": seconds, "sha256": stream.sha256,
+                "uploaded_file": report.uploaded_file, "uploaded_file_deleted": report.uploaded_file_deleted,
+            }));
+        } else {
+            let points = report.points_count.map_or_else(|| "unknown".into(), |n| n.to_string());
+            println!(
+                "restored stream {:?} of backup {} into {} at {}: {}, {points} points, in {seconds:.2} s",
+                stream.name,
+                id.short(),
+                report.plan.scope,
+                client.url(),
+                common::human_bytes(report.bytes),
+            );
+        }
     }
-    let report = restore_to_qdrant(&repo, &plan, &target, &client, &options).await?;
-    for w in report.plan.forced.iter().chain(&report.warnings) {
-        eprintln!("qvault: warning: {w}");
-    }
-    let seconds = report.duration.as_secs_f64();
     if global.json {
-        common::print_json(&serde_json::json!({
-            "id": id, "stream": stream.name, "target": report.plan.scope.to_string(),
-            "qdrant_version": report.plan.target_version, "bytes": report.bytes,
-            "points_count": report.points_count, "seconds": seconds, "sha256": stream.sha256,
-            "uploaded_file": report.uploaded_file, "uploaded_file_deleted": report.uploaded_file_deleted,
-        }))?;
-    } else {
-        let points = report.points_count.map_or_else(|| "unknown".into(), |n| n.to_string());
-        println!(
-            "restored stream {:?} of backup {} into {} at {}: {}, {points} points, in {seconds:.2} s",
-            stream.name,
-            id.short(),
-            report.plan.scope,
-            client.url(),
-            common::human_bytes(report.bytes),
-        );
+        // One stream keeps the single object restore has always printed.
+        match reports.as_slice() {
+            [one] => common::print_json(one)?,
+            _ => common::print_json(&reports)?,
+        }
     }
     Ok(())
 }

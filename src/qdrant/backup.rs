@@ -22,9 +22,15 @@ use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 
+use std::collections::BTreeMap;
+
+use super::aliases::{all_aliases, pointing_at, resolve};
 use super::client::QdrantClient;
+pub use super::create::CreateOptions;
+use super::create::{create_snapshot, snapshots_before};
 use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
-use super::types::{ServerVersion, SnapshotDescription, SnapshotScope};
+use super::shard_keys::{is_custom, shard_keys};
+use super::types::{AliasDescription, ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
     backup_from, BackupOptions, BackupSummary, Progress, StreamSource, StreamSources,
 };
@@ -44,6 +50,8 @@ pub struct QdrantBackupOptions {
     pub existing_snapshot: Option<String>,
     /// Leave the created snapshots on the node.
     pub keep_remote: bool,
+    /// How snapshots are created: `wait=false` and polling, and how long to wait.
+    pub create: CreateOptions,
 }
 
 /// A snapshot qvault created and what became of it on the node.
@@ -160,6 +168,11 @@ struct SnapshotStreams<'a> {
     scopes: std::vec::IntoIter<SnapshotScope>,
     existing_snapshot: Option<String>,
     keep_remote: bool,
+    create: CreateOptions,
+    /// Every alias on the node, read once: recorded with the collections they point at.
+    aliases: Vec<AliasDescription>,
+    /// Stream name → the alias the user named instead of the collection.
+    requested_as: BTreeMap<String, String>,
     used: Vec<Used>,
     /// Errors of the downloads, in Qdrant's words (the pipeline sees only read errors).
     download_errors: Arc<Mutex<Vec<String>>>,
@@ -170,11 +183,27 @@ impl SnapshotStreams<'_> {
         let client = self.client;
         // Read again, not taken from the preflight: earlier streams may have taken hours.
         let mut source = describe_source(client, &scope, &self.version).await?;
+        if let Some(c) = scope.collection_name() {
+            let aliases = pointing_at(&self.aliases, c);
+            source.aliases = (!aliases.is_empty()).then_some(aliases);
+            source.requested_as = self.requested_as.get(&stream_name(&scope)).cloned();
+        }
         let (snapshot, created) = match &self.existing_snapshot {
             Some(name) => (existing_snapshot(client, &scope, name).await?, false),
             None => {
+                let before = snapshots_before(client, &scope).await?;
                 add_exact_counts(client, &scope, &mut source).await?;
-                (create_snapshot(client, &scope).await?, true)
+                let snapshot = create_snapshot(client, &scope, &before, &self.create).await?;
+                // Counted again so restore knows the range a snapshot taken while clients
+                // wrote may hold; recorded only when it differs, so backups of quiet
+                // collections keep the provenance shape they always had.
+                if let (SnapshotScope::Collection(c), Some(before)) =
+                    (&scope, source.exact_points_count)
+                {
+                    let after = client.count_points(c, true).await?;
+                    source.exact_points_count_after = (after != before).then_some(after);
+                }
+                (snapshot, true)
             }
         };
         self.used.push(Used {
@@ -252,7 +281,8 @@ pub async fn backup_qdrant(
     progress: Arc<Progress>,
 ) -> Result<QdrantBackupReport> {
     let version = client.version().await?;
-    let scopes = resolve_scopes(client, options).await?;
+    let aliases = all_aliases(client).await?;
+    let (scopes, requested_as) = resolve_scopes(client, options, &aliases).await?;
 
     // Everything read before the first snapshot is created: a missing collection, a shard
     // on another node or a bad key fails here, with nothing to clean up on the node.
@@ -266,6 +296,9 @@ pub async fn backup_qdrant(
         scopes: scopes.into_iter(),
         existing_snapshot: options.existing_snapshot.clone(),
         keep_remote: options.keep_remote,
+        create: options.create,
+        aliases,
+        requested_as,
         used: Vec::new(),
         download_errors: Arc::default(),
     };
@@ -295,11 +328,30 @@ pub async fn backup_qdrant(
     }
 }
 
+/// The scopes to back up, an alias given as a collection replaced by its collection (the
+/// returned map says which stream was asked for by which alias).
 async fn resolve_scopes(
     client: &QdrantClient,
     options: &QdrantBackupOptions,
-) -> Result<Vec<SnapshotScope>> {
-    let mut scopes = options.scopes.clone();
+    aliases: &[AliasDescription],
+) -> Result<(Vec<SnapshotScope>, BTreeMap<String, String>)> {
+    let mut requested_as = BTreeMap::new();
+    let mut scopes: Vec<SnapshotScope> = options
+        .scopes
+        .iter()
+        .map(|scope| {
+            let real = scope.collection_name().and_then(|c| resolve(aliases, c));
+            let (Some(real), Some(alias)) = (real, scope.collection_name()) else {
+                return scope.clone();
+            };
+            let resolved = match scope {
+                SnapshotScope::Shard { shard_id, .. } => SnapshotScope::shard(real, *shard_id),
+                _ => SnapshotScope::collection(real),
+            };
+            requested_as.insert(stream_name(&resolved), alias.to_string());
+            resolved
+        })
+        .collect();
     if options.all_collections {
         for name in client.list_collections().await? {
             let scope = SnapshotScope::Collection(name);
@@ -329,7 +381,7 @@ async fn resolve_scopes(
              shard or --full-storage with it",
         ));
     }
-    Ok(scopes)
+    Ok((scopes, requested_as))
 }
 
 /// The manifest's provenance of a scope: node, version, collection config and info.
@@ -351,6 +403,9 @@ async fn describe_source(
             source.config = Some(info.config.clone());
             source.collection_info = Some(info.raw.clone());
             source.cluster = Some(serde_json::to_value(&cluster).unwrap_or_default());
+            if is_custom(Some(&info.config)) {
+                source.shard_keys = Some(shard_keys(&cluster));
+            }
             match scope {
                 SnapshotScope::Shard { shard_id, .. } => {
                     let local = cluster.local_shards.iter().find(|s| s.shard_id == *shard_id);
@@ -428,25 +483,6 @@ async fn exact_count_if_local(client: &QdrantClient, collection: &str) -> Result
         return Ok(None);
     }
     client.count_points(collection, true).await.map(Some)
-}
-
-async fn create_snapshot(
-    client: &QdrantClient,
-    scope: &SnapshotScope,
-) -> Result<SnapshotDescription> {
-    match client.create_snapshot(scope, true).await? {
-        Some(s) => Ok(s),
-        // wait=true always answers with the description; an old or odd server may not.
-        None => Err(Error::new(
-            ErrorKind::Qdrant,
-            format!(
-                "creating a snapshot of {scope}: Qdrant at {} accepted the request but did not \
-                 say which snapshot it made; check the node's snapshots with `qvault qdrant \
-                 snapshots list`",
-                client.url()
-            ),
-        )),
-    }
 }
 
 async fn existing_snapshot(

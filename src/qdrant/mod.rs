@@ -5,13 +5,17 @@
 //! Qdrant really serves, documented in the project's `qdrant-api.md` and checked against
 //! captures of a real server.
 
+pub mod aliases;
 pub mod backup;
 mod client;
+mod create;
 pub mod files;
 mod pipe;
 pub mod provenance;
 pub mod restore;
 pub mod serve;
+pub mod shard_keys;
+pub mod streams;
 mod types;
 
 pub use client::{
@@ -19,7 +23,7 @@ pub use client::{
 };
 pub use provenance::QdrantProvenance;
 pub use types::{
-    CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo, RemoteShardInfo,
-    ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope, VectorParams,
-    VectorsConfig,
+    AliasDescription, CollectionClusterInfo, CollectionInfo, CollectionParams, LocalShardInfo,
+    RemoteShardInfo, ServerVersion, SnapshotDescription, SnapshotPriority, SnapshotScope,
+    VectorParams, VectorsConfig,
 };

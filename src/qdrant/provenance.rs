@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::shard_keys::ShardKey;
 use super::types::{CollectionParams, SnapshotDescription};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -45,6 +46,21 @@ pub struct QdrantProvenance {
     /// Qdrant's exact count, taken just before the snapshot was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact_points_count: Option<u64>,
+    /// Qdrant's exact count again, taken just after the snapshot was made. With clients
+    /// writing, the snapshot holds a count between the two. Absent when it equals
+    /// `exact_points_count` (no writes seen) and in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact_points_count_after: Option<u64>,
+    /// The aliases that pointed at the collection at backup; absent when none did (and in
+    /// older backups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aliases: Option<Vec<String>>,
+    /// The alias the backup was asked for (`--collection ALIAS`), resolved to `collection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
+    /// Custom sharding: each shard key and its shard ids, in creation order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_keys: Option<Vec<ShardKey>>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
@@ -107,6 +123,10 @@ impl QdrantProvenance {
             shard_id: None,
             points_count: None,
             exact_points_count: None,
+            exact_points_count_after: None,
+            aliases: None,
+            requested_as: None,
+            shard_keys: None,
             collections: None,
             snapshot: None,
         }
@@ -143,6 +163,13 @@ impl QdrantProvenance {
     pub fn params(&self) -> Option<CollectionParams> {
         let params = self.config.as_ref()?.get("params")?;
         serde_json::from_value(params.clone()).ok()
+    }
+
+    /// The smallest and largest exact count around the snapshot, when both were taken:
+    /// the snapshot holds a count in this range even while clients wrote.
+    pub fn exact_points_range(&self) -> Option<(u64, u64)> {
+        let (a, b) = (self.exact_points_count?, self.exact_points_count_after?);
+        Some((a.min(b), a.max(b)))
     }
 
     /// The points the snapshot held and whether that is an exact count: the exact count

@@ -15,9 +15,11 @@
 
 use std::time::{Duration, Instant};
 
+use super::aliases::{all_aliases, plan_aliases, pointing_at};
 use super::client::{QdrantClient, RecoverOptions};
 use super::pipe::pipe;
 use super::provenance::QdrantProvenance;
+use super::shard_keys::{check_target, is_custom, ShardKey};
 use super::types::{CollectionParams, SnapshotPriority, SnapshotScope};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
@@ -35,6 +37,11 @@ pub struct QdrantRestoreOptions {
     pub shard: Option<u32>,
     /// Skip the version and collection-config checks.
     pub force: bool,
+    /// Drop an existing collection first, so the result is exactly the backup (config,
+    /// indexes, points); without it, restoring over a non-empty collection is refused.
+    pub replace: bool,
+    /// Recreate the aliases the backup recorded (never moving one that points elsewhere).
+    pub aliases: bool,
     pub restore: RestoreOptions,
 }
 
@@ -47,11 +54,22 @@ pub struct QdrantRestorePlan {
     pub target_version: String,
     /// Whether the target collection exists already.
     pub collection_exists: bool,
+    /// Drop the existing collection before uploading (`--replace` over an existing one).
+    pub drop_existing: bool,
+    /// Aliases to create once the collection is back: the backup's (`--aliases`) and those
+    /// that pointed at a collection `--replace` drops.
+    pub aliases: Vec<String>,
+    /// Aliases the backup recorded that this restore leaves out (no `--aliases`).
+    pub aliases_left_out: Vec<String>,
     /// Points the backup recorded (of the collection or the shard).
     pub expected_points: Option<u64>,
     /// Whether `expected_points` is Qdrant's exact count, taken just before the snapshot
     /// was made; otherwise it is collection info's (or cluster info's) estimate.
     pub expected_points_exact: bool,
+    /// The exact counts taken before and after the snapshot (smallest, largest), when the
+    /// backup recorded both: any count in it is what a snapshot taken while clients wrote
+    /// may hold.
+    pub expected_points_range: Option<(u64, u64)>,
     /// Warnings the checks raised but `force` overrode.
     pub forced: Vec<String>,
 }
@@ -79,6 +97,10 @@ struct Provenance {
     params: Option<CollectionParams>,
     points: Option<u64>,
     points_exact: bool,
+    points_range: Option<(u64, u64)>,
+    aliases: Vec<String>,
+    custom_sharding: bool,
+    shard_keys: Option<Vec<ShardKey>>,
 }
 
 fn provenance(stream: &StreamRecord) -> Provenance {
@@ -90,12 +112,20 @@ fn provenance(stream: &StreamRecord) -> Provenance {
             params: None,
             points: None,
             points_exact: false,
+            points_range: None,
+            aliases: Vec::new(),
+            custom_sharding: false,
+            shard_keys: None,
         };
     };
     // Backups before qvault counted exactly, and of existing snapshots, have only the
     // estimate from collection info.
     let (points, points_exact) = src.expected_points();
     Provenance {
+        points_range: src.exact_points_range(),
+        aliases: src.aliases.clone().unwrap_or_default(),
+        custom_sharding: is_custom(src.config.as_ref()),
+        shard_keys: src.shard_keys.clone(),
         params: src.params(),
         collection: src.collection,
         shard_id: src.shard_id,
@@ -221,21 +251,39 @@ pub async fn plan_qdrant_restore(
         Err(e) if e.kind() == ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
+    let is_shard = matches!(scope, SnapshotScope::Shard { .. });
+    if options.replace && is_shard {
+        return Err(Error::invalid_input(
+            "--replace drops a whole collection: it cannot be combined with a shard restore",
+        ));
+    }
+    let drop_existing = existing.is_some() && options.replace;
+    if existing.is_some() && !options.replace && !is_shard {
+        // Qdrant replaces the points but keeps the target's config and indexes: the result
+        // would be neither the backup nor the collection that was there.
+        let points = client.count_points(&collection, true).await?;
+        if points > 0 {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "collection `{collection}` exists on Qdrant at {} and holds {points} points: \
+                     recovering over it would replace its points but keep its own config and \
+                     indexes. Pass --replace to drop it and restore exactly backup {backup}, or \
+                     restore into a new collection with --collection NEW_NAME",
+                    client.url()
+                ),
+            ));
+        }
+    }
     match (&existing, &prov.params) {
+        _ if drop_existing => {}
         (Some(info), Some(backed_up)) => {
-            let same_vectors = info.params.vectors.same_shape(&backed_up.vectors);
-            let same_shards = info.params.shard_number == backed_up.shard_number;
-            if !same_vectors || !same_shards {
+            if let Some(difference) = backed_up.incompatibility(&info.params) {
                 refuse(format!(
-                    "collection `{collection}` exists on Qdrant at {} with another layout than \
-                     backup {backup}: existing vectors {} and shard_number {}; backed up vectors \
-                     {} and shard_number {}. Restore into a new collection with --collection \
-                     NEW_NAME, or delete `{collection}` first",
+                    "collection `{collection}` exists on Qdrant at {} and Qdrant would refuse \
+                     backup {backup} into it ({difference}). Restore into a new collection \
+                     with --collection NEW_NAME, or use --replace to drop `{collection}` first",
                     client.url(),
-                    pretty(&info.params.vectors),
-                    info.params.shard_number,
-                    pretty(&backed_up.vectors),
-                    backed_up.shard_number
                 ))?;
             }
         }
@@ -267,13 +315,34 @@ pub async fn plan_qdrant_restore(
             }
         }
     }
+    if prov.custom_sharding {
+        let usable = existing.is_some() && !drop_existing;
+        check_target(client, &collection, prov.shard_keys.as_deref(), usable).await?;
+    }
+    let (aliases, aliases_left_out) = match &scope {
+        SnapshotScope::Collection(c) => {
+            let kept = if drop_existing {
+                pointing_at(&all_aliases(client).await?, c)
+            } else {
+                Vec::new()
+            };
+            let wanted: &[String] = if options.aliases { &prov.aliases } else { &[] };
+            let left_out = if options.aliases { Vec::new() } else { prov.aliases.clone() };
+            (plan_aliases(client, c, wanted, &kept).await?, left_out)
+        }
+        _ => (Vec::new(), Vec::new()),
+    };
     Ok(QdrantRestorePlan {
+        aliases,
+        aliases_left_out,
         scope,
         backup_version: prov.version,
         target_version,
         collection_exists: existing.is_some(),
+        drop_existing,
         expected_points: prov.points,
         expected_points_exact: prov.points_exact,
+        expected_points_range: prov.points_range,
         forced,
     })
 }
@@ -297,6 +366,14 @@ pub async fn restore_to_qdrant(
     // Fails now rather than after the upload started.
     repo.data_identities("restoring a backup into Qdrant")?;
 
+    if target.drop_existing {
+        let collection = target.scope.collection_name().unwrap_or_default();
+        client.delete_collection(collection).await.map_err(|e| {
+            e.context(format!("--replace: dropping collection `{collection}` before the restore"))
+        })?;
+        tracing::info!(collection, "dropped the existing collection (--replace)");
+    }
+
     let started = Instant::now();
     let filename = format!(
         "{}-qvault-{}.snapshot",
@@ -319,19 +396,23 @@ pub async fn restore_to_qdrant(
         Ok::<_, Error>(summary)
     };
     let (produced, uploaded) = tokio::join!(produce, upload);
-    let summary = match (produced, uploaded) {
-        (Ok(summary), Ok(_)) => summary,
+    let failure = match (produced, uploaded) {
+        (Ok(summary), Ok(_)) => Ok(summary),
         // The upload stopped first (Qdrant refused): the write error is only its echo.
-        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => return Err(u),
-        (Ok(_), Err(u)) => return Err(u),
-        (Err(p), _) => {
-            return Err(p.context(format!(
-                "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
-                 recovered",
-                target.scope,
-                client.url()
-            )))
-        }
+        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => Err(u),
+        (Ok(_), Err(u)) => Err(u),
+        (Err(p), _) => Err(p.context(format!(
+            "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
+             recovered",
+            target.scope,
+            client.url()
+        ))),
+    };
+    let summary = match failure {
+        Ok(summary) => summary,
+        // Qdrant keeps a refused upload in the snapshots dir (captured): a full copy of the
+        // data that nobody would ever delete.
+        Err(e) => return Err(remove_failed_upload(client, &target.scope, &filename, e).await),
     };
 
     let mut warnings = Vec::new();
@@ -349,6 +430,22 @@ pub async fn restore_to_qdrant(
 
     let points = confirm_points(client, target, backup).await?;
     warnings.extend(points.warning);
+    if let (false, Some(collection)) = (target.aliases.is_empty(), target.scope.collection_name()) {
+        client.create_aliases(collection, &target.aliases).await.map_err(|e| {
+            e.context(format!(
+                "{} was restored and checked, but its aliases {} were not all created",
+                target.scope,
+                target.aliases.join(", ")
+            ))
+        })?;
+    }
+    if !target.aliases_left_out.is_empty() {
+        warnings.push(format!(
+            "the backup recorded aliases {} pointing at the collection; they were not \
+             recreated: restore with --aliases, or create them yourself",
+            target.aliases_left_out.join(", ")
+        ));
+    }
     Ok(QdrantRestoreReport {
         plan: target.clone(),
         bytes: summary.bytes,
@@ -358,6 +455,27 @@ pub async fn restore_to_qdrant(
         uploaded_file_deleted,
         warnings,
     })
+}
+
+/// Deletes what a failed upload may have left in `scope`'s snapshots dir and says so in
+/// `error`: gone (or never stored), or the exact file still there when deleting failed.
+async fn remove_failed_upload(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    filename: &str,
+    error: Error,
+) -> Error {
+    match client.delete_snapshot(scope, filename, true).await {
+        Ok(()) => error.context(format!(
+            "the uploaded file `{filename}` was deleted from the snapshots dir of {scope}"
+        )),
+        Err(e) if e.kind() == ErrorKind::NotFound => error,
+        Err(e) => error.context(format!(
+            "the uploaded file `{filename}` may remain in the snapshots dir of {scope} at {} \
+             (deleting it failed: {e}); delete it with `qvault qdrant snapshots delete`",
+            client.url()
+        )),
+    }
 }
 
 /// The point count of a recovered target, and what comparing it with the backup found.
@@ -404,6 +522,25 @@ pub async fn confirm_points(
     };
     if expected == actual {
         return Ok(check);
+    }
+    if let Some((low, high)) = plan.expected_points_range.filter(|_| exact) {
+        if (low..=high).contains(&actual) {
+            check.warning = Some(format!(
+                "{scope} on Qdrant at {url} holds {actual} points after recovering backup \
+                 {backup}: clients wrote while the backup ran (it counted {low} to {high} \
+                 points around the snapshot), so any count in that range is the snapshot's"
+            ));
+            return Ok(check);
+        }
+        return Err(Error::new(
+            ErrorKind::Qdrant,
+            format!(
+                "{scope} on Qdrant at {url} was recovered from backup {backup} but holds \
+                 {actual} points (exact count), outside the {low} to {high} points the backup \
+                 counted just before and after Qdrant made the snapshot: the recovery is \
+                 incomplete; check the Qdrant log and restore again"
+            ),
+        ));
     }
     if plan.expected_points_exact {
         return Err(Error::new(

@@ -20,6 +20,13 @@ pub struct ServerVersion {
     pub commit: Option<String>,
 }
 
+/// An alias as `GET /aliases` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AliasDescription {
+    pub alias_name: String,
+    pub collection_name: String,
+}
+
 /// A snapshot as Qdrant lists it (`SnapshotDescription`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotDescription {
@@ -140,8 +147,7 @@ impl VectorsConfig {
         matches!(self, VectorsConfig::Named(m) if m.is_empty())
     }
 
-    /// Whether two configs describe the same vectors (size and distance of each vector),
-    /// which is what Qdrant requires to recover a snapshot into an existing collection.
+    /// Whether two configs describe the same vectors (size and distance of each vector).
     pub fn same_shape(&self, other: &VectorsConfig) -> bool {
         fn key(p: &VectorParams) -> (u64, &str) {
             (p.size, p.distance.as_str())
@@ -155,6 +161,39 @@ impl VectorsConfig {
                         .all(|((na, pa), (nb, pb))| na == nb && key(pa) == key(pb))
             }
             _ => false,
+        }
+    }
+
+    /// Qdrant's own rule for recovering a snapshot into an existing collection: the vectors
+    /// configs must be equal in every field (`on_disk`, `datatype`, `multivector_config`,
+    /// vector-level `hnsw_config` and `quantization_config` included), and a single vector
+    /// differs from a map holding it under `""` (all captured as refused in
+    /// `real-qdrant/more`, group 2). Absent and `null` fields are the same thing.
+    pub fn recoverable_into(&self, target: &VectorsConfig) -> bool {
+        match (self, target) {
+            (VectorsConfig::Single(a), VectorsConfig::Single(b)) => a.same_params(b),
+            (VectorsConfig::Named(a), VectorsConfig::Named(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b.iter())
+                        .all(|((na, pa), (nb, pb))| na == nb && pa.same_params(pb))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl VectorParams {
+    /// Equal in every field Qdrant reported, `null` counting as absent.
+    pub fn same_params(&self, other: &VectorParams) -> bool {
+        self.size == other.size && self.distance == other.distance && {
+            let set = |m: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+                m.iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            set(&self.other) == set(&other.other)
         }
     }
 }
@@ -176,6 +215,63 @@ pub struct CollectionParams {
     pub replication_factor: Option<u32>,
     #[serde(default)]
     pub sparse_vectors: Option<Value>,
+}
+
+impl CollectionParams {
+    /// `None` when Qdrant accepts a snapshot with these (backed-up) params into an existing
+    /// collection with `target`'s, else what differs. Qdrant compares the dense vectors
+    /// exactly and the shard number; the captures show it accepts a target with extra
+    /// sparse vectors, so only the backup's sparse vectors must exist in the target with
+    /// the same params (a missing one is refused here: not proven safe).
+    pub fn incompatibility(&self, target: &CollectionParams) -> Option<String> {
+        if !self.vectors.recoverable_into(&target.vectors) {
+            return Some(format!(
+                "vectors differ: existing {}, backed up {}",
+                json(&target.vectors),
+                json(&self.vectors)
+            ));
+        }
+        if self.shard_number != target.shard_number {
+            return Some(format!(
+                "shard_number differs: existing {}, backed up {}",
+                target.shard_number, self.shard_number
+            ));
+        }
+        let sparse = |v: &Option<Value>| -> BTreeMap<String, Value> {
+            v.as_ref()
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), without_nulls(v))).collect())
+                .unwrap_or_default()
+        };
+        let (ours, theirs) = (sparse(&self.sparse_vectors), sparse(&target.sparse_vectors));
+        for (name, params) in &ours {
+            if theirs.get(name) != Some(params) {
+                return Some(format!(
+                    "sparse vector `{name}` differs: existing {}, backed up {params}",
+                    theirs.get(name).map_or_else(|| "none".to_string(), Value::to_string)
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// `v` with `null` object fields left out, recursively (Qdrant omits what is unset).
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, x)| !x.is_null())
+                .map(|(k, x)| (k.clone(), without_nulls(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// A config as compact JSON, for messages.
+fn json(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "?".into())
 }
 
 fn one() -> u32 {

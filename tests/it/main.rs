@@ -17,6 +17,7 @@ mod help;
 mod notify;
 mod oplog;
 mod qdrant_client;
+mod qdrant_deploy;
 mod qdrant_e2e;
 mod report;
 mod repository;

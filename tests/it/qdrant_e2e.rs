@@ -26,7 +26,7 @@ use serde_json::{json, Value};
 use support::{sha256_hex, TestRepo};
 
 /// A small collection snapshot tar: config.json plus `payload` as a segment file.
-fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |path: &str, data: &[u8]| append_file(&mut b, path, data);
     add("config.json", config.to_string().as_bytes());
@@ -35,12 +35,12 @@ fn snapshot_tar(config: &Value, payload: &[u8]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-fn small_config(size: u64) -> Value {
+pub(crate) fn small_config(size: u64) -> Value {
     json!({"params": {"vectors": {"size": size, "distance": "Cosine"}, "shard_number": 1,
         "replication_factor": 1, "write_consistency_factor": 1, "on_disk_payload": true}})
 }
 
-fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
+pub(crate) fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
     let mut o = QdrantOptions::new(fake.url());
     o.api_key = key.map(str::to_owned);
     o.retries = 1;
@@ -50,7 +50,7 @@ fn client(fake: &FakeQdrant, key: Option<&str>) -> QdrantClient {
     QdrantClient::new(o).unwrap()
 }
 
-async fn run_backup(
+pub(crate) async fn run_backup(
     repo: &Repository,
     client: &QdrantClient,
     scopes: Vec<SnapshotScope>,
@@ -60,7 +60,7 @@ async fn run_backup(
         .await
 }
 
-async fn run_restore(
+pub(crate) async fn run_restore(
     repo: &Repository,
     id: BackupId,
     stream: &StreamRecord,
@@ -73,7 +73,7 @@ async fn run_restore(
 }
 
 /// Both plans, then the restore: what `qvault restore --qdrant` does.
-async fn plan_and_restore(
+pub(crate) async fn plan_and_restore(
     repo: &Repository,
     id: BackupId,
     stream: &StreamRecord,
@@ -86,7 +86,7 @@ async fn plan_and_restore(
 }
 
 /// The snapshot bytes of the main tests: the real fixture-v0 when present, else generated.
-fn fixture_bytes() -> Vec<u8> {
+pub(crate) fn fixture_bytes() -> Vec<u8> {
     real_snapshot("fixture-v0.snapshot")
         .unwrap_or_else(|| snapshot_tar(&small_config(64), &pseudo_random(3 << 20, 7)))
 }
@@ -593,7 +593,7 @@ fn qvault(repo: &TestRepo, args: &[&str], envs: &[(&str, &str)]) -> std::process
     cmd.output().unwrap()
 }
 
-async fn qvault_async(
+pub(crate) async fn qvault_async(
     repo: &Arc<TestRepo>,
     args: Vec<String>,
     envs: Vec<(&'static str, String)>,
@@ -608,7 +608,7 @@ async fn qvault_async(
     .unwrap()
 }
 
-fn text(o: &std::process::Output) -> String {
+pub(crate) fn text(o: &std::process::Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 

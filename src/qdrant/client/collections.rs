@@ -9,7 +9,7 @@ use super::http::{parse, Call, CallKind, Retry};
 use super::QdrantClient;
 use crate::error::{Error, ErrorKind, Result};
 use crate::qdrant::types::{
-    CollectionClusterInfo, CollectionInfo, CollectionParams, ServerVersion,
+    AliasDescription, CollectionClusterInfo, CollectionInfo, CollectionParams, ServerVersion,
 };
 
 impl QdrantClient {
@@ -120,5 +120,35 @@ impl QdrantClient {
             Call::new(Method::DELETE, url, what).kind(CallKind::Operation).retry(Retry::Idempotent);
         let deleted: Value = self.result(call).await?;
         Ok(deleted.as_bool().unwrap_or(true))
+    }
+
+    /// `GET /aliases`: every alias on the node and the collection it points at.
+    pub async fn list_aliases(&self) -> Result<Vec<AliasDescription>> {
+        #[derive(serde::Deserialize)]
+        struct Aliases {
+            aliases: Vec<AliasDescription>,
+        }
+        let url = self.url_for(&["aliases"]);
+        let call = Call::new(Method::GET, url, "listing aliases").retry(Retry::Idempotent);
+        let list: Aliases = self.result(call).await?;
+        Ok(list.aliases)
+    }
+
+    /// `POST /collections/aliases` with one `create_alias` per alias, all to `collection`.
+    /// Qdrant moves an existing alias silently and applies a batch action by action: check
+    /// with [`Self::list_aliases`] first. Retried: creating the same alias again is a no-op.
+    pub async fn create_aliases(&self, collection: &str, aliases: &[String]) -> Result<()> {
+        let actions: Vec<Value> = aliases
+            .iter()
+            .map(|a| serde_json::json!({"create_alias": {"collection_name": collection, "alias_name": a}}))
+            .collect();
+        let what = format!("creating aliases {} of collection `{collection}`", aliases.join(", "));
+        let url = self.url_for(&["collections", "aliases"]);
+        let call = Call::new(Method::POST, url, what)
+            .json(serde_json::json!({ "actions": actions }))
+            .kind(CallKind::Operation)
+            .retry(Retry::Idempotent);
+        let _: Value = self.result(call).await?;
+        Ok(())
     }
 }

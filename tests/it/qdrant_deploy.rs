@@ -20,8 +20,8 @@ use qvault::format::manifest::StreamRecord;
 use qvault::qdrant::backup::{backup_qdrant, CreateOptions, QdrantBackupOptions};
 use qvault::qdrant::restore::QdrantRestoreOptions;
 use qvault::qdrant::SnapshotScope;
-use qvault::synth::pseudo_random;
 use qvault::{BackupId, ErrorKind};
+use qvault_synth::pseudo_random;
 use serde_json::{json, Value};
 
 /// A fake with collection `c` (4-dim Cosine, `points` points) backed up into a new repo.

@@ -41,6 +41,8 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cli::verify::run(g, args).await,
         Command::Repair(command) => cli::repair::run(g, command).await,
         Command::Forget(args) => cli::forget::run(g, args).await,
+        Command::Prune(args) => cli::prune::run(g, args).await,
+        Command::Stats => cli::stats::run(g).await,
     }
 }
 

@@ -9,9 +9,11 @@ pub mod init;
 pub mod key;
 pub mod list;
 pub mod logging;
+pub mod prune;
 pub mod qdrant;
 pub mod repair;
 pub mod restore;
+pub mod stats;
 pub mod verify;
 
 use clap::{Args, Parser, Subcommand};
@@ -104,6 +106,12 @@ pub enum Command {
     Repair(repair::RepairCommand),
     /// Forget backups by a retention policy (or by id): removes their manifests only.
     Forget(forget::ForgetArgs),
+    /// Delete data no backup references (marked by one run, deleted by a later one), and
+    /// repack partly used packs.
+    Prune(prune::PruneArgs),
+    /// Repository size, dedup and compression ratios, what each backup added, and what
+    /// prune would free.
+    Stats,
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -9,6 +9,9 @@ use common::human_bytes;
 use qvault::prune::{PruneOptions, PruneReport, DEFAULT_MAX_UNUSED_PERCENT};
 use qvault::repo::Repository;
 
+/// Crash tests only: abort the process right after this step of prune's execution.
+const ABORT_AFTER_STEP_ENV: &str = "QVAULT_TEST_PRUNE_ABORT_AFTER_STEP";
+
 #[derive(Args, Debug, Clone, Default)]
 pub struct PruneArgs {
     /// Unused space to tolerate in partly used packs, as a percentage of the repository
@@ -38,9 +41,13 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 
 impl PruneArgs {
     pub fn options(&self) -> PruneOptions {
+        // Test hook, not a flag: `kill -9` at a chosen step, for the crash tests.
+        let abort_after = std::env::var(ABORT_AFTER_STEP_ENV).ok().and_then(|v| v.parse().ok());
         PruneOptions {
             max_unused_percent: self.max_unused.unwrap_or(DEFAULT_MAX_UNUSED_PERCENT),
             dry_run: self.dry_run,
+            fail_after_step: abort_after,
+            abort_on_fail: abort_after.is_some(),
             ..Default::default()
         }
     }

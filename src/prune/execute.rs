@@ -45,6 +45,7 @@ pub async fn execute(
 ) -> Result<PruneReport> {
     let mut report = PruneReport::default();
     let step_done = |step: usize| match options.fail_after_step {
+        Some(n) if n == step && options.abort_on_fail => std::process::abort(),
         Some(n) if n == step => Err(injected(step)),
         _ => Ok(()),
     };

@@ -53,6 +53,9 @@ pub struct PruneOptions {
     /// Test hook: stop with an error right after this step of [`execute`] (1-based), as a
     /// crash would. Not on the command line.
     pub fail_after_step: Option<usize>,
+    /// Test hook: with `fail_after_step`, abort the process instead (as `kill -9` would:
+    /// no lock released, nothing cleaned up).
+    pub abort_on_fail: bool,
 }
 
 impl Default for PruneOptions {
@@ -62,6 +65,7 @@ impl Default for PruneOptions {
             dry_run: false,
             stale_after: DEFAULT_STALE_AFTER,
             fail_after_step: None,
+            abort_on_fail: false,
         }
     }
 }

@@ -351,3 +351,47 @@ fn forget_prune_and_stats_on_the_command_line() {
     assert_eq!(stats["packs"], 1);
     assert!(run_cli(&["stats"]).contains("dedup ratio"));
 }
+
+#[test]
+fn a_prune_process_killed_after_any_step_leaves_a_clean_repository_and_unlock_then_prune_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for step in 1..=6 {
+        let t = rt.block_on(TestRepo::new(small_chunks()));
+        let (backups, inputs, d, b4) = rt.block_on(async {
+            let (repo, backups, inputs) = shared_pack(&t).await;
+            let d = data(250_000, 4);
+            let b4 = support::backup_bytes(&repo, "d.bin", d.clone()).await;
+            repo.delete_manifest(backups[2].id).await.unwrap();
+            run(&repo, &repack_all()).await;
+            repo.delete_manifest(backups[0].id).await.unwrap();
+            (backups, inputs, d, b4)
+        });
+        let killed = t
+            .cli()
+            .args(["prune", "--max-unused", "0%"])
+            .env("QVAULT_TEST_PRUNE_ABORT_AFTER_STEP", step.to_string())
+            .output()
+            .unwrap();
+        assert!(!killed.status.success(), "step {step}");
+        assert!(t.location().join("locks/prune").exists(), "a killed prune leaves its lock");
+        let refused = t.cli().arg("prune").output().unwrap();
+        assert_eq!(refused.status.code(), Some(8), "step {step}");
+        rt.block_on(async {
+            let repo = t.open().await;
+            let kept = [(&backups[1], inputs[1].as_slice()), (&b4, d.as_slice())];
+            assert_clean_and_restorable(&repo, &kept).await;
+        });
+        for args in [&["prune", "--unlock"][..], &["prune", "--max-unused", "0%"], &["prune"]] {
+            let out = t.cli().args(args).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        rt.block_on(async {
+            let repo = t.open().await;
+            let last = run(&repo, &repack_all()).await;
+            assert!(last.plan.is_empty(), "step {step}: {:?}", last.plan);
+            assert_eq!(last.plan.unused_bytes, 0);
+            let kept = [(&backups[1], inputs[1].as_slice()), (&b4, d.as_slice())];
+            assert_clean_and_restorable(&repo, &kept).await;
+        });
+    }
+}

@@ -50,10 +50,13 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
 }
 
 pub async fn stats(repo: &Repository) -> Result<RepositoryStats> {
-    let plan = prune::dry_run(repo, &PruneOptions::default()).await?;
+    // One read of the repository serves both the prune plan and the ratios.
+    let options = PruneOptions::default();
+    let now = prune::locks::storage_now(repo).await?;
+    let input = prune::PruneInput::read(repo, now, options.stale_after).await?;
+    let plan = prune::plan(&input, &options);
+    let (inventory, referenced) = (&input.inventory, &input.referenced);
     let repository_bytes = repo.storage().list("").await?.iter().map(|o| o.size).sum();
-    let inventory = crate::verify::Inventory::read(repo).await?;
-    let referenced = prune::referenced_chunks(repo).await?;
     let mut per_backup = Vec::new();
     for listing in repo.backups()? {
         let manifest = repo.read_manifest(listing.id).await?;

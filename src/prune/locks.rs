@@ -293,3 +293,21 @@ pub async fn unlock(repo: &Repository) -> Result<bool> {
     repo.storage().delete(PRUNE_LOCK).await?;
     Ok(held)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_storage_clock_makes_a_lease_stale() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let day = Duration::from_secs(24 * 3600);
+        assert!(is_stale(Some(t0), Some(t0 + day + Duration::from_secs(1)), day));
+        assert!(!is_stale(Some(t0), Some(t0 + day), day));
+        // A lease "from the future" (storage clock stepped back) is live, not stale.
+        assert!(!is_stale(Some(t0 + day * 3), Some(t0), day));
+        // Without modification times nothing is ever stale.
+        assert!(!is_stale(None, Some(t0), day));
+        assert!(!is_stale(Some(t0), None, day));
+    }
+}

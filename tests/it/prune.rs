@@ -395,3 +395,29 @@ fn a_prune_process_killed_after_any_step_leaves_a_clean_repository_and_unlock_th
         });
     }
 }
+
+#[tokio::test]
+async fn a_lease_left_by_a_crashed_backup_holds_a_mark_until_the_storage_clock_makes_it_stale() {
+    let t = TestRepo::new(None).await;
+    let repo = t.open().await;
+    let gone = support::backup_bytes(&repo, "a.bin", data(200_000, 5)).await;
+    repo.delete_manifest(gone.id).await.unwrap();
+    // A backup that died without releasing its lease.
+    std::mem::drop(qvault::prune::Lease::take(&repo).await.unwrap());
+    assert_eq!(run(&repo, &PruneOptions::default()).await.packs_marked, 1);
+    let waiting = run(&repo, &PruneOptions::default()).await;
+    assert_eq!(waiting.packs_deleted, 0);
+    assert_eq!(waiting.plan.waiting_marks.len(), 1);
+    // Two days old by the storage's clock (the file's modification time).
+    for lease in std::fs::read_dir(t.location().join("locks")).unwrap() {
+        let path = lease.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("lease-") {
+            let touched =
+                std::process::Command::new("touch").arg("-d").arg("2 days ago").arg(&path).status();
+            assert!(touched.unwrap().success());
+        }
+    }
+    let done = run(&repo, &PruneOptions::default()).await;
+    assert_eq!(done.packs_deleted, 1, "{done:?}");
+    assert_eq!(stored(&t, "data"), 0);
+}

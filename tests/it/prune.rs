@@ -421,3 +421,27 @@ async fn a_lease_left_by_a_crashed_backup_holds_a_mark_until_the_storage_clock_m
     assert_eq!(done.packs_deleted, 1, "{done:?}");
     assert_eq!(stored(&t, "data"), 0);
 }
+
+#[tokio::test]
+async fn on_s3_prune_marks_then_deletes_and_the_kept_backup_restores() {
+    let Some(storage) = support::s3_storage(&support::unique_prefix("prune")) else {
+        return;
+    };
+    let identity = age::x25519::Identity::generate();
+    let cache = qvault::repo::Cache::InMemory;
+    let options =
+        qvault::repo::InitOptions { recipients: vec![identity.to_public()], ..Default::default() };
+    qvault::repo::Repository::init(storage.clone(), options, &cache).await.unwrap();
+    let credentials = qvault::repo::Credentials { identities: vec![identity], key: None };
+    let repo = qvault::repo::Repository::open(storage.clone(), credentials, &cache).await.unwrap();
+    let (a, b) = (data(200_000, 1), data(200_000, 2));
+    let gone = support::backup_bytes(&repo, "a.bin", a).await;
+    let kept = support::backup_bytes(&repo, "b.bin", b.clone()).await;
+    repo.delete_manifest(gone.id).await.unwrap();
+    assert!(qvault::prune::locks::storage_now(&repo).await.unwrap().is_some());
+    assert_eq!(run(&repo, &PruneOptions::default()).await.packs_marked, 1);
+    assert_eq!(run(&repo, &PruneOptions::default()).await.packs_deleted, 1);
+    let left: Vec<_> = storage.list("locks/").await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert_clean_and_restorable(&repo, &[(&kept, &b)]).await;
+}

@@ -6,7 +6,7 @@
 //! 2 index new   index files replacing those that list a pack to delete
 //! 3 index old   delete the index files they replace
 //! 4 packs       delete the packs of ready marks
-//! 5 marks       delete the ready marks
+//! 5 marks       delete the ready marks (and stale leases)
 //! 6 mark        mark the packs unused now (and the repacked ones) for a later prune
 //! ```
 
@@ -82,6 +82,9 @@ pub async fn execute(
     for mark in &plan.finished_marks {
         repo.storage().delete(mark).await?;
         report.marks_deleted += 1;
+    }
+    for lease in &plan.stale_leases {
+        repo.storage().delete(lease).await?;
     }
     step_done(5)?;
 

@@ -106,6 +106,8 @@ pub struct PrunePlan {
     pub finished_marks: Vec<String>,
     /// Marked packs a backup references again: kept.
     pub unmarked_packs: Vec<PackId>,
+    /// Leases of backups that died (stale by the storage's clock): deleted with the marks.
+    pub stale_leases: Vec<String>,
     /// Marks whose backups may still run.
     pub waiting_marks: Vec<WaitingMark>,
     /// Packs nothing references now: marked, deleted by a later prune.
@@ -132,6 +134,7 @@ impl PrunePlan {
     pub fn is_empty(&self) -> bool {
         self.delete_packs.is_empty()
             && self.finished_marks.is_empty()
+            && self.stale_leases.is_empty()
             && self.mark_unused.is_empty()
             && self.repack.is_empty()
     }
@@ -157,6 +160,8 @@ pub struct PruneInput {
     pub marks: Vec<StoredMark>,
     /// Live (not stale) lease names now.
     pub live_leases: HashSet<String>,
+    /// Leases older than the stale limit: dead backups' leftovers.
+    pub stale_leases: Vec<String>,
     /// Index file → packs it lists.
     pub listings: HashMap<PackId, BTreeSet<IndexId>>,
     pub can_repack: bool,
@@ -170,12 +175,10 @@ impl PruneInput {
         now: Option<SystemTime>,
         stale_after: Duration,
     ) -> Result<PruneInput> {
-        let live_leases = locks::leases(repo, now, stale_after)
-            .await?
-            .into_iter()
-            .filter(|l| !l.stale)
-            .map(|l| l.name)
-            .collect();
+        let (stale, live): (Vec<_>, Vec<_>) =
+            locks::leases(repo, now, stale_after).await?.into_iter().partition(|l| l.stale);
+        let live_leases = live.into_iter().map(|l| l.name).collect();
+        let stale_leases = stale.into_iter().map(|l| l.name).collect();
         let marks = locks::read_marks(repo).await?;
         repo.sync().await?;
         let referenced = referenced_chunks(repo).await?;
@@ -185,14 +188,26 @@ impl PruneInput {
             listings.insert(*pack, repo.index().index_files_listing(pack)?.into_iter().collect());
         }
         let can_repack = repo.data_identities("repack").is_ok();
-        Ok(PruneInput { inventory, referenced, marks, live_leases, listings, can_repack })
+        Ok(PruneInput {
+            inventory,
+            referenced,
+            marks,
+            live_leases,
+            stale_leases,
+            listings,
+            can_repack,
+        })
     }
 }
 
 /// Computes what prune does from what it read: pure.
 pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
     let inv = &input.inventory;
-    let mut plan = PrunePlan { can_repack: input.can_repack, ..Default::default() };
+    let mut plan = PrunePlan {
+        can_repack: input.can_repack,
+        stale_leases: input.stale_leases.clone(),
+        ..Default::default()
+    };
     let mut marked: HashSet<PackId> = HashSet::new();
     let mut deletable: BTreeSet<PackId> = BTreeSet::new();
     for stored in &input.marks {

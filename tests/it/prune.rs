@@ -419,7 +419,9 @@ async fn a_lease_left_by_a_crashed_backup_holds_a_mark_until_the_storage_clock_m
     }
     let done = run(&repo, &PruneOptions::default()).await;
     assert_eq!(done.packs_deleted, 1, "{done:?}");
+    assert_eq!(done.plan.stale_leases.len(), 1);
     assert_eq!(stored(&t, "data"), 0);
+    assert_eq!(stored(&t, "locks"), 0, "the dead backup's lease is cleaned up");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@ use std::io::Cursor;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qvault::chunker::{Chunker, ChunkerParams};
-use qvault::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 
 const SIZE: usize = 64 << 20;
 

@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qvault::codec::{self, CodecParams, CompressionAlgorithm};
-use qvault::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 
 const SIZE: usize = 1 << 20;
 

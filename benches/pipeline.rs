@@ -16,7 +16,7 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
-use qvault::synth::{Series, SeriesOptions};
+use qvault_synth::{Series, SeriesOptions};
 
 const SIZE: u64 = 64 << 20;
 

@@ -35,7 +35,7 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
-use qvault::synth::{Series, SeriesOptions, Variant};
+use qvault_synth::{Series, SeriesOptions, Variant};
 use serde_json::json;
 use sha2::Digest;
 

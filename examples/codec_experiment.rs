@@ -12,7 +12,7 @@
 use std::time::Instant;
 
 use qvault::chunker::{Chunker, ChunkerParams};
-use qvault::synth::{Series, SeriesOptions};
+use qvault_synth::{Series, SeriesOptions};
 
 fn arg(name: &str, default: u64) -> u64 {
     std::env::args()

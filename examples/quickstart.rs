@@ -9,7 +9,7 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
-use qvault::synth::{Series, SeriesOptions};
+use qvault_synth::{Series, SeriesOptions};
 use sha2::Digest;
 use std::sync::Arc;
 use std::time::Instant;

@@ -9,7 +9,7 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use qvault::synth::{Series, SeriesOptions, Variant};
+use qvault_synth::{Series, SeriesOptions, Variant};
 
 struct Args {
     out: PathBuf,

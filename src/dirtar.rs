@@ -6,15 +6,24 @@
 //! group names looked up, no atime/ctime). A file that changes size while it is read fails
 //! the backup instead of producing a corrupt tar.
 //!
-//! Extraction refuses absolute paths, `..` and links that point outside the directory, and
+//! The stream holds directories (empty ones too), regular files, symlinks as symlinks
+//! (relative, absolute or dangling: their targets are not followed) and hard links (a file
+//! with several names inside the tree is stored once, later names as tar hard links), with
+//! mode, mtime and raw byte names (not UTF-8, any length: GNU long-name records). Sockets,
+//! fifos and devices are skipped with a warning.
+//!
+//! Extraction (see `extract`) refuses absolute paths and `..`, never writes *through* a
+//! symlink, applies directory modes after their contents, keeps zero runs as holes, and
 //! extracts into a hidden staging directory that is renamed into place only after
 //! `restore_stream` checked every chunk and the whole stream.
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
+
+mod extract;
 
 /// Tar bytes handed from the producer thread to the reader per piece, and pieces in flight.
 const PIECE: usize = 256 * 1024;
@@ -37,10 +46,11 @@ pub fn tar_reader(dir: &Path) -> Result<Box<dyn Read + Send>> {
         .spawn(move || {
             let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(PIECE) };
             let mut builder = tar::Builder::new(writer);
-            let result = append_tree(&mut builder, &root, Path::new("")).and_then(|()| {
-                let mut w = builder.into_inner()?;
-                w.flush()
-            });
+            let result = append_tree(&mut builder, &root, Path::new(""), &mut HardLinks::default())
+                .and_then(|()| {
+                    let mut w = builder.into_inner()?;
+                    w.flush()
+                });
             if let Err(e) = result {
                 let _ = tx.send(Err(e));
             }
@@ -133,7 +143,14 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Head
 }
 
 /// Appends `root/rel` and everything under it, children in sorted order.
-fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path) -> io::Result<()> {
+/// `seen` maps a multiply-linked file's (device, inode) to the first name it was stored
+/// under, so later names become hard links instead of second copies.
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    seen: &mut HardLinks,
+) -> io::Result<()> {
     let dir = root.join(rel);
     let mut names: Vec<std::ffi::OsString> = fs::read_dir(&dir)
         .map_err(|e| with_path(e, &dir))?
@@ -149,8 +166,13 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path)
         if ft.is_dir() {
             let mut h = header_for(&meta, tar::EntryType::Directory, 0);
             builder.append_data(&mut h, &rel_path, io::empty())?;
-            append_tree(builder, root, &rel_path)?;
+            append_tree(builder, root, &rel_path, seen)?;
         } else if ft.is_file() {
+            if let Some(first) = seen.first_name(&meta, &rel_path) {
+                let mut h = header_for(&meta, tar::EntryType::Link, 0);
+                builder.append_link(&mut h, &rel_path, first)?;
+                continue;
+            }
             let size = meta.len();
             let mut h = header_for(&meta, tar::EntryType::Regular, size);
             let file = fs::File::open(&full).map_err(|e| with_path(e, &full))?;
@@ -165,6 +187,33 @@ fn append_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path, rel: &Path)
         }
     }
     Ok(())
+}
+
+#[derive(Default)]
+struct HardLinks(std::collections::HashMap<(u64, u64), PathBuf>);
+
+impl HardLinks {
+    /// The name a file with several links was first stored under; records `rel` when this
+    /// is its first name.
+    #[cfg(unix)]
+    fn first_name(&mut self, meta: &fs::Metadata, rel: &Path) -> Option<&Path> {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() < 2 {
+            return None;
+        }
+        match self.0.entry((meta.dev(), meta.ino())) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(e.into_mut().as_path()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(rel.to_path_buf());
+                None
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn first_name(&mut self, _meta: &fs::Metadata, _rel: &Path) -> Option<&Path> {
+        None
+    }
 }
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {
@@ -198,28 +247,6 @@ impl<R: Read> Read for ExactReader<R> {
         self.remaining -= n as u64;
         Ok(n)
     }
-}
-
-/// A path inside the target directory, or an error naming the entry.
-fn safe_relative(path: &Path, what: &str) -> Result<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "{what} `{}` would be written outside the target directory (absolute \
-                         path or `..`): refusing to extract this stream",
-                        path.display()
-                    ),
-                ))
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// A staging directory beside `target` and a writer that extracts a tar stream into it.
@@ -259,7 +286,9 @@ impl DirExtractor {
         let dest = staging.clone();
         let worker = std::thread::Builder::new()
             .name("qvault-dir-extract".into())
-            .spawn(move || extract(ChannelReader { rx, current: Vec::new(), pos: 0 }, &dest))
+            .spawn(move || {
+                extract::extract(ChannelReader { rx, current: Vec::new(), pos: 0 }, &dest)
+            })
             .map_err(|e| Error::io("starting the extraction thread", e))?;
         Ok(DirExtractor {
             staging,
@@ -335,53 +364,7 @@ impl Drop for DirExtractor {
             if let Some(w) = self.worker.take() {
                 let _ = w.join();
             }
-            let _ = fs::remove_dir_all(&self.staging);
+            let _ = extract::remove_tree(&self.staging);
         }
     }
-}
-
-fn extract<R: Read>(reader: R, dest: &Path) -> Result<u64> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_mtime(true);
-    archive.set_unpack_xattrs(false);
-    let mut count = 0u64;
-    let entries = archive.entries().map_err(|e| Error::io("reading the restored tar stream", e))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| Error::io("reading the restored tar stream", e))?;
-        let path = entry.path().map_err(|e| Error::io("reading a tar entry's path", e))?;
-        let rel = safe_relative(&path, "tar entry")?;
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let kind = entry.header().entry_type();
-        if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name()
-                .map_err(|e| Error::io(format!("reading the link target of {}", rel.display()), e))?
-                .unwrap_or_default();
-            // A link target is resolved from the link's directory (symlink) or the root (hard
-            // link); either way `..` or an absolute path could reach outside.
-            safe_relative(&target, &format!("link target of {}", rel.display()))?;
-        }
-        let unpacked = entry
-            .unpack_in(dest)
-            .map_err(|e| Error::io(format!("extracting {}", rel.display()), e))?;
-        if !unpacked {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "tar entry `{}` would be written outside the target directory",
-                    rel.display()
-                ),
-            ));
-        }
-        count += 1;
-    }
-    // Read the end-of-archive blocks (and anything after them) so the restore's writer
-    // never finds the pipe closed on a valid stream.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink())
-        .map_err(|e| Error::io("reading the restored tar stream", e))?;
-    Ok(count)
 }

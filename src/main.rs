@@ -2,7 +2,7 @@
 
 mod cli;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 use qvault::ErrorKind;
 use std::process::ExitCode;
@@ -43,6 +43,10 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Forget(args) => cli::forget::run(g, args).await,
         Command::Prune(args) => cli::prune::run(g, args).await,
         Command::Stats => cli::stats::run(g).await,
+        Command::Report(args) => cli::report::run(g, args).await,
+        Command::Metrics(args) => cli::metrics::run(g, args).await,
+        Command::Completions(args) => cli::docs::completions(args),
+        Command::Man(args) => cli::docs::man(g, args),
     }
 }
 
@@ -65,7 +69,12 @@ fn error_text(error: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     qvault::alloc::bound_retained_memory();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let verb = matches.subcommand_name().unwrap_or("qvault").to_string();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     cli::logging::init(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -74,11 +83,40 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let notify = cli.global.notify.clone().map(|url| (url, cli.global.notify_always));
+    let metrics = cli.global.metrics_file.clone().map(|path| (path, cli.global.clone()));
+    let repository = cli.global.repo.as_deref().map(qvault::redact::url);
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(run(cli));
+    let (code, error) = match &result {
+        Ok(()) => (0, None),
         Err(e) => {
-            eprintln!("qvault: error: {}", error_text(&e));
-            ExitCode::from(exit_code(&e))
+            let text = cli::logging::scrub(&error_text(e));
+            eprintln!("qvault: error: {text}");
+            let kind = e.downcast_ref::<qvault::Error>().map(|q| format!("{:?}", q.kind()));
+            (exit_code(e), Some((kind, text)))
+        }
+    };
+    if let Some((path, global)) = metrics {
+        let took = started.elapsed();
+        runtime.block_on(cli::metrics::write_file(&path, &global, &verb, code, took));
+    }
+    if let Some((url, always)) = notify {
+        if error.is_some() || always {
+            let (error_kind, message) = error.map_or((None, None), |(k, m)| (k, Some(m)));
+            let note = cli::notify::Notification {
+                command: verb,
+                ok: code == 0,
+                exit_code: code,
+                error_kind,
+                message,
+                duration_seconds: started.elapsed().as_secs_f64(),
+                repository,
+                host: qvault::backup::host_name(),
+                qvault_version: env!("CARGO_PKG_VERSION"),
+            };
+            runtime.block_on(cli::notify::send(&url, &note));
         }
     }
+    ExitCode::from(code)
 }

@@ -177,7 +177,8 @@ fn join_error(e: tokio::task::JoinError) -> Error {
     Error::new(ErrorKind::Io, format!("a backup worker failed: {e}"))
 }
 
-pub(crate) fn host_name() -> String {
+/// The machine's host name (`/etc/hostname`, else `$HOSTNAME`), as manifests record it.
+pub fn host_name() -> String {
     std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|s| s.trim().to_string())
@@ -242,6 +243,13 @@ async fn backup_leased<S: StreamSources>(
     let time = now_rfc3339();
     // Reuse what an interrupted run uploaded; never dedup against a pack that is gone.
     crate::index::sync::reconcile_packs(repo).await?;
+    match repo.storage().remove_stale_temporaries(crate::storage::STALE_TMP_AGE).await {
+        Ok(r) if r.files > 0 => {
+            tracing::info!(files = r.files, bytes = r.bytes, "removed stale temporary files");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
     let workers = options
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))

@@ -29,6 +29,7 @@ pub(super) async fn upload_packs(
     let mut indexed: Vec<IndexedPack> = Vec::new();
     let mut bytes_added = 0u64;
     let mut open = true;
+    let mut abort = test_hook::AbortAfterPacks::from_env();
     while open || !in_flight.is_empty() {
         tokio::select! {
             next = packs.recv(), if open && in_flight.len() < concurrency => match next {
@@ -41,6 +42,7 @@ pub(super) async fn upload_packs(
             },
             Some(done) = in_flight.next() => {
                 let (pack, size) = done?;
+                abort.pack_uploaded();
                 bytes_added += size;
                 progress.bytes_added.fetch_add(size, Ordering::Relaxed);
                 indexed.push(pack);
@@ -55,4 +57,38 @@ pub(super) async fn upload_packs(
         bytes_added += repo.write_index_file(&IndexFile { packs: indexed }).await?.1;
     }
     Ok(bytes_added)
+}
+
+/// Lets the kill tests stop a backup at a deterministic point: with
+/// `QVAULT_TEST_ABORT_AFTER_PACKS=N` (debug builds only) the process aborts, as a `kill -9`
+/// would, right after its Nth pack upload finished and before any index file names it.
+mod test_hook {
+    #[cfg(debug_assertions)]
+    pub(super) struct AbortAfterPacks(Option<u64>);
+
+    #[cfg(debug_assertions)]
+    impl AbortAfterPacks {
+        pub(super) fn from_env() -> Self {
+            Self(std::env::var("QVAULT_TEST_ABORT_AFTER_PACKS").ok().and_then(|v| v.parse().ok()))
+        }
+        pub(super) fn pack_uploaded(&mut self) {
+            if let Some(n) = self.0.as_mut() {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    std::process::abort();
+                }
+            }
+        }
+    }
+
+    #[cfg(not(debug_assertions))]
+    pub(super) struct AbortAfterPacks;
+
+    #[cfg(not(debug_assertions))]
+    impl AbortAfterPacks {
+        pub(super) fn from_env() -> Self {
+            Self
+        }
+        pub(super) fn pack_uploaded(&mut self) {}
+    }
 }

@@ -1,3 +1,8 @@
+//! The chunker's tests: cut-point properties (proptest), tar-awareness on every tar dialect
+//! Qdrant and GNU tar write (ustar, GNU long names, pax, old-GNU sparse, nested segment tars),
+//! and dedup on real and synthetic snapshot series. Longer than 600 lines on purpose: each
+//! dialect needs its own hand-built tar and its own assertions.
+
 use std::collections::{BTreeSet, HashSet};
 use std::io::{self, Cursor, Read};
 
@@ -8,7 +13,7 @@ use proptest::prelude::*;
 use super::tar_scan::TarScanner;
 use super::*;
 use crate::error::ErrorKind;
-use crate::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 
 const SEED: u64 = 0x5176_6175_6c74;
 

@@ -106,7 +106,7 @@ pub fn register_key_material(bytes: &[u8]) {
 }
 
 /// `text` with every registered secret and every age identity replaced by `***`.
-fn scrub(text: &str) -> String {
+pub fn scrub(text: &str) -> String {
     let mut out = text.to_string();
     for secret in SECRETS.read().unwrap_or_else(|p| p.into_inner()).iter() {
         if out.contains(secret.as_str()) {

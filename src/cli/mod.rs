@@ -3,15 +3,19 @@
 pub mod backup;
 pub mod common;
 pub mod config_file;
+pub mod docs;
 pub mod forget;
 pub mod index;
 pub mod init;
 pub mod key;
 pub mod list;
 pub mod logging;
+pub mod metrics;
+pub mod notify;
 pub mod prune;
 pub mod qdrant;
 pub mod repair;
+pub mod report;
 pub mod restore;
 pub mod stats;
 pub mod verify;
@@ -28,7 +32,10 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every verb takes; `--help` shows them after the verb's own, under their own
+/// heading.
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Repository: a path, or s3://bucket/prefix (azblob://, gcs://, webdav://, sftp:// with
     /// the matching cargo feature).
@@ -72,6 +79,23 @@ pub struct GlobalArgs {
     /// No progress or informational output on stderr.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// POST a JSON summary to this URL when the command fails (a webhook for alerts).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "QVAULT_NOTIFY_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub notify: Option<String>,
+    /// With --notify: also when the command succeeds.
+    #[arg(long, requires = "notify", global = true)]
+    pub notify_always: bool,
+    /// After the command, write Prometheus metrics (the command's exit code and duration,
+    /// the repository's per group) to this file atomically, for node_exporter's textfile
+    /// collector.
+    #[arg(long, value_name = "PATH", env = "QVAULT_METRICS_FILE", global = true)]
+    pub metrics_file: Option<PathBuf>,
     /// More logging on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
@@ -112,6 +136,16 @@ pub enum Command {
     /// Repository size, dedup and compression ratios, what each backup added, and what
     /// prune would free.
     Stats,
+    /// The repository at a glance: per group, what each backup stored and added, freshness;
+    /// `--html FILE` writes one self-contained page.
+    Report(report::ReportArgs),
+    /// Print Prometheus metrics of the repository (per group: latest backup time, duration,
+    /// bytes; totals).
+    Metrics(metrics::MetricsArgs),
+    /// Print a shell completion script (bash, zsh, fish, …) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Write man pages (qvault.1 and one per verb) into a directory.
+    Man(docs::ManArgs),
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -12,16 +12,21 @@ use std::path::PathBuf;
 #[derive(Args, Debug, Clone, Default)]
 pub struct QdrantConnArgs {
     /// Qdrant REST URL, e.g. http://localhost:6333.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", help_heading = "Qdrant connection")]
     pub qdrant: Option<String>,
     /// Qdrant API key (sent as the `api-key` header; see --bearer).
-    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "QDRANT_API_KEY",
+        hide_env_values = true,
+        help_heading = "Qdrant connection"
+    )]
     pub api_key: Option<String>,
     /// Send the key as `Authorization: Bearer …` (a JWT) instead.
-    #[arg(long)]
+    #[arg(long, help_heading = "Qdrant connection")]
     pub bearer: bool,
     /// PEM file with the CA certificate of a private TLS setup.
-    #[arg(long, value_name = "PEM")]
+    #[arg(long, value_name = "PEM", help_heading = "Qdrant connection")]
     pub ca_cert: Option<PathBuf>,
 }
 

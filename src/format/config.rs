@@ -48,7 +48,7 @@ impl Default for ChunkerConfig {
     fn default() -> Self {
         ChunkerConfig {
             algorithm: CHUNKER_ALGORITHM.to_string(),
-            normalization: 1,
+            normalization: CHUNKER_NORMALIZATION,
             // 64 KiB on average: against 256 KiB it stores 10% less on a copy-on-write
             // series and 38% less on scattered in-place rewrites (docs/benchmarks.md).
             min_size: 16 * 1024,
@@ -166,9 +166,24 @@ impl Config {
                 return Err(unknown_algorithm(location, what, found, &[known]));
             }
         }
+        // Stored so that a future level is recorded, and refused here until it is built:
+        // chunking at another level would cut elsewhere and silently lose all dedup.
+        if config.chunker.normalization != CHUNKER_NORMALIZATION {
+            return Err(Error::new(
+                ErrorKind::UnsupportedVersion,
+                format!(
+                    "the repository at {location} uses FastCDC normalization level {}, this \
+                     qvault implements only level {CHUNKER_NORMALIZATION}: use a newer qvault",
+                    config.chunker.normalization
+                ),
+            ));
+        }
         Ok(config)
     }
 }
+
+/// The FastCDC normalization level the chunker implements (`chunker::NORMALIZATION`).
+pub const CHUNKER_NORMALIZATION: u32 = 1;
 
 /// Compression names this build reads (`CompressionAlgorithm`'s serde names).
 const COMPRESSION_ALGORITHMS: &[&str] = &["zstd", "none"];

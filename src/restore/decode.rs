@@ -86,7 +86,7 @@ mod tests {
         let chunks: Vec<Vec<u8>> = sizes
             .iter()
             .enumerate()
-            .map(|(i, &n)| crate::synth::pseudo_random(n, i as u64))
+            .map(|(i, &n)| qvault_synth::pseudo_random(n, i as u64))
             .collect();
         let mut writer = PackWriter::new(&[data_id.to_public()], 1 << 20).unwrap();
         for chunk in &chunks {

@@ -154,6 +154,13 @@ impl GroupField {
 
 /// A group's key as text, `source=http://qdrant:6333 streams=products`: printed by the
 /// plan, and what the config file's per-group policies are keyed by.
+impl GroupBy {
+    /// The group `b` belongs to, as `field=value` words (`all` with no fields).
+    pub fn key(&self, b: &BackupInfo) -> String {
+        group_key(self, b)
+    }
+}
+
 fn group_key(group_by: &GroupBy, b: &BackupInfo) -> String {
     if group_by.0.is_empty() {
         return "all".into();

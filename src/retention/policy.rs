@@ -35,6 +35,12 @@ impl RetentionDuration {
             .try_hours(i64::from(self.hours))
     }
 
+    /// How many seconds this duration spans when counted back from `now` in UTC (months and
+    /// years are calendar ones, so the answer depends on `now`).
+    pub fn seconds_before(&self, now: Timestamp) -> i64 {
+        now.as_second() - self.boundary(&now.to_zoned(jiff::tz::TimeZone::UTC)).as_second()
+    }
+
     /// The first instant *not* within this duration before `anchor`: a backup is within
     /// when it is strictly later, as in restic (so `7d` of hourly backups is 168, not 169).
     fn boundary(&self, anchor: &Zoned) -> Timestamp {

@@ -18,6 +18,7 @@
 
 mod builders;
 mod errors;
+mod faults;
 mod fs;
 mod location;
 
@@ -37,6 +38,8 @@ use fs::{FsOp, FS_TMP_DIR};
 use location::Location;
 
 pub use errors::BackendError;
+pub use faults::FaultPlan;
+pub use fs::{StaleTemporaries, STALE_TMP_AGE};
 
 /// Default number of retries of a failed operation (with exponential backoff and jitter).
 const DEFAULT_RETRIES: usize = 5;
@@ -106,6 +109,8 @@ struct Inner {
     /// The server address, for "cannot reach" messages (network backends only).
     endpoint: Option<String>,
     ops: Ops,
+    /// Test-only fault injection ([`Storage::memory_with_faults`]); `None` in real use.
+    faults: Option<faults::Faults>,
 }
 
 enum Ops {
@@ -191,7 +196,7 @@ impl Storage {
                 (Backend::Sftp, Some(endpoint), Ops::Ready(settings.apply(op)))
             }
         };
-        Ok(Storage { inner: Arc::new(Inner { display, backend, endpoint, ops }) })
+        Ok(Storage { inner: Arc::new(Inner { display, backend, endpoint, ops, faults: None }) })
     }
 
     /// An empty in-memory storage, for tests. Each call gives a new, separate store.
@@ -202,8 +207,45 @@ impl Storage {
                 backend: Backend::Memory,
                 endpoint: None,
                 ops: Ops::Ready(memory_operator()),
+                faults: None,
             }),
         }
+    }
+
+    /// For fault-injection tests: an in-memory storage whose requests fail, stall or lose
+    /// their answer as `plan` says, and a fault-free handle on the same objects (to check
+    /// afterwards what really was stored).
+    #[doc(hidden)]
+    pub fn memory_with_faults(plan: FaultPlan) -> (Storage, Storage) {
+        let op = memory_operator();
+        let make = |faults| Storage {
+            inner: Arc::new(Inner {
+                display: "memory://".to_string(),
+                backend: Backend::Memory,
+                endpoint: None,
+                ops: Ops::Ready(op.clone()),
+                faults,
+            }),
+        };
+        (make(Some(faults::Faults::new(plan))), make(None))
+    }
+
+    /// Applies an injected fault to one request: `Err` for a failure, `Ok(true)` when the
+    /// request must run and then report its answer lost.
+    async fn inject(&self, op: &'static str, path: &str) -> Result<bool> {
+        let Some(f) = &self.inner.faults else { return Ok(false) };
+        match f.next(op, path).await {
+            faults::Fault::None => Ok(false),
+            faults::Fault::Fail => Err(faults::injected(&self.inner.display, op, path, false)),
+            faults::Fault::Cut => Ok(true),
+        }
+    }
+
+    fn lost(&self, cut: bool, op: &str, path: &str) -> Result<()> {
+        if cut {
+            return Err(faults::injected(&self.inner.display, op, path, true));
+        }
+        Ok(())
     }
 
     /// The location for display: as given, with any password replaced by `***`.
@@ -222,6 +264,7 @@ impl Storage {
 
     /// Reads a whole object. A missing object is `ErrorKind::NotFound`.
     pub async fn read(&self, path: &str) -> Result<Bytes> {
+        self.inject("read", path).await?;
         let Some(op) = self.op(false).await? else {
             return Err(self.missing_root(path));
         };
@@ -232,6 +275,7 @@ impl Storage {
     /// Reads the bytes `range` of an object. A range past the end of the object is
     /// `ErrorKind::Corrupt`: callers take ranges from the index, so the object is too short.
     pub async fn read_range(&self, path: &str, range: Range<u64>) -> Result<Bytes> {
+        self.inject("read", path).await?;
         if range.start > range.end {
             return Err(Error::invalid_input(format!(
                 "reading {path} in {}: invalid byte range {}..{}",
@@ -268,11 +312,12 @@ impl Storage {
     /// new one, never a part. Creates a filesystem repository's directory if missing.
     pub async fn write(&self, path: &str, data: Bytes) -> Result<()> {
         check_path(&self.inner.display, path)?;
+        let cut = self.inject("write", path).await?;
         let Some(op) = self.op(true).await? else {
             return Err(self.missing_root(path));
         };
         op.write(path, data).await.map_err(|e| self.map_err(Op::Write, path, e))?;
-        Ok(())
+        self.lost(cut, "write", path)
     }
 
     /// Writes an object that must not exist yet: `ErrorKind::AlreadyExists` if it does.
@@ -284,6 +329,12 @@ impl Storage {
     /// object first, which is only best effort: two writers racing on such a server can
     /// both succeed, the later one winning.
     pub async fn write_new(&self, path: &str, data: Bytes) -> Result<()> {
+        let cut = self.inject("write", path).await?;
+        self.write_new_once(path, data).await?;
+        self.lost(cut, "write", path)
+    }
+
+    async fn write_new_once(&self, path: &str, data: Bytes) -> Result<()> {
         check_path(&self.inner.display, path)?;
         if let Ops::Fs { .. } = &self.inner.ops {
             let fs = self.fs_op(true).await?.ok_or_else(|| self.missing_root(path))?;
@@ -316,6 +367,7 @@ impl Storage {
 
     /// Whether an object exists.
     pub async fn exists(&self, path: &str) -> Result<bool> {
+        self.inject("stat", path).await?;
         let Some(op) = self.op(false).await? else {
             return Ok(false);
         };
@@ -324,6 +376,7 @@ impl Storage {
 
     /// The size of an object in bytes. A missing object is `ErrorKind::NotFound`.
     pub async fn size(&self, path: &str) -> Result<u64> {
+        self.inject("stat", path).await?;
         let Some(op) = self.op(false).await? else {
             return Err(self.missing_root(path));
         };
@@ -345,6 +398,7 @@ impl Storage {
     /// only, with paths relative to the repository root, sorted by path. A missing
     /// directory lists as empty.
     pub async fn list(&self, dir: &str) -> Result<Vec<ObjectInfo>> {
+        self.inject("list", dir).await?;
         let Some(op) = self.op(false).await? else {
             return Ok(Vec::new());
         };
@@ -383,6 +437,12 @@ impl Storage {
 
     /// Deletes an object; deleting a missing object succeeds.
     pub async fn delete(&self, path: &str) -> Result<()> {
+        let cut = self.inject("delete", path).await?;
+        self.delete_once(path).await?;
+        self.lost(cut, "delete", path)
+    }
+
+    async fn delete_once(&self, path: &str) -> Result<()> {
         let Some(op) = self.op(false).await? else {
             return Ok(());
         };

@@ -14,7 +14,7 @@ use qvault::dirtar::{tar_reader, DirExtractor};
 use qvault::format::manifest::StreamKind;
 use qvault::repo::Repository;
 use qvault::restore::{restore_stream, RestoreOptions};
-use qvault::synth::pseudo_random;
+use qvault_synth::pseudo_random;
 use support::TestRepo;
 
 /// A storage-directory-like tree: segments, a WAL, small JSON files, a symlink.

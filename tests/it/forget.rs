@@ -9,15 +9,7 @@ use std::process::Output;
 use support::TestRepo;
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
-    let mut x = u64::from(seed) + 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    qvault_synth::pseudo_random(len, u64::from(seed))
 }
 
 /// A repository with three backups of one stream, oldest first.

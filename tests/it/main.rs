@@ -7,11 +7,16 @@ mod support;
 
 mod cli;
 mod dirtar;
+mod dirtree;
+mod faults;
 mod forget;
 mod golden;
+mod help;
+mod notify;
 mod prune;
 mod qdrant_client;
 mod qdrant_e2e;
+mod report;
 mod repository;
 mod secrets;
 mod sources;

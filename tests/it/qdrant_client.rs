@@ -15,8 +15,8 @@ use qvault::qdrant::{
     http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotPriority,
     SnapshotScope, VectorsConfig,
 };
-use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
+use qvault_synth::pseudo_random;
 use serde_json::{json, Value};
 use support::sha256_hex;
 

@@ -20,8 +20,8 @@ use qvault::qdrant::restore::{
 use qvault::qdrant::{QdrantClient, QdrantOptions, SnapshotScope};
 use qvault::repo::Repository;
 use qvault::restore::RestorePlan;
-use qvault::synth::pseudo_random;
 use qvault::{BackupId, ErrorKind};
+use qvault_synth::pseudo_random;
 use serde_json::{json, Value};
 use support::{sha256_hex, TestRepo};
 

@@ -14,8 +14,8 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::restore_stream;
 use qvault::storage::Storage;
-use qvault::synth::pseudo_random;
 use qvault::ErrorKind;
+use qvault_synth::pseudo_random;
 use sha2::Digest;
 use std::io::Write;
 use std::sync::Arc;
@@ -351,6 +351,22 @@ async fn an_unknown_compression_algorithm_asks_for_a_newer_qvault() {
         err.to_string(),
         "the repository at memory:// uses compression algorithm \"brotli\", this qvault knows \
          only [\"zstd\", \"none\"]: use a newer qvault"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chunker_normalization_this_qvault_does_not_implement_is_refused() {
+    let fixture = Fixture::new(Storage::memory(), None).await;
+    let config = fixture.storage.read("config").await.unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&config).unwrap();
+    value["chunker"]["normalization"] = serde_json::json!(2);
+    fixture.storage.write("config", serde_json::to_vec(&value).unwrap().into()).await.unwrap();
+    let err = fixture.open_as(vec![fixture.identity.clone()]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnsupportedVersion);
+    assert_eq!(
+        err.to_string(),
+        "the repository at memory:// uses FastCDC normalization level 2, this qvault implements \
+         only level 1: use a newer qvault"
     );
 }
 

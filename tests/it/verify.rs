@@ -10,9 +10,9 @@ use qvault::index::sync::index_unlisted_packs;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::restore::restore_stream;
 use qvault::storage::Storage;
-use qvault::synth::pseudo_random;
 use qvault::verify::{verify, VerifyOptions};
 use qvault::ErrorKind;
+use qvault_synth::pseudo_random;
 use support::{backup_bytes, open_as_backup_host};
 
 /// A memory repository with small chunks and small packs, so a few hundred KB make

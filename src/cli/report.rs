@@ -1,0 +1,57 @@
+//! `qvault report`: the repository at a glance, as JSON or one self-contained HTML page.
+
+use super::common;
+use super::GlobalArgs;
+use anyhow::Result;
+use clap::Args;
+use qvault::retention::{GroupBy, RetentionDuration};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// Write the report as one HTML page (no network needed to view it) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+    /// Mark a group stale when its latest backup is older than this (e.g. 2h, 1d).
+    #[arg(long, value_name = "DURATION")]
+    pub max_age: Option<RetentionDuration>,
+    /// Group backups by these fields (source, host, name, tags, streams).
+    #[arg(long, value_name = "FIELDS")]
+    pub group_by: Option<GroupBy>,
+}
+
+pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<()> {
+    let repo = common::open(global).await?;
+    let now = jiff::Timestamp::now();
+    let max_age = args.max_age.map(|d| d.seconds_before(now));
+    let group_by = args.group_by.clone().unwrap_or_default();
+    let report = qvault::report::build(&repo, &group_by, max_age, now).await?;
+    if let Some(path) = &args.html {
+        let page = qvault::report::html(&report);
+        std::fs::write(path, page)
+            .map_err(|e| qvault::Error::io(format!("writing {}", path.display()), e))?;
+        if common::chatty(global) {
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    if global.json {
+        return common::print_json(&report);
+    }
+    if args.html.is_none() {
+        for group in &report.groups {
+            let fresh = match group.fresh {
+                Some(true) => " fresh",
+                Some(false) => " STALE",
+                None => "",
+            };
+            let added: u64 = group.backups.iter().map(|b| b.bytes_added).sum();
+            println!(
+                "{}: {} backups, {} added{fresh}",
+                group.key,
+                group.backups.len(),
+                common::human_bytes(added)
+            );
+        }
+    }
+    Ok(())
+}

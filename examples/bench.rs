@@ -9,7 +9,9 @@
 //!
 //! Steps: generate every version into `DIR/series/vN.snapshot`; back each one up into one
 //! fresh local repository (`DIR/qvault`), then the last one again (the unchanged case);
-//! restore the last version to `DIR/restored` and check its SHA-256; run the references.
+//! restore the last version to `DIR/restored` and check its SHA-256; forget all but the last
+//! backup and prune twice (mark, then delete), and compare the repository with a fresh one
+//! holding only the last version; run the references.
 //! Every step reports wall and CPU seconds (from `/proc/self/stat`), MB/s (10^6 bytes of
 //! input per wall second), repository bytes added (the backup summary and the directory)
 //! and peak RSS (`VmHWM`, reset before each step through `/proc/self/clear_refs`).
@@ -516,7 +518,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         init.compression = Some(CodecParams { level, ..CodecParams::default() });
     }
     init.pack_size = args.pack_mib.map(|m| m << 20);
-    Repository::init(storage.clone(), init, &cache).await?;
+    Repository::init(storage.clone(), init.clone(), &cache).await?;
     let repo =
         Repository::open(storage, Credentials { identities: vec![identity], key: None }, &cache)
             .await?;
@@ -527,6 +529,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     };
     let mut qv_steps = Vec::new();
     let mut last = None;
+    let mut all_ids = Vec::new();
     // Every version in order, then the last one again: the unchanged case.
     let mut backups: Vec<(String, &Path, u64)> = files
         .iter()
@@ -545,6 +548,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         step.added_dir = Some(dir_size(&repo_dir).saturating_sub(before));
         eprintln!("  {}: {:.2} s", step.name, step.wall);
         qv_steps.push(step);
+        all_ids.push(summary.id);
         last = Some(summary);
     }
     let last = last.ok_or("no backup was made")?;
@@ -575,6 +579,32 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // How restore read the repository: range reads, bytes fetched, distinct packs touched.
     let (reads, fetched, distinct_packs) =
         (restore_summary.reads, restore_summary.bytes_fetched, restore_summary.packs_read);
+
+    // 3b. Retention (issue 13): forget all but the last backup, prune twice (the first run
+    // marks, the second deletes), and compare with a fresh repository holding only the last
+    // version.
+    for id in all_ids.iter().filter(|id| **id != last.id) {
+        repo.delete_manifest(*id).await?;
+    }
+    let prune_options = qvault::prune::PruneOptions::default();
+    let m = Meter::start();
+    qvault::prune::prune(&repo, &prune_options).await?;
+    qvault::prune::prune(&repo, &prune_options).await?;
+    let mut prune_step = m.stop("forget --keep-last 1, prune ×2", qvault_repo);
+    let pruned_repo = dir_size(&repo_dir);
+    prune_step.added_dir = Some(pruned_repo);
+    eprintln!("  {}: {:.2} s", prune_step.name, prune_step.wall);
+    qv_steps.push(prune_step);
+    let fresh_dir = dir.join("qvault-fresh");
+    if fresh_dir.exists() {
+        std::fs::remove_dir_all(&fresh_dir)?;
+    }
+    let fresh_storage =
+        Storage::open(fresh_dir.to_str().ok_or("--dir is not UTF-8")?, &Default::default())?;
+    let fresh_repo = Repository::init(fresh_storage, init, &Cache::InMemory).await?;
+    backup_file(&fresh_repo, last_path, &backup_options).await?;
+    let fresh_size = dir_size(&fresh_dir);
+    std::fs::remove_dir_all(&fresh_dir)?;
 
     // 4. References on the same files.
     let mut zstd_steps = Vec::new();
@@ -656,6 +686,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     checks.push(check_ge("backup unchanged MB/s", qv_steps[n].mbps(), 1000.0));
     checks.push(check_ge("restore MB/s", qv_steps[n + 1].mbps(), 400.0));
     checks.push(check_le("peak RSS MiB (any qvault step)", mib(peak_rss), 150.0));
+    checks.push(check_le(
+        "repository after forget+prune / fresh backup of last",
+        pruned_repo as f64 / fresh_size.max(1) as f64,
+        1.10,
+    ));
 
     let load_after = loadavg();
     let floor: Vec<u64> = changes.iter().map(|c| c.new_bytes()).collect();
@@ -674,6 +709,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "generate": steps(&gen_steps),
             "qvault": steps(&qv_steps),
             "qvault_repository_bytes": qvault_repo,
+            "pruned_repository_bytes": pruned_repo,
+            "fresh_last_repository_bytes": fresh_size,
             "restored_sha256": actual,
             "byte_exact": byte_exact,
             "restore_reads": reads,

@@ -58,6 +58,8 @@ async fn dispatch(g: &cli::GlobalArgs, command: &Command) -> anyhow::Result<()> 
         Command::Copy(args) => cli::copy::run(g, args).await,
         Command::Log(args) => cli::log::run(g, args).await,
         Command::Check(args) => cli::check::run(g, args).await,
+        Command::Prune(args) => cli::prune::run(g, args).await,
+        Command::Stats => cli::stats::run(g).await,
         Command::Report(args) => cli::report::run(g, args).await,
         Command::Metrics(args) => cli::metrics::run(g, args).await,
         Command::Completions(args) => cli::docs::completions(args),

@@ -133,25 +133,8 @@ pub async fn repair_index(repo: &Repository, plan: &RepairIndexPlan) -> Result<R
     let mut report = RepairIndexReport::default();
     let bad: HashSet<PackId> =
         plan.missing_packs.iter().chain(&plan.damaged_packs).copied().collect();
-    // New index files first: every good pack stays listed at every moment.
-    for old in plan.rewrite.keys() {
-        let packs: Vec<_> = repo
-            .read_index_file(*old)
-            .await?
-            .packs
-            .into_iter()
-            .filter(|p| !bad.contains(&p.pack))
-            .collect();
-        if !packs.is_empty() {
-            repo.write_index_file(&IndexFile { packs }).await?;
-            report.index_files_written += 1;
-        }
-    }
-    for old in plan.rewrite.keys() {
-        repo.storage().delete(&index_path(old)).await?;
-        repo.index().remove_index_file(*old)?;
-        report.index_files_deleted += 1;
-    }
+    report.index_files_written = write_index_rewrites(repo, plan.rewrite.keys(), &bad).await?;
+    report.index_files_deleted = delete_index_files(repo, plan.rewrite.keys()).await?;
     for damaged in &plan.damaged_index_files {
         if quarantine(repo, &damaged.path).await? {
             report.quarantined.push(damaged.path.clone());
@@ -169,6 +152,46 @@ pub async fn repair_index(repo: &Repository, plan: &RepairIndexPlan) -> Result<R
     report.packs_indexed = unlisted.indexed.len() as u64;
     report.unreadable_packs = unlisted.damaged;
     Ok(report)
+}
+
+/// The first half of replacing index files (repair's bad packs, prune's deleted ones): for
+/// each of `files`, writes a new index file listing its packs that are not in `drop` (none
+/// when nothing is left). Returns how many were written. Run [`delete_index_files`] on the
+/// same files only after this returns: every other pack stays listed at every moment.
+pub(crate) async fn write_index_rewrites(
+    repo: &Repository,
+    files: impl IntoIterator<Item = &IndexId>,
+    drop: &HashSet<PackId>,
+) -> Result<u64> {
+    let mut written = 0;
+    for old in files {
+        let packs: Vec<_> = repo
+            .read_index_file(*old)
+            .await?
+            .packs
+            .into_iter()
+            .filter(|p| !drop.contains(&p.pack))
+            .collect();
+        if !packs.is_empty() {
+            repo.write_index_file(&IndexFile { packs }).await?;
+            written += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// The second half: deletes `files` from storage and the local index. Returns how many.
+pub(crate) async fn delete_index_files(
+    repo: &Repository,
+    files: impl IntoIterator<Item = &IndexId>,
+) -> Result<u64> {
+    let mut deleted = 0;
+    for old in files {
+        repo.storage().delete(&index_path(old)).await?;
+        repo.index().remove_index_file(*old)?;
+        deleted += 1;
+    }
+    Ok(deleted)
 }
 
 /// What `repair backups` will do: move the manifests that fail their checks to quarantine.

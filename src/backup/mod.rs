@@ -219,7 +219,22 @@ pub async fn backup(
 /// Archives the streams `sources` hands out, in that order, as one backup. Nothing is
 /// recorded unless every stream succeeds; the first error (of the pipeline or of
 /// `sources`) stops the backup, and `sources` is not asked for more.
+///
+/// A lease in `locks/` covers the whole run, so a concurrent prune never deletes what this
+/// backup may reference (see [`crate::prune`]).
 pub async fn backup_from<S: StreamSources>(
+    repo: &Repository,
+    sources: &mut S,
+    options: &BackupOptions,
+    progress: Arc<Progress>,
+) -> Result<BackupSummary> {
+    let lease = crate::prune::Lease::take(repo).await?;
+    let result = backup_leased(repo, sources, options, progress).await;
+    lease.release(repo).await;
+    result
+}
+
+async fn backup_leased<S: StreamSources>(
     repo: &Repository,
     sources: &mut S,
     options: &BackupOptions,

@@ -70,6 +70,9 @@ pub struct ForgetArgs {
     /// Print every backup with the rules that keep it, or "remove"; change nothing.
     #[arg(long, short = 'n')]
     pub dry_run: bool,
+    /// Run `qvault prune` afterwards (with --dry-run, show its plan).
+    #[arg(long)]
+    pub prune: bool,
     /// Let the policy remove every backup of a group.
     #[arg(long)]
     pub allow_empty: bool,
@@ -127,13 +130,29 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     for key in &plan.unmatched_group_policies {
         eprintln!("qvault: warning: the config file has a policy for group {key:?}, which holds no backup");
     }
-    // `--prune` plugs in here: prune after a report that removed something.
     let report = retention::execute(&repo, plan, args.dry_run).await;
     super::log::note(0, report.removed.clone(), vec![]);
-    if global.json {
-        common::print_json(&report)?;
+    // Prune even when nothing was forgotten now: an earlier run's marks may be ready.
+    let pruned = if args.prune && report.failed.is_empty() {
+        let prune_args = super::prune::PruneArgs { dry_run: args.dry_run, ..Default::default() };
+        Some(super::prune::run_on(&repo, &prune_args).await)
     } else {
-        print_report(&report);
+        None
+    };
+    match (&pruned, global.json) {
+        (Some(Ok(pruned)), true) => {
+            common::print_json(&serde_json::json!({ "forget": &report, "prune": pruned }))?
+        }
+        (_, true) => common::print_json(&report)?,
+        (_, false) => {
+            print_report(&report);
+            if let Some(Ok(pruned)) = &pruned {
+                super::prune::print_report(pruned);
+            }
+        }
+    }
+    if let Some(Err(e)) = pruned {
+        return Err(e.context("the backups were forgotten, but prune failed"));
     }
     if report.failed.is_empty() {
         return Ok(());

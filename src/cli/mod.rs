@@ -15,10 +15,12 @@ pub mod log;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod prune;
 pub mod qdrant;
 pub mod repair;
 pub mod report;
 pub mod restore;
+pub mod stats;
 pub mod verify;
 
 use clap::{Args, Parser, Subcommand};
@@ -140,6 +142,12 @@ pub enum Command {
     /// For cron and alerting: per group, the latest backup is recent, its size did not
     /// jump, and it passed a verify. Exit 9 names the failing groups.
     Check(check::CheckArgs),
+    /// Delete data no backup references (marked by one run, deleted by a later one), and
+    /// repack partly used packs.
+    Prune(prune::PruneArgs),
+    /// Repository size, dedup and compression ratios, what each backup added, and what
+    /// prune would free.
+    Stats,
     /// The repository at a glance: per group, what each backup stored and added, freshness;
     /// `--html FILE` writes one self-contained page.
     Report(report::ReportArgs),

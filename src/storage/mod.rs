@@ -384,6 +384,16 @@ impl Storage {
         Ok(meta.content_length())
     }
 
+    /// When the storage last modified an object, by the storage's own clock; `None` when
+    /// the backend does not say. A missing object is `ErrorKind::NotFound`.
+    pub async fn modified(&self, path: &str) -> Result<Option<std::time::SystemTime>> {
+        let Some(op) = self.op(false).await? else {
+            return Err(self.missing_root(path));
+        };
+        let meta = op.stat(path).await.map_err(|e| self.map_err(Op::Stat, path, e))?;
+        Ok(meta.last_modified().map(std::time::SystemTime::from))
+    }
+
     /// All objects under `dir` (e.g. `"data/"`, or `""` for everything), recursively, files
     /// only, with paths relative to the repository root, sorted by path. A missing
     /// directory lists as empty.

@@ -16,6 +16,7 @@ mod golden;
 mod help;
 mod notify;
 mod oplog;
+mod prune;
 mod qdrant_client;
 mod qdrant_deploy;
 mod qdrant_e2e;

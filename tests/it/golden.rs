@@ -117,6 +117,8 @@ fn test_config() -> Config {
     let mut config =
         Config::new(REPOSITORY_ID, "2026-01-01T00:00:00Z".to_string(), vec![DATA_RECIPIENT.into()]);
     // Pinned, not the current defaults: the vector is about the encoding, and defaults move.
+    // Version 1: the vector is the version-1 encoding (version 2 changes only the number).
+    config.version = 1;
     config.chunker = ChunkerConfig {
         min_size: 64 * 1024,
         avg_size: 256 * 1024,
@@ -204,7 +206,8 @@ fn config_with_a_foreign_recipient_fails_the_mac() {
 
 #[test]
 fn config_of_an_unknown_version_is_refused() {
-    let v2 = CONFIG_JSON.replace("\"version\": 1,", "\"version\": 2,");
+    // Version 2 is known since the list-block format; 3 is not.
+    let v2 = CONFIG_JSON.replace("\"version\": 1,", "\"version\": 3,");
     let err = Config::decode(v2.as_bytes(), "golden").unwrap_err();
     assert_eq!(err.kind(), qvault::ErrorKind::UnsupportedVersion);
 }
@@ -462,7 +465,7 @@ fn manifest_plaintext_decodes() {
 #[test]
 fn manifest_of_an_unknown_version_is_refused() {
     let mut plain = hex::decode(MANIFEST_PLAINTEXT).unwrap();
-    plain[4] = 2;
+    plain[4] = 3; // 2 is the list-block manifest
     let err = Manifest::decode(&plain, "golden manifest").unwrap_err();
     assert_eq!(err.kind(), qvault::ErrorKind::UnsupportedVersion);
 }

@@ -9,6 +9,7 @@ mod cli;
 mod dirtar;
 mod forget;
 mod golden;
+mod list_blocks;
 mod qdrant_client;
 mod qdrant_e2e;
 mod repository;

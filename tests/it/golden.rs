@@ -23,7 +23,9 @@
 //! ```
 //!
 //! then paste the printed backup ids into `FIXTURE_BACKUPS` and keep the old fixture under
-//! a new name: old repositories must stay readable.
+//! a new name: old repositories must stay readable. `init` writes version 2 since list
+//! blocks, so `repo-v1` is frozen (it would be regenerated only by a build from before);
+//! version 2 has its own fixture and generator in `golden_v2`.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -59,16 +61,16 @@ fn master() -> [u8; 32] {
     std::array::from_fn(|i| i as u8)
 }
 
-fn test_key() -> RepositoryKey {
+pub(crate) fn test_key() -> RepositoryKey {
     RepositoryKey::from_parts(master(), x25519::Identity::from_str(METADATA_IDENTITY).unwrap())
 }
 
-fn data_identity() -> x25519::Identity {
+pub(crate) fn data_identity() -> x25519::Identity {
     x25519::Identity::from_str(DATA_IDENTITY).unwrap()
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), the same on every platform.
-fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+pub(crate) fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
         state ^= state >> 12;

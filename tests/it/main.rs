@@ -9,6 +9,7 @@ mod cli;
 mod dirtar;
 mod forget;
 mod golden;
+mod golden_v2;
 mod list_blocks;
 mod qdrant_client;
 mod qdrant_e2e;

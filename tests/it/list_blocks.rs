@@ -128,3 +128,40 @@ async fn a_lost_list_block_pack_fails_verify_and_restore() {
     assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains(&block.to_string()), "{err}");
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A version-1 repository stays version 1: new backups list their chunks inline, so every
+/// qvault that read it still does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_repository_keeps_writing_version_1_manifests() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("repo");
+    copy_dir(&fixtures.join("repo-v1"), &dir);
+    let text = std::fs::read_to_string(fixtures.join("repo-v1.identity")).unwrap();
+    let identities = qvault::crypto::parse_identities(&text, "fixture identity").unwrap();
+    let storage =
+        qvault::storage::Storage::open(dir.to_str().unwrap(), &Default::default()).unwrap();
+    let credentials = qvault::repo::Credentials { identities, key: None };
+    let repo =
+        Repository::open(storage, credentials, &qvault::repo::Cache::InMemory).await.unwrap();
+    assert_eq!(repo.config().version, 1);
+    let data = pseudo_random(300_000, 37);
+    let summary = backup_bytes(&repo, "new", data.clone()).await;
+    assert_eq!(summary.manifest.version(), 1);
+    assert!(summary.manifest.streams[0].list.is_none());
+    assert_eq!(summary.manifest.streams[0].chunks.len() as u64, summary.manifest.summary.chunks);
+    assert_eq!(restore_bytes(&repo, &summary).await.unwrap(), data);
+}

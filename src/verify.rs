@@ -233,9 +233,14 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
     // Asked for up front: a missing identity fails before any pack is read.
     let subset = options.read_data_subset.as_ref().filter(|_| !options.read_data);
     let data = if options.read_data {
-        repo.data_identities("verify --read-data")?.to_vec()
+        let mut identities = repo.data_identities("verify --read-data")?.to_vec();
+        // List-block packs (version 2) are sealed to the metadata key.
+        identities.push(repo.key().metadata_identity().clone());
+        identities
     } else if subset.is_some() {
-        repo.data_identities("verify --read-data-subset")?.to_vec()
+        let mut identities = repo.data_identities("verify --read-data-subset")?.to_vec();
+        identities.push(repo.key().metadata_identity().clone());
+        identities
     } else {
         vec![]
     };
@@ -366,8 +371,9 @@ async fn check_manifests(
             Err(e) => return Err(e),
         };
         let (mut unknown, mut missing, mut damaged) = (0u64, 0u64, 0u64);
+        // Every reference, list blocks (version 2) included: `refs` is the one answer.
         let mut lookup = Ok(());
-        crate::refs::for_each_chunk(repo, &manifest, |chunk| {
+        let walked = crate::refs::for_each_chunk(repo, &manifest, |chunk| {
             let location = match repo.index().locate(chunk) {
                 Ok(l) => l,
                 Err(e) => {
@@ -388,8 +394,18 @@ async fn check_manifests(
                 Some(_) => {}
             }
         })
-        .await?;
+        .await;
         lookup?;
+        if let Err(e) = walked {
+            // A list block that cannot be read: the chunks below it are unknown.
+            if e.kind() != ErrorKind::Corrupt && e.kind() != ErrorKind::NotFound {
+                return Err(e);
+            }
+            let why = format!("its chunk list cannot be read: {e}");
+            report.problems.push(Problem::new(format!("backup {}", listing.id), why.clone()));
+            report.damaged_backups.insert(listing.id, why);
+            continue;
+        }
         let counts: Vec<(u64, &str)> = [
             (unknown, "in no index file"),
             (missing, "in packs missing from storage"),

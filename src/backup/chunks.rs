@@ -4,7 +4,10 @@
 //!
 //! Guarantees: each chunk id is claimed by one worker only, so a chunk new to the repository
 //! is stored once even when it occurs twice in the backup; the stream's chunk list is in
-//! stream order whatever order the workers finish in; a stream is accepted only when it was
+//! stream order whatever order the workers finish in (an ids thread puts them back in order
+//! from a buffer bounded by the chunks in flight); in a version-2 repository the ids stream
+//! into list blocks ([`ListWriter`]) that go through the same dedup and codec to the list
+//! packer, so no stage holds the whole list; a stream is accepted only when it was
 //! read to its end, matched the checksum its source announced, and (unless allowed) is not
 //! empty.
 
@@ -14,11 +17,12 @@ use crate::chunker::{Chunker, ChunkerParams};
 use crate::codec::{self, CodecParams};
 use crate::crypto::RepositoryKey;
 use crate::error::{Error, Result};
+use crate::format::list::ListWriter;
 use crate::format::manifest::StreamRecord;
 use crate::id::ChunkId;
 use crate::index::LocalIndex;
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -59,6 +63,8 @@ pub(super) struct StreamContext<'a> {
     pub(super) params: &'a ChunkerParams,
     pub(super) dedup: &'a Dedup,
     pub(super) blobs: crossbeam_channel::Sender<NewBlob>,
+    /// Version 2: where new list blocks go (the packer sealing packs to the metadata key).
+    pub(super) lists: Option<crossbeam_channel::Sender<NewBlob>>,
     pub(super) workers: usize,
     pub(super) progress: &'a Arc<Progress>,
     pub(super) allow_empty: bool,
@@ -88,18 +94,24 @@ pub(super) async fn archive_stream(
         }
         Ok(())
     });
+    let (id_tx, id_rx) = crossbeam_channel::bounded::<(u64, ChunkId)>(workers * 4);
+    let ids = {
+        let dedup = cx.dedup.clone();
+        let lists = cx.lists.clone();
+        tokio::task::spawn_blocking(move || collect_ids(id_rx, &dedup, lists))
+    };
     let mut handles = Vec::with_capacity(workers);
     for _ in 0..workers {
         let rx = chunk_rx.clone();
         let tx = cx.blobs.clone();
+        let id_tx = id_tx.clone();
         let dedup = cx.dedup.clone();
-        handles.push(tokio::task::spawn_blocking(move || -> Result<(Vec<(u64, ChunkId)>, u64)> {
-            let mut ids = Vec::new();
+        handles.push(tokio::task::spawn_blocking(move || -> Result<u64> {
             let mut new_chunks = 0;
             let mut encoder = codec::Encoder::new(&dedup.codec)?;
             for (seq, chunk) in rx {
                 let id = dedup.key.chunk_id(&chunk);
-                ids.push((seq, id));
+                id_tx.send((seq, id)).map_err(|_| pipeline_stopped())?;
                 if dedup.claim(&id)? {
                     let blob = encoder.encode(&chunk)?;
                     let raw_length = chunk.len() as u32;
@@ -107,26 +119,31 @@ pub(super) async fn archive_stream(
                     new_chunks += 1;
                 }
             }
-            Ok((ids, new_chunks))
+            Ok(new_chunks)
         }));
     }
     drop(chunk_rx);
+    drop(id_tx);
 
     let mut errors = Vec::new();
     if let Err(e) = read.await.map_err(join_error).and_then(|r| r) {
         errors.push(e);
     }
-    let mut ids = Vec::new();
     let mut new_chunks = 0;
     for handle in handles {
         match handle.await.map_err(join_error).and_then(|r| r) {
-            Ok((mut worker_ids, n)) => {
-                ids.append(&mut worker_ids);
-                new_chunks += n;
-            }
+            Ok(n) => new_chunks += n,
             Err(e) => errors.push(e),
         }
     }
+    let ids = ids.await.map_err(join_error).and_then(|r| r);
+    let (chunks, list) = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            errors.push(e);
+            Default::default()
+        }
+    };
     let crate::digest::StreamDigest { size, sha256, blake3 } = hash.await.map_err(join_error)?;
     if let Some(e) = first_real_error(errors) {
         return Err(e);
@@ -145,8 +162,59 @@ pub(super) async fn archive_stream(
              pass --allow-empty (BackupOptions::allow_empty) if an empty stream is expected"
         )));
     }
-    ids.sort_unstable_by_key(|(seq, _)| *seq);
-    let chunks = ids.into_iter().map(|(_, id)| id).collect();
-    let record = StreamRecord { name, kind, size, sha256, blake3, chunks, source: provenance };
+    let record =
+        StreamRecord { name, kind, size, sha256, blake3, chunks, list, source: provenance };
     Ok((record, new_chunks))
+}
+
+/// Puts the workers' ids back in stream order. Version 1 (`lists` is `None`): returns them
+/// all, for the manifest. Version 2: cuts them into list blocks as they come, stores the new
+/// blocks through `dedup` and returns only the top of the tree.
+fn collect_ids(
+    ids: crossbeam_channel::Receiver<(u64, ChunkId)>,
+    dedup: &Dedup,
+    lists: Option<crossbeam_channel::Sender<NewBlob>>,
+) -> Result<(Vec<ChunkId>, Option<crate::format::list::ChunkList>)> {
+    let mut inline = Vec::new();
+    let mut writer = lists.as_ref().map(|_| ListWriter::new(|b: &[u8]| dedup.key.chunk_id(b)));
+    let mut encoder = codec::Encoder::new(&dedup.codec)?;
+    let mut store = |blocks: Vec<(ChunkId, Vec<u8>)>| -> Result<()> {
+        let Some(lists) = &lists else { return Ok(()) };
+        for (id, block) in blocks {
+            if dedup.claim(&id)? {
+                let blob = encoder.encode(&block)?;
+                let raw_length = block.len() as u32;
+                lists.send(NewBlob { id, blob, raw_length }).map_err(|_| pipeline_stopped())?;
+            }
+        }
+        Ok(())
+    };
+    // Ids that arrive before their turn; bounded by the chunks in flight.
+    let mut waiting: BTreeMap<u64, ChunkId> = BTreeMap::new();
+    let mut next = 0u64;
+    for (seq, id) in ids {
+        waiting.insert(seq, id);
+        while let Some(id) = waiting.remove(&next) {
+            next += 1;
+            match writer.as_mut() {
+                Some(w) => {
+                    w.push(id);
+                    store(w.take_blocks())?;
+                }
+                None => inline.push(id),
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        // Only when a stage stopped early; its error is the one reported.
+        return Err(pipeline_stopped());
+    }
+    match writer {
+        Some(w) => {
+            let (list, blocks) = w.finish();
+            store(blocks)?;
+            Ok((Vec::new(), Some(list)))
+        }
+        None => Ok((inline, None)),
+    }
 }

@@ -16,8 +16,14 @@
 //! - Write order: a pack before the index file naming it, index files before the manifest.
 //!   An interrupted backup leaves only packs (and index files) that nothing references; a
 //!   rerun dedups against the indexed ones.
-//! - Memory is bounded by the chunks, blobs and packs in flight; what grows with the stream
-//!   is only the chunk-id list the manifest needs.
+//! - Memory is bounded by the chunks, blobs and packs in flight. In a version-1 repository
+//!   the chunk-id list the manifest needs grows with the stream; in version 2 the ids go
+//!   into list blocks as they come (one block per tree level in memory) and the manifest
+//!   holds only the top of the tree.
+//! - List blocks are chunks: they go through the same dedup and codec into packs of their
+//!   own, sealed to the metadata recipient (a backup host reads them back without a data
+//!   identity), uploaded and indexed like any pack, so "pack before index file before
+//!   manifest" covers them.
 //!
 //! `source` hands out the streams, `chunks` turns one stream into ids and new blobs,
 //! `packer` seals blobs into packs, `upload` stores packs and index files; this module wires
@@ -261,15 +267,30 @@ async fn backup_leased<S: StreamSources>(
     let recipients = repo.data_recipients().to_vec();
     let metadata_recipient = repo.key().metadata_recipient();
     let pack_size = repo.config().pack_size;
+    let list_packs = pack_tx.clone();
     let packer = tokio::task::spawn_blocking(move || {
         packer::run_packer(blob_rx, pack_tx, &recipients, &metadata_recipient, pack_size)
     });
 
+    // Version 2: list blocks get a packer of their own, sealing to the metadata key.
+    let (list_tx, list_packer) = if repo.config().list_blocks() {
+        let (tx, rx) = crossbeam_channel::bounded::<NewBlob>(2);
+        let metadata_recipient = repo.key().metadata_recipient();
+        let packer = tokio::task::spawn_blocking(move || {
+            let recipients = [metadata_recipient.clone()];
+            packer::run_packer(rx, list_packs, &recipients, &metadata_recipient, pack_size)
+        });
+        (Some(tx), Some(packer))
+    } else {
+        drop(list_packs);
+        (None, None)
+    };
     let params = repo.config().chunker.params(repo.key().chunker_seed());
     let cx = StreamContext {
         params: &params,
         dedup: &dedup,
         blobs: blob_tx,
+        lists: list_tx,
         workers,
         progress: &progress,
         allow_empty: options.allow_empty,
@@ -283,7 +304,7 @@ async fn backup_leased<S: StreamSources>(
             }
             let (record, new_chunks) = archive_stream(source, &cx).await?;
             totals.0 += record.size;
-            totals.1 += record.chunks.len() as u64;
+            totals.1 += record.chunk_count();
             totals.2 += new_chunks;
             records.push(record);
         }
@@ -293,6 +314,9 @@ async fn backup_leased<S: StreamSources>(
         // The packer ends when the last sender of blobs is gone.
         drop(cx);
         let packed = packer.await.map_err(join_error)?;
+        if let Some(list_packer) = list_packer {
+            list_packer.await.map_err(join_error)??;
+        }
         packed.map(|()| (records, totals))
     };
     let upload = upload::upload_packs(repo, pack_rx, options.upload_concurrency.max(1), &progress);

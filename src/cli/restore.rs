@@ -109,17 +109,19 @@ async fn plan_qdrant(
 }
 
 /// `--dry-run`: what the restore would read, and (for Qdrant) where it would go.
-fn print_dry_run(
+async fn print_dry_run(
     global: &GlobalArgs,
+    repo: &Repository,
     plan: &RestorePlan,
     target: Option<&QdrantRestorePlan>,
 ) -> Result<()> {
     let stream = &plan.stream;
+    let counts = plan.count(repo).await?;
     if global.json {
         return common::print_json(&serde_json::json!({
             "id": plan.backup, "stream": stream.name, "bytes": stream.size,
-            "sha256": stream.sha256, "chunks": stream.chunks.len(), "packs": plan.packs(),
-            "pieces": plan.pieces.len(),
+            "sha256": stream.sha256, "chunks": stream.chunk_count(), "packs": counts.packs,
+            "pieces": counts.pieces,
             "target": target.map(|t| t.scope.to_string()),
             "collection_exists": target.map(|t| t.collection_exists),
             "forced": target.map(|t| &t.forced),
@@ -130,9 +132,9 @@ fn print_dry_run(
         stream.name,
         plan.backup.short(),
         common::human_bytes(stream.size),
-        stream.chunks.len(),
-        plan.packs(),
-        plan.pieces.len()
+        stream.chunk_count(),
+        counts.packs,
+        counts.pieces
     );
     if let Some(t) = target {
         let exists = if t.collection_exists { "exists" } else { "will be created" };
@@ -179,7 +181,7 @@ async fn run_serve(
         None => None,
     };
     if args.dry_run {
-        return print_dry_run(global, &plan, target.as_ref());
+        return print_dry_run(global, &repo, &plan, target.as_ref()).await;
     }
     let serve = ServeOptions { addr, advertise: args.advertise_url.clone() };
     let qdrant = client.as_ref().zip(target.as_ref()).map(|(c, t)| (c, t, &options));
@@ -228,7 +230,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let (repo, planned) = plan_qdrant(global, args, &client).await?;
     if args.dry_run {
         for (plan, target, _) in &planned {
-            print_dry_run(global, plan, Some(target))?;
+            print_dry_run(global, &repo, plan, Some(target)).await?;
         }
         return Ok(());
     }
@@ -280,7 +282,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
 async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Result<()> {
     let (repo, plan) = plan(global, args).await?;
     if args.dry_run {
-        return print_dry_run(global, &plan, None);
+        return print_dry_run(global, &repo, &plan, None).await;
     }
     let (id, stream) = (plan.backup, &plan.stream);
     let extractor = qvault::dirtar::DirExtractor::new(dir)?;
@@ -319,7 +321,7 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     })?;
     let (repo, plan) = plan(global, args).await?;
     if args.dry_run {
-        return print_dry_run(global, &plan, None);
+        return print_dry_run(global, &repo, &plan, None).await;
     }
     let options = RestoreOptions::default();
     let summary = if to == "-" {

@@ -10,7 +10,10 @@ use crate::crypto::RepositoryKey;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::RepositoryId;
 
-pub const CONFIG_VERSION: u32 = 1;
+/// The version new repositories get: 2 (list blocks, docs/design.md "Format version 2").
+/// A repository keeps the version it was created with; this build reads both.
+pub const CONFIG_VERSION: u32 = 2;
+pub const CONFIG_VERSIONS: [u32; 2] = [1, 2];
 pub const FORMAT: &str = "qvault-repository";
 pub const CHUNKER_ALGORITHM: &str = "fastcdc-2020";
 pub const CHUNK_ID_ALGORITHM: &str = "blake3-keyed";
@@ -96,6 +99,11 @@ impl Config {
         }
     }
 
+    /// Whether the repository stores chunk lists as list blocks (format version 2).
+    pub fn list_blocks(&self) -> bool {
+        self.version >= 2
+    }
+
     fn body(&self) -> Result<Vec<u8>> {
         let mut body = self.clone();
         body.mac = None;
@@ -142,7 +150,7 @@ impl Config {
             return Err(not_repo());
         }
         let version = value.get("version").and_then(|v| v.as_u64()).ok_or_else(not_repo)?;
-        if version != u64::from(CONFIG_VERSION) {
+        if !CONFIG_VERSIONS.iter().any(|&v| u64::from(v) == version) {
             return Err(super::unsupported_version(
                 &format!("the repository at {location}"),
                 u32::try_from(version).unwrap_or(u32::MAX),

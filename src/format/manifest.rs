@@ -2,17 +2,24 @@
 //!
 //! ```text
 //! object    = age file to the metadata recipient; backup id = BLAKE3(object bytes)
-//! plaintext = "QVMF" ‖ u32 version (1) ‖ zstd(JSON of Manifest)
+//! plaintext = "QVMF" ‖ u32 version (1 or 2) ‖ zstd(JSON of Manifest)
 //! ```
+//!
+//! Version 1 lists every chunk id of a stream inline (`chunks`); version 2 stores the list
+//! as list blocks ([`super::list`]) and the stream record holds only the top (`list`), with
+//! `chunks` empty. The version follows the record: a manifest is version 2 exactly when its
+//! streams carry `list`, and a reader refuses a mix.
 //!
 //! A backup has one or more streams from the start: a cluster backup holds one per shard.
 
+use super::list::{ChunkList, MAX_IDS, MAX_LEVELS};
 use super::{put_header, ByteReader};
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use std::collections::BTreeMap;
 
-pub const MANIFEST_VERSION: u32 = 1;
+/// The newest manifest version this build reads and writes.
+pub const MANIFEST_VERSION: u32 = 2;
 const MAGIC: &[u8; 4] = b"QVMF";
 /// A manifest's JSON is bounded (ids are 64 bytes each): refuse to inflate more than this.
 /// The output grows with the data, so this is a cap, not an up-front allocation.
@@ -44,8 +51,11 @@ pub struct StreamRecord {
     pub sha256: String,
     /// Hex BLAKE3 of the whole stream.
     pub blake3: String,
-    /// Chunk ids in stream order.
+    /// Chunk ids in stream order (version 1); empty in version 2, which has `list`.
     pub chunks: Vec<ChunkId>,
+    /// Version 2: the top of the stream's list-block tree.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<ChunkList>,
     /// Where the stream came from (e.g. Qdrant collection config and info), free-form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
@@ -73,7 +83,47 @@ pub struct BackupStats {
     pub duration_ms: u64,
 }
 
+impl StreamRecord {
+    /// Data chunks in the stream, repeats included.
+    pub fn chunk_count(&self) -> u64 {
+        self.list.as_ref().map_or(self.chunks.len() as u64, |l| l.chunks)
+    }
+}
+
 impl Manifest {
+    /// 2 when the streams carry list-block trees, 1 when they list their chunks inline.
+    pub fn version(&self) -> u32 {
+        if self.streams.iter().any(|s| s.list.is_some()) {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Every stream is of the manifest's version, and a version-2 top is within bounds.
+    fn check(&self, version: u32, what: &str) -> Result<()> {
+        for s in &self.streams {
+            let ok = match (&s.list, version) {
+                (None, 1) => true,
+                (Some(l), 2) => {
+                    s.chunks.is_empty()
+                        && l.levels <= MAX_LEVELS
+                        && l.top.len() <= MAX_IDS
+                        && (l.levels > 0 || l.top.len() as u64 == l.chunks)
+                }
+                _ => false,
+            };
+            if !ok {
+                return Err(Error::corrupt(format!(
+                    "{what} is a version-{version} manifest, but stream {:?} does not record \
+                     its chunks the way that version does",
+                    s.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub fn total_size(&self) -> u64 {
         self.streams.iter().map(|s| s.size).sum()
     }
@@ -102,23 +152,27 @@ impl Manifest {
     }
 
     pub fn encode(&self) -> Result<Vec<u8>> {
+        let version = self.version();
+        self.check(version, "the new manifest")?;
         let json = serde_json::to_vec(self)
             .map_err(|e| Error::invalid_input(format!("cannot serialise manifest: {e}")))?;
         let compressed =
             zstd::bulk::compress(&json, 3).map_err(|e| Error::io("compressing manifest", e))?;
         let mut out = Vec::with_capacity(compressed.len() + 8);
-        put_header(&mut out, MAGIC, MANIFEST_VERSION);
+        put_header(&mut out, MAGIC, version);
         out.extend_from_slice(&compressed);
         Ok(out)
     }
 
     pub fn decode(bytes: &[u8], what: &str) -> Result<Manifest> {
         let mut r = ByteReader::new(bytes, what);
-        r.expect_header(MAGIC, MANIFEST_VERSION)?;
+        let version = r.expect_header_in(MAGIC, &[1, MANIFEST_VERSION])?;
         let json = crate::codec::zstd_decompress_bounded(r.rest(), MAX_JSON)
             .map_err(|e| Error::corrupt(format!("{what} does not decompress: {e}")))?;
-        serde_json::from_slice(&json)
-            .map_err(|e| Error::corrupt(format!("{what} is not a valid manifest: {e}")))
+        let manifest: Manifest = serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt(format!("{what} is not a valid manifest: {e}")))?;
+        manifest.check(version, what)?;
+        Ok(manifest)
     }
 }
 

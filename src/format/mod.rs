@@ -7,6 +7,7 @@
 pub mod config;
 pub mod index;
 pub mod keyfile;
+pub mod list;
 pub mod manifest;
 pub mod pack;
 
@@ -55,6 +56,28 @@ impl<'a> ByteReader<'a> {
         let mut b = [0u8; 32];
         b.copy_from_slice(self.take(32)?);
         Ok(b)
+    }
+
+    /// Checks the magic and that the version is one of `known`; returns it.
+    pub(crate) fn expect_header_in(&mut self, magic: &[u8; 4], known: &[u32]) -> Result<u32> {
+        self.expect_magic(magic)?;
+        let found = self.u32()?;
+        if !known.contains(&found) {
+            let newest = known.iter().copied().max().unwrap_or(0);
+            return Err(unsupported_version(self.what, found, newest));
+        }
+        Ok(found)
+    }
+
+    fn expect_magic(&mut self, magic: &[u8; 4]) -> Result<()> {
+        if self.take(4)? != magic {
+            return Err(Error::corrupt(format!(
+                "{} does not start with {:?}: it is not a qvault object of that kind",
+                self.what,
+                String::from_utf8_lossy(magic)
+            )));
+        }
+        Ok(())
     }
 
     /// Checks the magic and that the version is one this build reads.

@@ -142,21 +142,32 @@ impl PrunePlan {
 
 /// Every chunk some backup in storage references now.
 pub async fn referenced_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
-    let mut set = HashSet::new();
+    Ok(references(repo).await?.0)
+}
+
+/// Every chunk some backup references now, and which of them are list blocks (version 2).
+async fn references(repo: &Repository) -> Result<(HashSet<ChunkId>, HashSet<ChunkId>)> {
+    let (mut set, mut lists) = (HashSet::new(), HashSet::new());
     for backup in repo.index().backup_ids()? {
         let manifest = repo.read_manifest(backup).await?;
-        crate::refs::for_each_chunk(repo, &manifest, |id| {
+        crate::refs::for_each_reference(repo, &manifest, |id, kind| {
             set.insert(*id);
+            if kind == crate::refs::RefKind::ListBlock {
+                lists.insert(*id);
+            }
         })
         .await?;
     }
-    Ok(set)
+    Ok((set, lists))
 }
 
 /// What [`plan`] reads from the repository, so the plan itself is a pure function.
 pub struct PruneInput {
     pub inventory: Inventory,
     pub referenced: HashSet<ChunkId>,
+    /// The referenced chunks that are list blocks: their packs are sealed to the metadata
+    /// key, and repack (which writes data packs) leaves them alone.
+    pub list_blocks: HashSet<ChunkId>,
     pub marks: Vec<StoredMark>,
     /// Live (not stale) lease names now.
     pub live_leases: HashSet<String>,
@@ -181,7 +192,7 @@ impl PruneInput {
         let stale_leases = stale.into_iter().map(|l| l.name).collect();
         let marks = locks::read_marks(repo).await?;
         repo.sync().await?;
-        let referenced = referenced_chunks(repo).await?;
+        let (referenced, list_blocks) = references(repo).await?;
         let inventory = Inventory::read(repo).await?;
         let mut listings: HashMap<PackId, BTreeSet<IndexId>> = HashMap::new();
         for pack in inventory.indexed.keys() {
@@ -191,6 +202,7 @@ impl PruneInput {
         Ok(PruneInput {
             inventory,
             referenced,
+            list_blocks,
             marks,
             live_leases,
             stale_leases,
@@ -329,6 +341,11 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
             plan.mark_unused_bytes += size;
         } else if unused > 0 {
             plan.unused_bytes += unused;
+            // A list-block pack is sealed to the metadata key; repack writes data packs.
+            // List packs are small: one that is partly used stays as it is.
+            if live.iter().any(|c| input.list_blocks.contains(c)) {
+                continue;
+            }
             partly.push(PartlyUsed {
                 pack: *pack,
                 size,

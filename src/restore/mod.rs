@@ -1,7 +1,8 @@
 //! Restore: a stream of a backup back to bytes, every chunk and the whole stream checked.
 //!
 //! ```text
-//! plan: chunks → pieces (chunks of one pack lying close together, from a stretch of stream)
+//! plan: chunks (inline, or walked from the list-block tree) → pieces (chunks of one pack
+//!   lying close together, from a stretch of stream), window by window
 //!   → fetch each piece's segments with a range read (concurrent, in order; the pack's age
 //!     header once per pack)
 //!   → decode on the blocking pool: decrypt, decompress, check each chunk id
@@ -23,7 +24,7 @@ mod fetch;
 mod plan;
 mod target;
 
-pub use plan::{plan, Piece, RestorePlan, LOOKAHEAD, PIECE_SPAN};
+pub use plan::{plan, Piece, PieceCursor, PlanCounts, RestorePlan, LOOKAHEAD, PIECE_SPAN};
 pub use target::{restore_to_file, RestoreReport};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -33,8 +34,9 @@ use crate::repo::Repository;
 use bytes::Bytes;
 use decode::DecodeContext;
 use fetch::Fetcher;
-use futures::stream::{self, StreamExt};
-use std::collections::BTreeMap;
+use futures::stream::StreamExt;
+use futures::SinkExt;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -95,6 +97,58 @@ impl Place {
     }
 }
 
+/// Reads single chunks by id (list blocks) through restore's read path: a range read of the
+/// blob's segments, age, codec and keyed-id checks. Decrypts with every identity the
+/// repository was opened with — the metadata identity (list blocks live in packs sealed to
+/// it) and any data identities — so a backup host walks chunk lists without a data identity.
+pub struct BlockReader<'a> {
+    repo: &'a Repository,
+    fetcher: Fetcher<'a>,
+    identities: Vec<age::x25519::Identity>,
+}
+
+impl<'a> BlockReader<'a> {
+    pub fn new(repo: &'a Repository) -> Self {
+        BlockReader { repo, fetcher: Fetcher::new(repo), identities: reading_identities(repo) }
+    }
+
+    /// The chunk `id`; `what` names it in errors.
+    pub async fn read(&self, id: &ChunkId, what: &str) -> Result<Vec<u8>> {
+        let location = self.repo.index().locate(id)?.ok_or_else(|| {
+            Error::not_found(format!(
+                "{what} is in no index file of {}: run `qvault index rebuild`, then \
+                 `qvault verify`",
+                self.repo.storage().location()
+            ))
+        })?;
+        let piece = Piece {
+            pack: location.pack,
+            pack_plaintext_len: location.pack_plaintext_len,
+            entries: vec![location.entry],
+            seqs: vec![0],
+            stream_start: 0,
+        };
+        let in_pack = || format!("{what} in pack {}", location.pack);
+        let fetched = self.fetcher.fetch(&piece).await.map_err(|e| e.context(in_pack()))?;
+        let refs: Vec<&dyn age::Identity> =
+            self.identities.iter().map(|i| i as &dyn age::Identity).collect();
+        let mut data =
+            crate::format::pack::PackData::open(fetch::Window::new(fetched), &refs, what)
+                .map_err(|e| e.context(in_pack()))?;
+        let mut decoder = crate::codec::Decoder::new()?;
+        read_chunk(&mut data, &mut decoder, self.repo.key(), &location.entry)
+            .map_err(|e| e.context(in_pack()))
+    }
+}
+
+/// Data identities (if any), then the metadata identity: a blob is read with every key the
+/// reader holds, so it does not matter which kind of pack dedup found it in.
+fn reading_identities(repo: &Repository) -> Vec<age::x25519::Identity> {
+    let mut identities = repo.data_identities("").map(|i| i.to_vec()).unwrap_or_default();
+    identities.push(repo.key().metadata_identity().clone());
+    identities
+}
+
 /// Restores `stream` of `backup` into `out` and returns `out` when every check passed:
 /// [`RestorePlan::new`], then [`execute`].
 pub async fn restore_stream<W: Write + Send + 'static>(
@@ -119,14 +173,16 @@ pub async fn execute<W: Write + Send + 'static>(
     let started = Instant::now();
     let (backup, stream) = (plan.backup, &plan.stream);
     let decode_context = Arc::new(DecodeContext {
-        identities: repo.data_identities("restoring a backup")?.to_vec(),
+        identities: {
+            repo.data_identities("restoring a backup")?;
+            reading_identities(repo)
+        },
         key: repo.key().clone(),
         place: Place { backup, stream: stream.name.clone() },
     });
-    let packs_read = plan.packs();
     let fetcher = Fetcher::new(repo);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u64>, Vec<Bytes>)>(2);
-    let total_chunks = stream.chunks.len() as u64;
+    let total_chunks = stream.chunk_count();
     let place = decode_context.place.clone();
     let (digest_tx, digest) = crate::digest::spawn(64);
     let writer = tokio::task::spawn_blocking(move || -> Result<W> {
@@ -160,19 +216,43 @@ pub async fn execute<W: Write + Send + 'static>(
         Ok(out)
     });
 
+    // Pieces come window by window from the plan's cursor, ahead of the fetches.
+    let (piece_tx, pieces) = futures::channel::mpsc::channel::<Result<Piece>>(2);
+    let planner = async move {
+        let mut piece_tx = piece_tx;
+        let mut cursor = plan.cursor(repo);
+        loop {
+            let window = match cursor.next_window().await {
+                Ok(Some(window)) => window,
+                Ok(None) => return,
+                Err(e) => {
+                    let _ = piece_tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            for piece in window {
+                // A closed channel means the fetches stopped; their error is reported.
+                if piece_tx.send(Ok(piece)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    };
     let fetch = async {
-        let mut decoded = stream::iter(plan.pieces.iter().cloned())
+        let decoded = pieces
             .map(|piece| {
                 let context = decode_context.clone();
                 let fetcher = &fetcher;
                 async move {
+                    let piece = piece?;
+                    let pack = piece.pack;
                     let fetched = fetcher
                         .fetch(&piece)
                         .await
                         .map_err(|e| e.context(context.place.piece(&piece)))?;
                     tokio::task::spawn_blocking(move || {
                         let chunks = context.decode(&piece, fetched)?;
-                        Ok((piece.seqs, chunks))
+                        Ok((pack, piece.seqs, chunks))
                     })
                     .await
                     .map_err(|e| {
@@ -181,22 +261,26 @@ pub async fn execute<W: Write + Send + 'static>(
                 }
             })
             .buffered(options.prefetch.max(1));
-        while let Some(chunks) = decoded.next().await {
+        let mut decoded = std::pin::pin!(decoded);
+        let mut packs = HashSet::new();
+        while let Some(decoded) = decoded.next().await {
+            let (pack, seqs, chunks) = decoded?;
+            packs.insert(pack);
             // A closed channel means the writer failed; its error is the one to report.
-            if tx.send(chunks?).await.is_err() {
+            if tx.send((seqs, chunks)).await.is_err() {
                 break;
             }
         }
         drop(tx);
-        Ok::<_, Error>(())
+        Ok::<_, Error>(packs.len() as u64)
     };
-    let (fetched, written) = tokio::join!(fetch, writer);
+    let ((), fetched, written) = tokio::join!(planner, fetch, writer);
     let written =
         written.map_err(|e| Error::new(ErrorKind::Io, format!("restore writer failed: {e}")))?;
-    let out = match (fetched, written) {
+    let (packs_read, out) = match (fetched, written) {
         // A failed fetch ends the writer's input early: the fetch error is the cause.
-        (Err(e), _) | (Ok(()), Err(e)) => return Err(e),
-        (Ok(()), Ok(out)) => out,
+        (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
+        (Ok(packs_read), Ok(out)) => (packs_read, out),
     };
     let got = digest
         .await
@@ -210,7 +294,7 @@ pub async fn execute<W: Write + Send + 'static>(
     }
     let summary = RestoreSummary {
         bytes: got.size,
-        chunks: stream.chunks.len() as u64,
+        chunks: stream.chunk_count(),
         packs_read,
         reads: fetcher.reads.load(Ordering::Relaxed),
         bytes_fetched: fetcher.bytes.load(Ordering::Relaxed),

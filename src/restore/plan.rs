@@ -1,16 +1,25 @@
 //! The restore plan: which pack holds each chunk of the stream, grouped into pieces that one
 //! range read each can serve.
 //!
-//! A [`RestorePlan`] is computed once, before anything is written or sent, and handed to
-//! whatever executes it (a file, stdout, a directory, a Qdrant upload, `--serve`): a chunk in
-//! no index file fails here, not half way through an upload.
+//! A [`RestorePlan`] holds the stream's record and is checked before anything is written or
+//! sent; its pieces are produced window by window while the restore runs ([`PieceCursor`]),
+//! so memory stays flat however long the stream.
+//!
+//! Checked up front by [`RestorePlan::new`]: for a version-1 stream, every chunk (it is
+//! listed in the manifest anyway); for version 2, the top of the list-block tree — every top
+//! id is in an index file and in a pack that is stored and not known to be damaged. Checked
+//! during the restore, in stream order: each list block below the top and each data chunk,
+//! with the same errors. A caller that must not start on a stream that fails half way (an
+//! upload it cannot take back) runs `qvault verify` first.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamRecord;
 use crate::format::pack::PackEntry;
-use crate::id::{BackupId, PackId};
+use crate::id::{BackupId, ChunkId, PackId};
+use crate::index::ChunkLocation;
+use crate::refs::ListWalk;
 use crate::repo::Repository;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 /// At most this much of a pack's data (plaintext) is fetched for one piece, and at most
 /// this much chunk data is decoded: bounds the memory each piece in flight holds.
@@ -19,6 +28,9 @@ pub const PIECE_SPAN: u64 = 2 * 1024 * 1024;
 /// How far ahead in the stream a piece may take more chunks of its pack. The writer holds
 /// chunks that arrive before their turn, so this bounds its reorder buffer.
 pub const LOOKAHEAD: u64 = 8 * 1024 * 1024;
+
+/// Chunks of a version-1 stream planned per window.
+const INLINE_WINDOW: usize = 4096;
 
 /// Chunks of one pack from a stretch of the stream, fetched with one range read: when a
 /// few chunks from elsewhere interrupt a run (an edit, a new segment), the run goes on in
@@ -59,20 +71,28 @@ impl Piece {
 }
 
 /// What restoring one stream of one backup will read: the stream's record (sizes and the
-/// hashes the result is checked against) and its chunks grouped into [`Piece`]s in stream
-/// order.
+/// hashes the result is checked against), checked as the module docs say; its pieces come
+/// from [`RestorePlan::cursor`].
 #[derive(Clone, Debug)]
 pub struct RestorePlan {
     pub backup: BackupId,
     pub stream: StreamRecord,
-    pub pieces: Vec<Piece>,
+    bad: HashSet<PackId>,
+    missing: HashSet<PackId>,
+}
+
+/// How many pieces and packs a whole plan reads (a dry run walks the whole stream for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanCounts {
+    pub pieces: u64,
+    pub packs: u64,
 }
 
 impl RestorePlan {
-    /// Locates every chunk of `stream` in the local index, taking copies in packs storage
-    /// still holds (one listing of `data/` finds the missing ones). Fails before anything is
-    /// written, naming the backup, stream and chunk and what to run, when a chunk is in no
-    /// index file or only in a pack that is missing or known to be damaged.
+    /// Takes the packs storage still holds (one listing of `data/` finds the missing ones)
+    /// and checks what the module docs say is checked up front. Fails before anything is
+    /// written, naming the backup, stream and chunk and what to run, when one of those is in
+    /// no index file or only in a pack that is missing or known to be damaged.
     pub async fn new(
         repo: &Repository,
         backup: BackupId,
@@ -81,19 +101,209 @@ impl RestorePlan {
         let missing: HashSet<PackId> =
             crate::index::sync::mark_missing_packs(repo).await?.into_iter().collect();
         let bad = repo.index().bad_packs()?;
-        let pieces = plan(repo, backup, stream, &bad, &missing)?;
-        Ok(RestorePlan { backup, stream: stream.clone(), pieces })
+        let plan = RestorePlan { backup, stream: stream.clone(), bad, missing };
+        let upfront = match &stream.list {
+            None => &stream.chunks,
+            Some(list) => &list.top,
+        };
+        for id in upfront {
+            plan.locate(repo, id)?;
+        }
+        Ok(plan)
     }
 
-    /// Distinct packs the stream's chunks live in.
-    pub fn packs(&self) -> u64 {
-        self.pieces.iter().map(|p| p.pack).collect::<HashSet<_>>().len() as u64
+    /// The pieces, window by window, in the order of their first chunk.
+    pub fn cursor<'a>(&'a self, repo: &'a Repository) -> PieceCursor<'a> {
+        let ids = match &self.stream.list {
+            None => Ids::Inline(0),
+            Some(list) => Ids::Tree(ListWalk::new(list, &self.stream.name)),
+        };
+        PieceCursor {
+            plan: self,
+            repo,
+            reader: super::BlockReader::new(repo),
+            ids,
+            planner: Planner::default(),
+            done: false,
+        }
+    }
+
+    /// Every piece at once: memory grows with the stream (tests and inspection).
+    pub async fn pieces(&self, repo: &Repository) -> Result<Vec<Piece>> {
+        let mut cursor = self.cursor(repo);
+        let mut pieces = Vec::new();
+        while let Some(mut window) = cursor.next_window().await? {
+            pieces.append(&mut window);
+        }
+        Ok(pieces)
+    }
+
+    /// Walks the whole plan and counts what it would read.
+    pub async fn count(&self, repo: &Repository) -> Result<PlanCounts> {
+        let mut cursor = self.cursor(repo);
+        let (mut pieces, mut packs) = (0, HashSet::new());
+        while let Some(window) = cursor.next_window().await? {
+            pieces += window.len() as u64;
+            packs.extend(window.iter().map(|p| p.pack));
+        }
+        Ok(PlanCounts { pieces, packs: packs.len() as u64 })
+    }
+
+    /// Where `chunk` (data or list block) is. Fails (naming the backup, stream and chunk)
+    /// when it is in no index file, or only in a bad pack: `NotFound` when that pack is
+    /// missing, `Corrupt` when it is stored but damaged.
+    pub(crate) fn locate(&self, repo: &Repository, chunk: &ChunkId) -> Result<ChunkLocation> {
+        locate(repo, self.backup, &self.stream, chunk, &self.bad, &self.missing)
     }
 }
 
-/// Where every chunk of `stream` is, grouped into pieces. Fails (naming the backup, stream
-/// and chunk) when a chunk is in no index file, or only in a pack of `bad`: `NotFound` when
-/// that pack is in `missing`, `Corrupt` when it is stored but damaged.
+fn locate(
+    repo: &Repository,
+    backup: BackupId,
+    stream: &StreamRecord,
+    chunk: &ChunkId,
+    bad: &HashSet<PackId>,
+    missing: &HashSet<PackId>,
+) -> Result<ChunkLocation> {
+    let location = repo.index().locate(chunk)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "chunk {chunk} of stream {:?} in backup {backup} is in no index file of {}: \
+             run `qvault index rebuild`, then `qvault verify`",
+            stream.name,
+            repo.storage().location()
+        ))
+    })?;
+    if bad.contains(&location.pack) {
+        let (kind, state) = if missing.contains(&location.pack) {
+            (ErrorKind::NotFound, "missing from")
+        } else {
+            (ErrorKind::Corrupt, "damaged in")
+        };
+        return Err(Error::new(
+            kind,
+            format!(
+                "chunk {chunk} of stream {:?} in backup {backup} is only in pack {}, which \
+                 is {state} {}: run `qvault verify` to see what else it affects, `qvault \
+                 repair index`, and back the data up again",
+                stream.name,
+                location.pack,
+                repo.storage().location()
+            ),
+        ));
+    }
+    Ok(location)
+}
+
+enum Ids {
+    /// Version 1: the next position in the manifest's list.
+    Inline(usize),
+    Tree(ListWalk),
+}
+
+/// Produces a plan's pieces window by window; holds the pieces of the last [`LOOKAHEAD`]
+/// of stream (they may still grow) and one list block per tree level.
+pub struct PieceCursor<'a> {
+    plan: &'a RestorePlan,
+    repo: &'a Repository,
+    reader: super::BlockReader<'a>,
+    ids: Ids,
+    planner: Planner,
+    done: bool,
+}
+
+impl PieceCursor<'_> {
+    /// The next pieces that can no longer grow, in order (`None` at the end).
+    pub async fn next_window(&mut self) -> Result<Option<Vec<Piece>>> {
+        while !self.done {
+            let batch = match &mut self.ids {
+                Ids::Inline(pos) => {
+                    let chunks = &self.plan.stream.chunks;
+                    let end = (*pos + INLINE_WINDOW).min(chunks.len());
+                    let batch = (*pos < end).then(|| chunks[*pos..end].to_vec());
+                    *pos = end;
+                    batch
+                }
+                Ids::Tree(walk) => walk.next_batch(&self.reader, &mut |_| {}).await?,
+            };
+            let Some(batch) = batch else {
+                self.done = true;
+                break;
+            };
+            for id in &batch {
+                self.planner.add(self.plan.locate(self.repo, id)?);
+            }
+            let closed = self.planner.drain(false);
+            if !closed.is_empty() {
+                return Ok(Some(closed));
+            }
+        }
+        let rest = self.planner.drain(true);
+        Ok((!rest.is_empty()).then_some(rest))
+    }
+}
+
+/// Groups located chunks into pieces as they arrive, exactly as if it saw the whole stream:
+/// a piece leaves only once no later chunk can join it.
+#[derive(Default)]
+struct Planner {
+    pieces: VecDeque<Piece>,
+    /// Number of pieces already handed out: `open` holds absolute piece numbers.
+    base: usize,
+    /// The piece each pack's chunks currently go to.
+    open: HashMap<PackId, usize>,
+    position: u64,
+    seq: u64,
+}
+
+impl Planner {
+    fn add(&mut self, location: ChunkLocation) {
+        let end = self.position + u64::from(location.entry.raw_length);
+        let joins = self.open.get(&location.pack).copied().filter(|&i| {
+            i >= self.base && {
+                let piece = &self.pieces[i - self.base];
+                end - piece.stream_start <= LOOKAHEAD && piece.admits(&location.entry)
+            }
+        });
+        match joins {
+            Some(i) => {
+                let piece = &mut self.pieces[i - self.base];
+                piece.entries.push(location.entry);
+                piece.seqs.push(self.seq);
+            }
+            None => {
+                self.open.insert(location.pack, self.base + self.pieces.len());
+                self.pieces.push_back(Piece {
+                    pack: location.pack,
+                    pack_plaintext_len: location.pack_plaintext_len,
+                    entries: vec![location.entry],
+                    seqs: vec![self.seq],
+                    stream_start: self.position,
+                });
+            }
+        }
+        self.position = end;
+        self.seq += 1;
+    }
+
+    /// Pieces no later chunk can join (every chunk from here ends more than LOOKAHEAD after
+    /// their start), or all of them at the end.
+    fn drain(&mut self, all: bool) -> Vec<Piece> {
+        let mut out = Vec::new();
+        while let Some(first) = self.pieces.front() {
+            if !all && self.position - first.stream_start < LOOKAHEAD {
+                break;
+            }
+            out.extend(self.pieces.pop_front());
+            self.base += 1;
+        }
+        let base = self.base;
+        self.open.retain(|_, i| *i >= base);
+        out
+    }
+}
+
+/// Every piece of a version-1 `stream` at once, checking each chunk as [`RestorePlan::new`]
+/// does (`bad` packs; `NotFound` for those in `missing`).
 pub fn plan(
     repo: &Repository,
     backup: BackupId,
@@ -101,59 +311,9 @@ pub fn plan(
     bad: &HashSet<PackId>,
     missing: &HashSet<PackId>,
 ) -> Result<Vec<Piece>> {
-    let mut pieces: Vec<Piece> = Vec::new();
-    // The piece each pack's chunks currently go to.
-    let mut open: HashMap<PackId, usize> = HashMap::new();
-    let mut position = 0u64;
-    for (seq, chunk) in stream.chunks.iter().enumerate() {
-        let location = repo.index().locate(chunk)?.ok_or_else(|| {
-            Error::not_found(format!(
-                "chunk {chunk} of stream {:?} in backup {backup} is in no index file of {}: \
-                 run `qvault index rebuild`, then `qvault verify`",
-                stream.name,
-                repo.storage().location()
-            ))
-        })?;
-        if bad.contains(&location.pack) {
-            let (kind, state) = if missing.contains(&location.pack) {
-                (ErrorKind::NotFound, "missing from")
-            } else {
-                (ErrorKind::Corrupt, "damaged in")
-            };
-            return Err(Error::new(
-                kind,
-                format!(
-                    "chunk {chunk} of stream {:?} in backup {backup} is only in pack {}, which \
-                     is {state} {}: run `qvault verify` to see what else it affects, `qvault \
-                     repair index`, and back the data up again",
-                    stream.name,
-                    location.pack,
-                    repo.storage().location()
-                ),
-            ));
-        }
-        let end = position + u64::from(location.entry.raw_length);
-        let joins = open.get(&location.pack).copied().filter(|&i| {
-            let piece = &pieces[i];
-            end - piece.stream_start <= LOOKAHEAD && piece.admits(&location.entry)
-        });
-        match joins {
-            Some(i) => {
-                pieces[i].entries.push(location.entry);
-                pieces[i].seqs.push(seq as u64);
-            }
-            None => {
-                open.insert(location.pack, pieces.len());
-                pieces.push(Piece {
-                    pack: location.pack,
-                    pack_plaintext_len: location.pack_plaintext_len,
-                    entries: vec![location.entry],
-                    seqs: vec![seq as u64],
-                    stream_start: position,
-                });
-            }
-        }
-        position = end;
+    let mut planner = Planner::default();
+    for chunk in &stream.chunks {
+        planner.add(locate(repo, backup, stream, chunk, bad, missing)?);
     }
-    Ok(pieces)
+    Ok(planner.drain(true))
 }

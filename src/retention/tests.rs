@@ -437,6 +437,7 @@ fn the_source_is_the_qdrant_url_else_the_host() {
             sha256: String::new(),
             blake3: String::new(),
             chunks: vec![],
+            list: None,
             source,
         }],
         summary: Default::default(),

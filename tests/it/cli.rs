@@ -235,10 +235,11 @@ fn an_unknown_format_version_exits_7() {
     env.init();
     let config_path = env.path("repo").join("config");
     let config = std::fs::read_to_string(&config_path).unwrap();
-    write(&config_path, config.replace("\"version\": 1,", "\"version\": 2,").as_bytes());
+    // New repositories are version 2 (list blocks); 3 is unknown.
+    write(&config_path, config.replace("\"version\": 2,", "\"version\": 3,").as_bytes());
     let out = env.run(&["backups"], &[("QVAULT_IDENTITY", &env.identity())], None);
     assert_eq!(code(&out), 7, "{}", stderr(&out));
-    assert!(stderr(&out).contains("format version 2"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("format version 3"), "{}", stderr(&out));
 }
 
 #[test]

@@ -131,7 +131,12 @@ async fn failed_copy_leaves_no_manifest_and_a_rerun_sends_only_the_rest() {
     let (target, _) = make_target(&source, storage.clone()).await;
 
     // b's chunks live in packs of their own (each backup writes its own packs).
-    let b_pack = source.index().locate(&b.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
+    let b_pack = source
+        .index()
+        .locate(&crate::support::data_chunks(&source, &b.manifest).await[0])
+        .unwrap()
+        .unwrap()
+        .pack;
     let path = t.location().join(qvault::repo::pack_path(&b_pack));
     let aside = t.dir.path().join("aside");
     std::fs::rename(&path, &aside).unwrap();

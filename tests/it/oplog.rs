@@ -75,7 +75,7 @@ async fn a_verify_that_finds_damage_records_the_backups_it_failed() {
     let t = TestRepo::new(None).await;
     let repo = t.open().await;
     let a = backup_bytes(&repo, "a", qvault_synth::pseudo_random(100_000, 1)).await;
-    let chunk = a.manifest.streams[0].chunks[0];
+    let chunk = crate::support::data_chunks(&repo, &a.manifest).await[0];
     let pack = repo.index().locate(&chunk).unwrap().unwrap().pack;
     std::fs::remove_file(t.location().join(qvault::repo::pack_path(&pack))).unwrap();
     let out = run(t.cli().args(["verify", "--read-data-subset", "100%"]));

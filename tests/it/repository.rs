@@ -228,14 +228,16 @@ async fn an_insertion_costs_one_more_piece_not_two() {
     let first = backup_bytes(&repo, "v", v0).await;
     let second = backup_bytes(&repo, "v", v1.clone()).await;
     let stream = &second.manifest.streams[0];
-    let pieces = qvault::restore::RestorePlan::new(&repo, second.id, stream).await.unwrap().pieces;
+    let plan = qvault::restore::RestorePlan::new(&repo, second.id, stream).await.unwrap();
+    let pieces = plan.pieces(&repo).await.unwrap();
     assert_eq!(pieces.len(), 2, "{pieces:?}");
-    let old_pack = repo.index().locate(&first.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
+    let first_chunk = support::data_chunks(&repo, &first.manifest).await[0];
+    let old_pack = repo.index().locate(&first_chunk).unwrap().unwrap().pack;
     assert_eq!(pieces[0].pack, old_pack);
     let seqs = &pieces[0].seqs;
     assert_eq!(seqs[0], 0);
     assert!(seqs.windows(2).any(|w| w[1] > w[0] + 1), "the old run jumps over the insertion");
-    assert_eq!(pieces.iter().map(|p| p.seqs.len()).sum::<usize>(), stream.chunks.len());
+    assert_eq!(pieces.iter().map(|p| p.seqs.len() as u64).sum::<u64>(), stream.chunk_count());
     assert_eq!(restore_bytes(&repo, &second).await.unwrap(), v1);
 }
 

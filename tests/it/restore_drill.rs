@@ -58,7 +58,12 @@ async fn a_damaged_backup_fails_its_stream_and_the_others_are_still_tested() {
     let repo = t.open().await;
     let a = backup_bytes(&repo, "a.bin", pseudo_random(100_000, 3)).await;
     let b = backup_bytes(&repo, "b.bin", pseudo_random(100_000, 4)).await;
-    let pack = repo.index().locate(&a.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
+    let pack = repo
+        .index()
+        .locate(&crate::support::data_chunks(&repo, &a.manifest).await[0])
+        .unwrap()
+        .unwrap()
+        .pack;
     let path = t.location().join(qvault::repo::pack_path(&pack));
     let mut bytes = std::fs::read(&path).unwrap();
     let middle = bytes.len() / 3;

@@ -173,9 +173,9 @@ use qvault::repair::{
 use support::restore_bytes;
 
 /// The packs a backup's chunks live in, as storage paths.
-fn packs_of(repo: &Repository, summary: &qvault::backup::BackupSummary) -> Vec<String> {
-    let mut packs: Vec<String> = summary.manifest.streams[0]
-        .chunks
+async fn packs_of(repo: &Repository, summary: &qvault::backup::BackupSummary) -> Vec<String> {
+    let mut packs: Vec<String> = support::data_chunks(repo, &summary.manifest)
+        .await
         .iter()
         .map(|c| qvault::repo::pack_path(&repo.index().locate(c).unwrap().unwrap().pack))
         .collect();
@@ -192,8 +192,8 @@ async fn a_lost_pack_is_never_deduplicated_against_and_repair_index_heals_the_re
     let b = pseudo_random(200_000, 22);
     let first = backup_bytes(&repo, "a", a.clone()).await;
     let other = backup_bytes(&repo, "b", b.clone()).await;
-    let lost = packs_of(&repo, &first)[0].clone();
-    assert!(!packs_of(&repo, &other).contains(&lost), "the packs of b are not touched");
+    let lost = packs_of(&repo, &first).await[0].clone();
+    assert!(!packs_of(&repo, &other).await.contains(&lost), "the packs of b are not touched");
     fixture.storage.delete(&lost).await.unwrap();
 
     // verify names the pack and exactly the backup it breaks.
@@ -232,7 +232,7 @@ async fn after_repair_index_verify_names_only_the_backup_that_lost_data() {
     let first = backup_bytes(&repo, "a", pseudo_random(300_000, 23)).await;
     let b = pseudo_random(200_000, 24);
     let other = backup_bytes(&repo, "b", b.clone()).await;
-    fixture.storage.delete(&packs_of(&repo, &first)[0]).await.unwrap();
+    fixture.storage.delete(&packs_of(&repo, &first).await[0]).await.unwrap();
 
     let repo = fixture.open().await;
     let plan = plan_repair_index(&repo, &RepairIndexOptions::default()).await.unwrap();

@@ -124,7 +124,12 @@ async fn a_damaged_pack_names_the_backups_it_affects() {
     let repo = t.open().await;
     let a = backup_bytes(&repo, "a", pseudo_random(200_000, 7)).await;
     let b = backup_bytes(&repo, "b", pseudo_random(200_000, 8)).await;
-    let pack = repo.index().locate(&b.manifest.streams[0].chunks[0]).unwrap().unwrap().pack;
+    let pack = repo
+        .index()
+        .locate(&crate::support::data_chunks(&repo, &b.manifest).await[0])
+        .unwrap()
+        .unwrap()
+        .pack;
     let path = t.location().join(qvault::repo::pack_path(&pack));
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[10] ^= 1;

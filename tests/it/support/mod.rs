@@ -151,3 +151,20 @@ pub async fn open_as_backup_host(admin: &Repository, storage: &Storage) -> Repos
     let credentials = Credentials { identities: vec![], key: Some(key) };
     Repository::open(storage.clone(), credentials, &Cache::InMemory).await.unwrap()
 }
+
+/// The data chunk ids of `manifest`'s streams in stream order, whatever its format version
+/// (version 2 reads them from list blocks through `qvault::refs`).
+pub async fn data_chunks(
+    repo: &Repository,
+    manifest: &qvault::format::manifest::Manifest,
+) -> Vec<qvault::id::ChunkId> {
+    let mut ids = Vec::new();
+    qvault::refs::for_each_reference(repo, manifest, |id, kind| {
+        if kind == qvault::refs::RefKind::Data {
+            ids.push(*id);
+        }
+    })
+    .await
+    .unwrap();
+    ids
+}

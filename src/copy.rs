@@ -240,16 +240,7 @@ pub async fn execute(
 ) -> Result<CopyReport> {
     let started = std::time::Instant::now();
     let concurrency = options.concurrency.max(1);
-    let mut report = CopyReport {
-        dry_run: false,
-        copied: BTreeMap::new(),
-        skipped: plan.backups.iter().filter(|b| b.in_target.is_some()).map(|b| b.id).collect(),
-        chunks_copied: 0,
-        bytes_read: 0,
-        bytes_written: 0,
-        duration_ms: 0,
-        plan,
-    };
+    let mut report = CopyReport::start(plan, false);
     if !report.plan.packs.is_empty() {
         let (read, written, chunks) =
             transfer(source, target, report.plan.packs.clone(), concurrency).await?;
@@ -287,15 +278,23 @@ pub async fn execute(
 
 /// The plan without doing it.
 pub fn dry_run(plan: CopyPlan) -> CopyReport {
-    CopyReport {
-        dry_run: true,
-        copied: BTreeMap::new(),
-        skipped: plan.backups.iter().filter(|b| b.in_target.is_some()).map(|b| b.id).collect(),
-        chunks_copied: 0,
-        bytes_read: 0,
-        bytes_written: 0,
-        duration_ms: 0,
-        plan,
+    CopyReport::start(plan, true)
+}
+
+impl CopyReport {
+    /// A report of `plan` before anything was transferred: the backups the target already
+    /// holds are the skipped ones.
+    fn start(plan: CopyPlan, dry_run: bool) -> CopyReport {
+        CopyReport {
+            dry_run,
+            copied: BTreeMap::new(),
+            skipped: plan.backups.iter().filter(|b| b.in_target.is_some()).map(|b| b.id).collect(),
+            chunks_copied: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+            duration_ms: 0,
+            plan,
+        }
     }
 }
 

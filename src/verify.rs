@@ -342,7 +342,6 @@ pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<Verify
             problem.backups = vec![id];
         }
     }
-    repo.index().set_bad_packs(&bad)?;
     report.problems.sort_by(|a, b| a.object.cmp(&b.object));
     Ok(report)
 }

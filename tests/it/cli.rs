@@ -255,7 +255,12 @@ fn a_flipped_byte_in_a_pack_fails_verify_and_restore_with_exit_5_and_leaves_no_o
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no problems found"));
     let data_dir = env.path("repo").join("data");
-    let pack = walk(&data_dir).into_iter().next().expect("a pack");
+    // The largest pack holds data chunks (a small one may hold only the chunk list, and pack
+    // ids are random).
+    let pack = walk(&data_dir)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a pack");
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[1000] ^= 0x40;
     write(&pack, &bytes);

@@ -84,7 +84,8 @@ async fn a_damaged_pack_is_named_and_the_rest_still_checked() {
     let repo = fixture.open().await;
     let summary = backup_bytes(&repo, "s", pseudo_random(300_000, 3)).await;
     let packs = fixture.packs().await;
-    let victim = &packs[1];
+    // A pack of data chunks (pack ids are random: `packs[1]` may hold the chunk list).
+    let victim = &packs_of(&repo, &summary).await[1];
     let mut bytes = fixture.storage.read(victim).await.unwrap().to_vec();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
@@ -106,7 +107,8 @@ async fn a_missing_pack_names_the_pack_and_the_backups_it_breaks() {
     let fixture = Fixture::new().await;
     let repo = fixture.open().await;
     let summary = backup_bytes(&repo, "s", pseudo_random(300_000, 4)).await;
-    let packs = fixture.packs().await;
+    // A pack of data chunks (pack ids are random: the first may hold the chunk list).
+    let packs = packs_of(&repo, &summary).await;
     fixture.storage.delete(&packs[0]).await.unwrap();
 
     let report = verify(&repo, &VerifyOptions::default()).await.unwrap();

@@ -19,7 +19,10 @@ pub struct VerifyArgs {
     pub read_data_subset: Option<DataSubset>,
     /// The recovery drill instead: restore the latest backup of each group (or the IDs
     /// given) to a scratch directory, compare size, SHA-256 and BLAKE3 with what was backed
-    /// up, and report how long each restore took (needs --identity).
+    /// up, and report how long each restore took (needs --identity). With --qdrant URL,
+    /// Qdrant collection streams go into a scratch collection `qvault-restore-test-…` on
+    /// that node, are compared (exact point count, vectors config, the sampled points and
+    /// probe queries the backup recorded) and the collection is deleted again.
     #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
     pub restore_test: bool,
     /// Backups for --restore-test (ids, prefixes, `latest`).
@@ -31,10 +34,7 @@ pub struct VerifyArgs {
     /// Groups for --restore-test, as for forget (default source,streams).
     #[arg(long, value_name = "FIELDS", requires = "restore_test")]
     pub group_by: Option<qvault::retention::GroupBy>,
-    /// With --restore-test and --qdrant URL, Qdrant collection streams are restored into
-    /// a scratch collection `qvault-restore-test-…` on that node, compared (exact point
-    /// count, vectors config, the sampled points and probe queries the backup recorded) and
-    /// deleted again.
+    /// The node for --restore-test's Qdrant streams.
     #[command(flatten)]
     pub qdrant: super::qdrant::QdrantConnArgs,
 }

@@ -373,3 +373,104 @@ async fn restore_test_from_a_repository_on_s3() {
     assert_eq!(report.streams[0].qdrant.as_ref().unwrap().sampled_points, 102);
     assert!(scratch_collections(&fake).is_empty());
 }
+
+/// Status and JSON body of a raw call to the fake.
+async fn call(fake: &FakeQdrant, method: reqwest::Method, path: &str, body: Value) -> (u16, Value) {
+    let url = format!("{}{path}", fake.url());
+    let resp = reqwest::Client::new().request(method, url).json(&body).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fake_keeps_points_and_answers_like_the_captured_node() {
+    use reqwest::Method;
+    let fake = FakeQdrant::start(Default::default()).await;
+    fake.create_collection("pts", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
+    let (status, v) = call(
+        &fake,
+        Method::PUT,
+        "/collections/pts/points?wait=true",
+        json!({"points": [
+            {"id": 1, "vector": [3.0, 0.0, 4.0, 0.0], "payload": {"n": 1}},
+            {"id": "5C56C793-69F3-4FBF-87E6-C4BF54C28C26", "vector": [0.0, 1.0, 0.0, 0.0]}]}),
+    )
+    .await;
+    assert_eq!((status, &v["result"]["status"]), (200, &json!("completed")), "{v}");
+    let (_, v) = call(
+        &fake,
+        Method::PUT,
+        "/collections/pts/points",
+        json!({"batch": {
+        "ids": [0, 2], "vectors": [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]]}}),
+    )
+    .await;
+    assert_eq!(v["result"]["status"], "acknowledged");
+    let (status, v) = call(
+        &fake,
+        Method::PUT,
+        "/collections/pts/points",
+        json!({"points": [
+        {"id": 9, "vector": [1.0, 2.0]}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["status"]["error"], "Wrong input: Vector dimension error: expected dim: 4, got 2");
+    let (status, v) = call(
+        &fake,
+        Method::PUT,
+        "/collections/pts/points",
+        json!({"points": [
+        {"id": "not-a-uuid", "vector": [1.0, 2.0, 3.0, 4.0]}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(v["status"]["error"].as_str().unwrap().contains("is not a valid point ID"), "{v}");
+
+    // Scroll pages: integer ids first, then UUIDs; Cosine vectors come back normalised.
+    let c = client(&fake, None);
+    let page = c.scroll_points("pts", None, 2, true).await.unwrap();
+    let ids: Vec<String> = page.points.iter().map(|p| p.id.to_string()).collect();
+    assert_eq!(ids, ["0", "1"]);
+    assert_eq!(page.points[1].vector, Some(json!([0.6, 0.0, 0.8, 0.0])));
+    assert_eq!(page.points[1].payload, Some(json!({"n": 1})));
+    assert_eq!(page.next_page_offset, Some(PointId::Num(2)));
+    let page = c.scroll_points("pts", page.next_page_offset.as_ref(), 2, false).await.unwrap();
+    assert_eq!(page.points[1].id, PointId::Uuid("5c56c793-69f3-4fbf-87e6-c4bf54c28c26".into()));
+    assert_eq!((page.points[1].vector.as_ref(), page.next_page_offset), (None, None));
+    assert_eq!(c.count_points("pts", true).await.unwrap(), 4);
+    let found = c.retrieve_points("pts", &[PointId::Num(2), PointId::Num(77)]).await.unwrap();
+    assert_eq!(found.len(), 1, "a missing id is left out");
+
+    // Query answers `{"points": […]}`, search a bare list, both best first.
+    let hits = c.query_points("pts", &json!([1.0, 0.0, 1.0, 0.0]), None, 3).await.unwrap();
+    let ids: Vec<String> = hits.iter().map(|h| h.id.to_string()).collect();
+    assert_eq!(ids, ["1", "0", "2"]);
+    assert!((hits[0].score - 0.98995).abs() < 1e-4, "{hits:?}");
+    let (_, v) = call(
+        &fake,
+        Method::POST,
+        "/collections/pts/points/search",
+        json!({
+        "vector": [1.0, 0.0, 1.0, 0.0], "limit": 1}),
+    )
+    .await;
+    assert_eq!(v["result"][0]["id"], 1);
+    assert_eq!(v["result"][0]["version"], 0);
+
+    // A snapshot carries the points; a collection recovered from it holds them.
+    let t = TestRepo::new(None).await;
+    let repo = t.open().await;
+    let id = backup(&repo, &c, "pts", None).await;
+    let manifest = repo.read_manifest(id).await.unwrap();
+    let stream = &manifest.streams[0];
+    crate::qdrant_e2e::run_restore(&repo, id, stream, &c, "copy").await.unwrap();
+    assert_eq!(fake.points("copy"), fake.points("pts"));
+    assert_eq!(c.count_points("copy", true).await.unwrap(), 4);
+
+    // `--qdrant` belongs to the restore test.
+    let out =
+        qvault_async(&Arc::new(t), vec!["verify".into(), "--qdrant".into(), fake.url()], vec![])
+            .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--qdrant is for --restore-test"), "{}", text(&out));
+}

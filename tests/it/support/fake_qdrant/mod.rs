@@ -11,6 +11,8 @@
 //! custom sharding with shard ids from 1 and 0 points recovered without keys (group 3); a
 //! snapshot that appears only when complete (group 6, with `snapshot_delay`); a proxy that
 //! gives up on a create while the node goes on (`Fault::proxy_timeout`).
+//! Points (group 4) live in `points.rs`: upsert, retrieve, scroll, query and search by exact
+//! distance, carried inside the snapshots the fake makes so a restore brings them back.
 //!
 //! Where the fake knowingly differs from a real node:
 //! - Two snapshots of one collection created within the same second would get the same name

@@ -222,6 +222,8 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
             }
         }
         (_, ["collections", c, "points", rest @ ..]) => {
+            // Point changes default to `wait=false` (captured), unlike snapshot calls.
+            let wait = q.get("wait").is_some_and(|w| w == "true");
             points::route(shared, access, method, c, rest, req, wait).await
         }
         (Method::GET, ["collections", c, "cluster"]) => {

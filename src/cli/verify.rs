@@ -144,7 +144,10 @@ async fn run_restore_test(
         scratch: args.scratch.clone(),
     };
     let report = match args.qdrant.client()? {
-        Some(client) => restore_test_with(repo, &options, &QdrantDrill { client }).await?,
+        Some(client) => {
+            let drill = QdrantDrill::connect(client).await?;
+            restore_test_with(repo, &options, &drill).await?
+        }
         None => restore_test(repo, &options).await?,
     };
     super::log::note_restore_times(

@@ -31,6 +31,15 @@ pub struct QdrantDrill {
     pub client: QdrantClient,
 }
 
+impl QdrantDrill {
+    /// A drill on `client`'s node, once it answered: an unreachable node or a bad key fails
+    /// here, as a Qdrant error, rather than as every stream's failed restore.
+    pub async fn connect(client: QdrantClient) -> crate::Result<Self> {
+        client.version().await?;
+        Ok(QdrantDrill { client })
+    }
+}
+
 impl QdrantDriller for QdrantDrill {
     async fn drill(
         &self,

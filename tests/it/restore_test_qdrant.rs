@@ -45,6 +45,11 @@ pub fn upsert_plain(fake: &FakeQdrant, collection: &str, n: u64, dim: usize) {
     fake.upsert_points(collection, json!({"points": points}));
 }
 
+/// A loopback port nothing listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 fn scratch_collections(fake: &FakeQdrant) -> Vec<String> {
     fake.collection_names().into_iter().filter(|c| c.starts_with("qvault-restore-test-")).collect()
 }
@@ -466,6 +471,16 @@ async fn the_fake_keeps_points_and_answers_like_the_captured_node() {
     crate::qdrant_e2e::run_restore(&repo, id, stream, &c, "copy").await.unwrap();
     assert_eq!(fake.points("copy"), fake.points("pts"));
     assert_eq!(c.count_points("copy", true).await.unwrap(), 4);
+
+    // An unreachable node fails before anything is restored, as a Qdrant error (exit 6).
+    let gone = QdrantClient::new({
+        let mut o = qvault::qdrant::QdrantOptions::new(format!("http://127.0.0.1:{}", free_port()));
+        o.retries = 0;
+        o
+    })
+    .unwrap();
+    let e = QdrantDrill::connect(gone).await.err().unwrap();
+    assert_eq!(e.kind(), qvault::ErrorKind::Qdrant, "{e}");
 
     // `--qdrant` belongs to the restore test.
     let out =

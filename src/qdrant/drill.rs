@@ -79,8 +79,9 @@ impl QdrantDrill {
         let restored = restore(repo, client, id, stream, &scratch).await;
         let restore_ms = started.elapsed().as_millis() as u64;
         let uploaded = match restored {
-            Ok(points) => {
+            Ok((points, warnings)) => {
                 q.points_restored = points;
+                q.notes.extend(warnings);
                 true
             }
             Err((e, uploaded)) => {
@@ -115,22 +116,23 @@ impl QdrantDrill {
     }
 }
 
-/// Plans and runs the restore into `scratch`; the exact point count on success. On failure,
-/// the error and whether anything was sent (so the collection may exist to compare).
+/// Plans and runs the restore into `scratch`; the exact point count and the restore's
+/// warnings on success. On failure, the error and whether anything was sent (so the
+/// collection may exist to compare).
 async fn restore(
     repo: &Repository,
     client: &QdrantClient,
     id: BackupId,
     stream: &StreamRecord,
     scratch: &str,
-) -> std::result::Result<Option<u64>, (crate::Error, bool)> {
+) -> std::result::Result<(Option<u64>, Vec<String>), (crate::Error, bool)> {
     let options =
         QdrantRestoreOptions { collection: Some(scratch.to_string()), ..Default::default() };
     let plan = RestorePlan::new(repo, id, stream).await.map_err(|e| (e, false))?;
     let target = plan_qdrant_restore(client, id, stream, &options).await.map_err(|e| (e, false))?;
     let report =
         restore_to_qdrant(repo, &plan, &target, client, &options).await.map_err(|e| (e, true))?;
-    Ok(report.points_count)
+    Ok((report.points_count, report.warnings))
 }
 
 /// Count, config and sample of the restored `scratch`; what differs goes to `problems`.

@@ -231,11 +231,20 @@ async fn named_and_sparse_vectors_and_an_empty_collection_are_sampled_and_checke
         .collect();
     fake.upsert_points("multi", json!({"points": points}));
     fake.create_collection("empty", json!({"vectors": {"size": 4, "distance": "Cosine"}}));
+    fake.create_collection("sparse", json!({"vectors": {}, "sparse_vectors": {"kw": {}}}));
+    let points: Vec<Value> = (0..12u64)
+        .map(|i| json!({"id": i, "vector": {"kw": {"indices": [i % 4, 7], "values": [1.0, 0.1 * i as f64]}}}))
+        .collect();
+    fake.upsert_points("sparse", json!({"points": points}));
     let t = TestRepo::new(None).await;
     let repo = t.open().await;
     let c = client(&fake, None);
     let multi = backup(&repo, &c, "multi", Some(SampleOptions::default())).await;
     let empty = backup(&repo, &c, "empty", Some(SampleOptions::default())).await;
+    let sparse = backup(&repo, &c, "sparse", Some(SampleOptions::default())).await;
+    let sample = provenance(&repo, sparse).await.sample.unwrap();
+    assert_eq!((sample.points.len(), sample.probes.len()), (12, 5));
+    assert!(sample.probes.iter().all(|p| p.using.as_deref() == Some("kw") && !p.top.is_empty()));
 
     let prov = provenance(&repo, multi).await;
     let sample = prov.sample.unwrap();
@@ -246,12 +255,13 @@ async fn named_and_sparse_vectors_and_an_empty_collection_are_sampled_and_checke
     let sample = prov.sample.unwrap();
     assert!(sample.points.is_empty() && sample.probes.is_empty());
 
-    for id in [multi, empty] {
+    for id in [multi, empty, sparse] {
         let report = drill(&repo, &c, id).await;
         assert!(report.is_ok(), "{report:?}");
         let q = report.streams[0].qdrant.as_ref().unwrap();
         assert_eq!(q.config_matches, Some(true));
         assert!(q.notes.is_empty(), "{:?}", q.notes);
+        assert_eq!(q.probes, if id == empty { 0 } else { 5 });
     }
     assert!(scratch_collections(&fake).is_empty());
 

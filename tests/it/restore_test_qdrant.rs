@@ -499,3 +499,23 @@ async fn the_fake_keeps_points_and_answers_like_the_captured_node() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--qdrant is for --restore-test"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sample_is_spread_over_every_scroll_page() {
+    let fake = FakeQdrant::start(Default::default()).await;
+    fake.create_collection("big", json!({"vectors": {"size": 2, "distance": "Dot"}}));
+    let points: Vec<Value> =
+        (0..12_000u64).map(|i| json!({"id": i, "vector": vector(i, 2)})).collect();
+    fake.upsert_points("big", json!({"points": points}));
+    let c = client(&fake, None);
+    let sample =
+        qvault::qdrant::sample::take_sample(&c, "big", &SampleOptions { points: 100, probes: 2 })
+            .await
+            .unwrap();
+    let ids: Vec<PointId> = sample.points.iter().map(|p| p.id.clone()).collect();
+    let want: Vec<PointId> = (0..100u64).map(|i| PointId::Num(i * 120)).collect();
+    assert_eq!(ids, want, "two scroll pages of ids, every 120th point");
+    let scrolls = fake.requests().iter().filter(|r| r.uri.ends_with("/points/scroll")).count();
+    assert_eq!(scrolls, 2);
+    assert_eq!(sample.probes.len(), 2);
+}

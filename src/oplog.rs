@@ -64,6 +64,21 @@ pub struct OpRecord {
     /// Of those, the ones it found could not be restored whole (verify).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_backups: Vec<BackupId>,
+    /// `verify --restore-test`: how long each stream took to restore (the recovery time
+    /// to plan for) and whether it matched the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restore_times: Vec<RestoreTime>,
+}
+
+/// One stream's restore in a restore test.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestoreTime {
+    pub backup: BackupId,
+    pub stream: String,
+    /// From the start of the restore until the restored copy was complete (for Qdrant: the
+    /// recovered collection's point count confirmed).
+    pub restore_ms: u64,
+    pub passed: bool,
 }
 
 /// A record and its object id.
@@ -90,6 +105,7 @@ impl OpRecord {
             bytes: 0,
             backups: Vec::new(),
             failed_backups: Vec::new(),
+            restore_times: Vec::new(),
         }
     }
 

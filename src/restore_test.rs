@@ -7,7 +7,11 @@
 //! (not the bytes on their way); a directory stream is extracted and then re-read as the same
 //! deterministic tar stream `backup --dir` makes, so the comparison covers the extraction
 //! too. Every stream is tested even when an earlier one fails. The scratch location is
-//! removed afterwards. Qdrant streams are listed as skipped (they need a Qdrant node).
+//! removed afterwards.
+//!
+//! Qdrant streams need a Qdrant node: given a [`QdrantDriller`] (`qdrant::drill`, for
+//! `--qdrant URL`) they are restored into a scratch collection there and compared; without
+//! one they are listed as skipped. The trait keeps this module free of the Qdrant client.
 
 use crate::digest::StreamDigest;
 use crate::error::{Error, Result};
@@ -32,6 +36,55 @@ pub struct RestoreTestOptions {
     pub scratch: Option<PathBuf>,
 }
 
+/// Restores Qdrant streams into a node and compares them (implemented by
+/// `qdrant::drill::QdrantDrill`).
+pub trait QdrantDriller {
+    /// Drills one Qdrant stream of backup `id`: restored, compared, scratch removed; or why
+    /// it was skipped.
+    fn drill(
+        &self,
+        repo: &Repository,
+        id: BackupId,
+        stream: &StreamRecord,
+    ) -> impl std::future::Future<Output = std::result::Result<StreamTest, String>> + Send;
+}
+
+/// No Qdrant node: Qdrant streams are skipped.
+pub struct NoQdrant;
+
+impl QdrantDriller for NoQdrant {
+    async fn drill(
+        &self,
+        _: &Repository,
+        _: BackupId,
+        _: &StreamRecord,
+    ) -> std::result::Result<StreamTest, String> {
+        Err("a Qdrant stream: give `--qdrant URL` to restore it into a scratch collection there"
+            .into())
+    }
+}
+
+/// What the drill of a Qdrant stream compared.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct QdrantStreamTest {
+    /// The node restored into, password redacted.
+    pub node: String,
+    /// `qvault-restore-test-<hex>`, deleted afterwards.
+    pub scratch_collection: String,
+    pub scratch_deleted: bool,
+    /// The exact count the backup recorded, and the one after the restore.
+    pub points_expected: Option<u64>,
+    pub points_restored: Option<u64>,
+    /// Whether the restored vectors config (dense, sparse, shard number) is the backup's.
+    pub config_matches: Option<bool>,
+    /// Sampled points read back and compared, and probe queries replayed.
+    pub sampled_points: usize,
+    pub probes: usize,
+    /// What was not compared, and why (e.g. a backup that recorded no sample).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
 /// One stream's drill.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct StreamTest {
@@ -47,6 +100,9 @@ pub struct StreamTest {
     /// What differed, or why the restore failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A Qdrant stream's comparisons.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qdrant: Option<QdrantStreamTest>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -84,9 +140,19 @@ async fn targets(repo: &Repository, options: &RestoreTestOptions) -> Result<Vec<
     Ok(latest.into_values().map(|(_, id)| id).collect())
 }
 
+/// The drill of file, stdin and directory streams; Qdrant streams are skipped.
 pub async fn restore_test(
     repo: &Repository,
     options: &RestoreTestOptions,
+) -> Result<RestoreTestReport> {
+    restore_test_with(repo, options, &NoQdrant).await
+}
+
+/// The drill, Qdrant streams going to `qdrant`.
+pub async fn restore_test_with(
+    repo: &Repository,
+    options: &RestoreTestOptions,
+    qdrant: &impl QdrantDriller,
 ) -> Result<RestoreTestReport> {
     let ids = targets(repo, options).await?;
     let base = options.scratch.clone().unwrap_or_else(std::env::temp_dir);
@@ -96,7 +162,7 @@ pub async fn restore_test(
     std::fs::create_dir(&scratch).map_err(|e| {
         Error::io(format!("creating the scratch directory {}", scratch.display()), e)
     })?;
-    let result = drill_all(repo, ids, &scratch).await;
+    let result = drill_all(repo, ids, &scratch, qdrant).await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
@@ -105,6 +171,7 @@ async fn drill_all(
     repo: &Repository,
     ids: Vec<BackupId>,
     scratch: &Path,
+    qdrant: &impl QdrantDriller,
 ) -> Result<RestoreTestReport> {
     let mut report = RestoreTestReport::default();
     for (n, id) in ids.into_iter().enumerate() {
@@ -115,13 +182,14 @@ async fn drill_all(
                 StreamKind::File | StreamKind::Stdin | StreamKind::Directory => {
                     report.streams.push(drill(repo, id, stream, &place).await);
                 }
-                _ => report.skipped.push(SkippedStream {
-                    backup: id,
-                    stream: stream.name.clone(),
-                    reason: "a Qdrant stream: restore it into a scratch collection with \
-                             `qvault restore --qdrant`"
-                        .into(),
-                }),
+                _ => match qdrant.drill(repo, id, stream).await {
+                    Ok(test) => report.streams.push(test),
+                    Err(reason) => report.skipped.push(SkippedStream {
+                        backup: id,
+                        stream: stream.name.clone(),
+                        reason,
+                    }),
+                },
             }
             // Scratch space is freed stream by stream: a drill needs room for one at a time.
             let _ = std::fs::remove_dir_all(&place);
@@ -141,6 +209,7 @@ async fn drill(repo: &Repository, id: BackupId, stream: &StreamRecord, place: &P
         compare_ms: 0,
         passed: false,
         error: None,
+        qdrant: None,
     };
     let started = Instant::now();
     let restored = restore_to(repo, id, stream, place).await;

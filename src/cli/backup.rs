@@ -73,6 +73,15 @@ pub struct BackupArgs {
     /// failed while Qdrant may still be writing it (then it is found and deleted).
     #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "qdrant")]
     pub snapshot_timeout: u64,
+    /// Points to sample for `verify --restore-test` (with --qdrant): their ids, a hash of
+    /// each one's vectors and payload, and a few probe queries are recorded in the backup
+    /// (0: none, as --no-sample).
+    #[arg(long, value_name = "N", default_value_t = 256, requires = "qdrant")]
+    pub sample_points: usize,
+    /// Record no point sample: a restore test then compares the point count and the vectors
+    /// config only.
+    #[arg(long, requires = "qdrant", conflicts_with = "sample_points")]
+    pub no_sample: bool,
     /// A name for the backup.
     #[arg(long)]
     pub name: Option<String>,
@@ -243,6 +252,10 @@ async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
             poll: args.poll_snapshot,
             timeout: std::time::Duration::from_secs(args.snapshot_timeout),
         },
+        sample: (!args.no_sample).then(|| qvault::qdrant::sample::SampleOptions {
+            points: args.sample_points,
+            ..Default::default()
+        }),
     };
     let repo = common::open(global).await?;
     let progress = Arc::new(Progress::default());

@@ -7,7 +7,7 @@ use super::{Command, GlobalArgs};
 use anyhow::Result;
 use clap::Args;
 use qvault::id::BackupId;
-use qvault::oplog::{self, OpRecord, Outcome};
+use qvault::oplog::{self, OpRecord, Outcome, RestoreTime};
 use qvault::repo::Repository;
 use qvault::storage::Storage;
 use std::sync::Mutex;
@@ -25,10 +25,16 @@ struct Session {
     bytes: u64,
     backups: Vec<BackupId>,
     failed_backups: Vec<BackupId>,
+    restore_times: Vec<RestoreTime>,
 }
 
-static SESSION: Mutex<Session> =
-    Mutex::new(Session { target: None, bytes: 0, backups: Vec::new(), failed_backups: Vec::new() });
+static SESSION: Mutex<Session> = Mutex::new(Session {
+    target: None,
+    bytes: 0,
+    backups: Vec::new(),
+    failed_backups: Vec::new(),
+    restore_times: Vec::new(),
+});
 
 fn session() -> std::sync::MutexGuard<'static, Session> {
     SESSION.lock().unwrap_or_else(|p| p.into_inner())
@@ -50,6 +56,11 @@ pub fn note(bytes: u64, backups: Vec<BackupId>, failed_backups: Vec<BackupId>) {
     s.bytes = bytes;
     s.backups = backups;
     s.failed_backups = failed_backups;
+}
+
+/// How long each restore of a restore test took, for its record.
+pub fn note_restore_times(times: Vec<RestoreTime>) {
+    session().restore_times = times;
 }
 
 /// The commands that are logged, with what they were asked; dry runs change nothing and are
@@ -76,13 +87,14 @@ pub fn operation(command: &Command) -> Option<(&'static str, String)> {
 /// Appends the record of a finished command to the repository it opened; warns (never
 /// fails) when that is impossible. Nothing is recorded when no repository was opened.
 pub async fn record(mut record: OpRecord, started: std::time::Instant, result: &Result<()>) {
-    let (target, bytes, backups, failed) = {
+    let (target, bytes, backups, failed, restore_times) = {
         let mut s = session();
         (
             s.target.take(),
             s.bytes,
             std::mem::take(&mut s.backups),
             std::mem::take(&mut s.failed_backups),
+            std::mem::take(&mut s.restore_times),
         )
     };
     let Some((storage, recipient)) = target else { return };
@@ -90,6 +102,7 @@ pub async fn record(mut record: OpRecord, started: std::time::Instant, result: &
     record.bytes = bytes;
     record.backups = backups;
     record.failed_backups = failed;
+    record.restore_times = restore_times;
     if let Err(e) = result {
         record.outcome = Outcome::Failed;
         record.error = Some(super::logging::scrub(&crate::error_text(e)));
@@ -118,8 +131,15 @@ pub async fn run(global: &GlobalArgs, args: &LogArgs) -> Result<()> {
             Outcome::Failed => format!("FAILED: {}", r.error.as_deref().unwrap_or("")),
         };
         let backups: Vec<String> = r.backups.iter().map(|b| b.short()).collect();
+        let restores: String = r
+            .restore_times
+            .iter()
+            .map(|t| {
+                format!(" {}:{}={:.1}s", t.backup.short(), t.stream, t.restore_ms as f64 / 1000.0)
+            })
+            .collect();
         println!(
-            "{} {:<8} {}@{} {} {:.1}s {} [{}] {outcome}",
+            "{} {:<8} {}@{} {} {:.1}s {} [{}]{} {outcome}",
             r.time,
             r.operation,
             r.user,
@@ -127,7 +147,8 @@ pub async fn run(global: &GlobalArgs, args: &LogArgs) -> Result<()> {
             if r.what.is_empty() { "-" } else { &r.what },
             r.duration_ms as f64 / 1000.0,
             common::human_bytes(r.bytes),
-            backups.join(" ")
+            backups.join(" "),
+            if restores.is_empty() { String::new() } else { format!(" restored{restores}") }
         );
     }
     if entries.is_empty() && common::chatty(global) {

@@ -19,7 +19,10 @@ pub struct VerifyArgs {
     pub read_data_subset: Option<DataSubset>,
     /// The recovery drill instead: restore the latest backup of each group (or the IDs
     /// given) to a scratch directory, compare size, SHA-256 and BLAKE3 with what was backed
-    /// up, and report how long each restore took (needs --identity).
+    /// up, and report how long each restore took (needs --identity). With --qdrant URL,
+    /// Qdrant collection streams go into a scratch collection `qvault-restore-test-…` on
+    /// that node, are compared (exact point count, vectors config, the sampled points and
+    /// probe queries the backup recorded) and the collection is deleted again.
     #[arg(long, conflicts_with_all = ["read_data", "read_data_subset"])]
     pub restore_test: bool,
     /// Backups for --restore-test (ids, prefixes, `latest`).
@@ -31,6 +34,9 @@ pub struct VerifyArgs {
     /// Groups for --restore-test, as for forget (default source,streams).
     #[arg(long, value_name = "FIELDS", requires = "restore_test")]
     pub group_by: Option<qvault::retention::GroupBy>,
+    /// The node for --restore-test's Qdrant streams.
+    #[command(flatten)]
+    pub qdrant: super::qdrant::QdrantConnArgs,
 }
 
 fn parse_subset(s: &str) -> Result<DataSubset, String> {
@@ -38,6 +44,12 @@ fn parse_subset(s: &str) -> Result<DataSubset, String> {
 }
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
+    if args.qdrant.qdrant.is_some() && !args.restore_test {
+        return Err(qvault::Error::invalid_input(
+            "--qdrant is for --restore-test: verify reads the repository only",
+        )
+        .into());
+    }
     let repo = common::open(global).await?;
     if args.restore_test {
         return run_restore_test(global, args, &repo).await;
@@ -122,14 +134,34 @@ async fn run_restore_test(
     args: &VerifyArgs,
     repo: &qvault::repo::Repository,
 ) -> Result<()> {
-    use qvault::restore_test::{restore_test, RestoreTestOptions};
+    use qvault::oplog::RestoreTime;
+    use qvault::qdrant::drill::QdrantDrill;
+    use qvault::restore_test::{restore_test, restore_test_with, RestoreTestOptions};
     repo.data_identities("verify --restore-test")?;
     let options = RestoreTestOptions {
         backups: args.ids.clone(),
         group_by: args.group_by.clone().unwrap_or_default(),
         scratch: args.scratch.clone(),
     };
-    let report = restore_test(repo, &options).await?;
+    let report = match args.qdrant.client()? {
+        Some(client) => {
+            let drill = QdrantDrill::connect(client).await?;
+            restore_test_with(repo, &options, &drill).await?
+        }
+        None => restore_test(repo, &options).await?,
+    };
+    super::log::note_restore_times(
+        report
+            .streams
+            .iter()
+            .map(|s| RestoreTime {
+                backup: s.backup,
+                stream: s.stream.clone(),
+                restore_ms: s.restore_ms,
+                passed: s.passed,
+            })
+            .collect(),
+    );
     let mut tested: Vec<qvault::BackupId> = report.streams.iter().map(|s| s.backup).collect();
     tested.dedup();
     let mut failed: Vec<qvault::BackupId> =
@@ -151,6 +183,9 @@ async fn run_restore_test(
                 s.compare_ms as f64 / 1000.0,
                 s.error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()
             );
+            if let Some(q) = &s.qdrant {
+                print_qdrant(q);
+            }
         }
         for s in &report.skipped {
             println!("skipped backup {} stream {:?}: {}", s.backup.short(), s.stream, s.reason);
@@ -165,7 +200,31 @@ async fn run_restore_test(
         .into());
     }
     if report.streams.is_empty() && common::chatty(global) {
-        eprintln!("no file or directory stream to restore-test");
+        eprintln!("no stream to restore-test");
     }
     Ok(())
+}
+
+/// The comparisons of a Qdrant stream, under its line.
+fn print_qdrant(q: &qvault::restore_test::QdrantStreamTest) {
+    let count = |n: Option<u64>| n.map_or_else(|| "?".to_string(), |n| n.to_string());
+    let config = match q.config_matches {
+        Some(true) => "same vectors config",
+        Some(false) => "OTHER vectors config",
+        None => "config not compared",
+    };
+    println!(
+        "    Qdrant at {}: {} points (backup: {}), {config}, {} sampled points and {} probe \
+         queries compared; scratch collection {} {}",
+        q.node,
+        count(q.points_restored),
+        count(q.points_expected),
+        q.sampled_points,
+        q.probes,
+        q.scratch_collection,
+        if q.scratch_deleted { "deleted" } else { "NOT deleted" }
+    );
+    for note in &q.notes {
+        println!("    note: {note}");
+    }
 }

@@ -29,6 +29,7 @@ use super::client::QdrantClient;
 pub use super::create::CreateOptions;
 use super::create::{create_snapshot, snapshots_before};
 use super::provenance::{NodeProvenance, QdrantProvenance, SnapshotProvenance, StoredCollection};
+use super::sample::{record_sample, SampleOptions};
 use super::shard_keys::{is_custom, shard_keys};
 use super::types::{AliasDescription, ServerVersion, SnapshotDescription, SnapshotScope};
 use crate::backup::{
@@ -52,6 +53,9 @@ pub struct QdrantBackupOptions {
     pub keep_remote: bool,
     /// How snapshots are created: `wait=false` and polling, and how long to wait.
     pub create: CreateOptions,
+    /// The point sample recorded for the restore test; `None` (the default here, while
+    /// the CLI samples unless `--no-sample`) records none.
+    pub sample: Option<SampleOptions>,
 }
 
 /// A snapshot qvault created and what became of it on the node.
@@ -169,6 +173,7 @@ struct SnapshotStreams<'a> {
     existing_snapshot: Option<String>,
     keep_remote: bool,
     create: CreateOptions,
+    sample: Option<SampleOptions>,
     /// Every alias on the node, read once: recorded with the collections they point at.
     aliases: Vec<AliasDescription>,
     /// Stream name → the alias the user named instead of the collection.
@@ -193,6 +198,7 @@ impl SnapshotStreams<'_> {
             None => {
                 let before = snapshots_before(client, &scope).await?;
                 add_exact_counts(client, &scope, &mut source).await?;
+                record_sample(client, &scope, self.sample.as_ref(), &mut source).await;
                 let snapshot = create_snapshot(client, &scope, &before, &self.create).await?;
                 // Counted again so restore knows the range a snapshot taken while clients
                 // wrote may hold; recorded only when it differs, so backups of quiet
@@ -297,6 +303,7 @@ pub async fn backup_qdrant(
         existing_snapshot: options.existing_snapshot.clone(),
         keep_remote: options.keep_remote,
         create: options.create,
+        sample: options.sample,
         aliases,
         requested_as,
         used: Vec::new(),

@@ -9,17 +9,20 @@ pub mod aliases;
 pub mod backup;
 mod client;
 mod create;
+pub mod drill;
 pub mod files;
 mod pipe;
 pub mod provenance;
 pub mod restore;
+pub mod sample;
 pub mod serve;
 pub mod shard_keys;
 pub mod streams;
 mod types;
 
 pub use client::{
-    http_status, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome, SnapshotDownload,
+    http_status, PointId, PointRecord, QdrantClient, QdrantOptions, RecoverOptions, RecoverOutcome,
+    ScoredPoint, ScrollPage, SnapshotDownload,
 };
 pub use provenance::QdrantProvenance;
 pub use types::{

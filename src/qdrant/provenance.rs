@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::sample::PointSample;
 use super::shard_keys::ShardKey;
 use super::types::{CollectionParams, SnapshotDescription};
 use crate::error::{Error, ErrorKind, Result};
@@ -67,6 +68,10 @@ pub struct QdrantProvenance {
     /// Absent only while the backup has not made the snapshot yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProvenance>,
+    /// Sampled point hashes and probe queries for the restore test; absent with
+    /// `--no-sample`, for shards and full storage, and in older backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<PointSample>,
 }
 
 /// The node a snapshot came from.
@@ -129,6 +134,7 @@ impl QdrantProvenance {
             shard_keys: None,
             collections: None,
             snapshot: None,
+            sample: None,
         }
     }
 

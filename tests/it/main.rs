@@ -25,6 +25,7 @@ mod qdrant_e2e;
 mod report;
 mod repository;
 mod restore_drill;
+mod restore_test_qdrant;
 mod secrets;
 mod sources;
 mod storage;

@@ -14,12 +14,13 @@
 
 //!
 //! Rooms: `http` (a [`Call`](http::Call) in, an answer or an error quoting Qdrant out:
-//! retries, `Retry-After`, back-off, key scrubbing), `collections` and `snapshots` (the
-//! endpoints, each describing its call), `download` (the checked download stream).
+//! retries, `Retry-After`, back-off, key scrubbing), `collections`, `points` and `snapshots`
+//! (the endpoints, each describing its call), `download` (the checked download stream).
 
 mod collections;
 mod download;
 mod http;
+mod points;
 mod snapshots;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use reqwest::Url;
 
 pub use download::SnapshotDownload;
 pub use http::http_status;
+pub use points::{PointId, PointRecord, ScoredPoint, ScrollPage};
 
 use super::types::SnapshotPriority;
 use crate::error::{Error, ErrorKind, Result};

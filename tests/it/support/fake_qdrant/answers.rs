@@ -100,6 +100,7 @@ pub(super) fn new_collection(config: Value) -> Collection {
         snapshots: BTreeMap::new(),
         shard_snapshots: BTreeMap::new(),
         shard_keys: Vec::new(),
+        points: BTreeMap::new(),
     }
 }
 
@@ -148,6 +149,9 @@ pub(super) fn config_from_create_body(body: &Value) -> Value {
     });
     if let Some(m) = sharding {
         config["params"]["sharding_method"] = m;
+    }
+    if let Some(sparse) = body.get("sparse_vectors") {
+        config["params"]["sparse_vectors"] = sparse.clone();
     }
     config
 }

@@ -11,6 +11,8 @@
 //! custom sharding with shard ids from 1 and 0 points recovered without keys (group 3); a
 //! snapshot that appears only when complete (group 6, with `snapshot_delay`); a proxy that
 //! gives up on a create while the node goes on (`Fault::proxy_timeout`).
+//! Points (group 4) live in `points.rs`: upsert, retrieve, scroll, query and search by exact
+//! distance, carried inside the snapshots the fake makes so a restore brings them back.
 //!
 //! Where the fake knowingly differs from a real node:
 //! - Two snapshots of one collection created within the same second would get the same name
@@ -56,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 mod aliases;
 mod answers;
+mod points;
 mod routes;
 mod shards;
 mod snapshots;
@@ -63,6 +66,7 @@ mod snapshots;
 use aliases::*;
 pub use answers::append_file;
 use answers::*;
+pub use points::{Point, PointId, Tamper};
 use routes::*;
 use shards::*;
 use snapshots::*;
@@ -247,6 +251,9 @@ struct Collection {
     shard_snapshots: BTreeMap<(u32, String), Stored>,
     /// Custom sharding: each shard key and its shard ids (from 1, in creation order).
     shard_keys: Vec<(Value, Vec<u32>)>,
+    /// The points upserted or recovered (see `points.rs`); empty for a collection whose
+    /// count was only set.
+    points: points::Points,
 }
 
 #[derive(Default)]
@@ -262,6 +269,8 @@ struct Inner {
     aliases: BTreeMap<String, String>,
     recovered: HashMap<String, Vec<u8>>,
     recovered_shards: HashMap<(String, u32), Vec<u8>>,
+    /// Changes to the points of the next collection recover.
+    tampers: Vec<Tamper>,
     faults: Vec<Fault>,
     log: Vec<RequestRecord>,
 }
@@ -442,6 +451,27 @@ impl FakeQdrant {
 
     pub fn full_snapshot_names(&self) -> Vec<String> {
         self.lock().full_snapshots.keys().cloned().collect()
+    }
+
+    /// Upserts points as `PUT /collections/{c}/points` with this body would (list or batch
+    /// form); panics on a body a real node refuses.
+    pub fn upsert_points(&self, collection: &str, body: Value) {
+        let mut inner = self.lock();
+        let col = inner.collections.get_mut(collection).unwrap();
+        points::upsert(col, &body).unwrap();
+    }
+
+    /// The points `collection` holds, in scroll order.
+    pub fn points(&self, collection: &str) -> Vec<(PointId, Point)> {
+        let inner = self.lock();
+        let col = inner.collections.get(collection);
+        col.map(|c| c.points.clone().into_iter().collect()).unwrap_or_default()
+    }
+
+    /// The next collection recover (upload or URL) changes its points so: a restore that
+    /// does not bring the backup back whole.
+    pub fn tamper_next_recover(&self, tamper: Tamper) {
+        self.lock().tampers.push(tamper);
     }
 
     pub fn inject(&self, fault: Fault) {

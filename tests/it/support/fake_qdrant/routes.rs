@@ -221,6 +221,11 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
                 }
             }
         }
+        (_, ["collections", c, "points", rest @ ..]) => {
+            // Point changes default to `wait=false` (captured), unlike snapshot calls.
+            let wait = q.get("wait").is_some_and(|w| w == "true");
+            points::route(shared, access, method, c, rest, req, wait).await
+        }
         (Method::GET, ["collections", c, "cluster"]) => {
             let inner = shared.inner.lock().unwrap();
             match inner.collections.get(*c) {
@@ -256,6 +261,7 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
                 .get(*c)
                 .cloned()
                 .unwrap_or_else(|| generated_snapshot(&col.config, c));
+            let bytes = points::with_points(bytes, &col.points);
             // Clients writing while Qdrant snapshots: the file holds half their points.
             let writes = inner.writes_during_snapshot.get(*c).copied().unwrap_or(0);
             if col.points_count + writes > 0 {

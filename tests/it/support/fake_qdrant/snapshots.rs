@@ -273,6 +273,11 @@ pub(super) fn recover_bytes(
         config.or_else(|| inner.collections.get(c).map(|x| x.config.clone())).unwrap_or_else(
             || config_from_create_body(&json!({"vectors": {"size": 4, "distance": "Cosine"}})),
         );
+    let carried = points::points_in_snapshot(&data);
+    let tampers = match (&carried, shard) {
+        (Some(_), None) => std::mem::take(&mut inner.tampers),
+        _ => Vec::new(),
+    };
     let existed = inner.collections.get(c).map(|_| ());
     let col =
         inner.collections.entry(c.to_string()).or_insert_with(|| new_collection(config.clone()));
@@ -284,6 +289,12 @@ pub(super) fn recover_bytes(
         }
         col.points_count = points;
         col.estimated_points_count = None;
+        // The shards are replaced, not merged: the points are the snapshot's.
+        col.points = carried.unwrap_or_default();
+        points::tamper(&mut col.points, tampers);
+        if !col.points.is_empty() {
+            col.points_count = col.points.len() as u64;
+        }
     }
     if let Some(name) = uploaded_name {
         // The uploaded file stays in the snapshots dir, listed without a checksum.

@@ -18,6 +18,10 @@ pub struct ReportArgs {
     /// Group backups by these fields (source, host, name, tags, streams).
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
+    /// Recovery time objective (e.g. 15m, 1h): each group's last restore-test time is
+    /// compared with it.
+    #[arg(long, value_name = "DURATION")]
+    pub rto: Option<RetentionDuration>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<()> {

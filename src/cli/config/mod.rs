@@ -203,7 +203,7 @@ pub struct ForgetSection {
 /// The retention policy in effect; its grouping falls back to the `group_by` setting.
 pub fn forget_section(global: &GlobalArgs) -> Result<ForgetSection> {
     let resolved = load(global)?;
-    let mut section: ForgetSection = match resolved.forget {
+    let mut section: ForgetSection = match resolved.forget.clone() {
         None => ForgetSection::default(),
         Some(table) => toml::Value::Table(table).try_into().map_err(|e| {
             qvault::Error::invalid_input(format!(
@@ -213,11 +213,17 @@ pub fn forget_section(global: &GlobalArgs) -> Result<ForgetSection> {
         })?,
     };
     if section.group_by.is_none() {
-        let group_by = resolved.values.iter().find(|(s, _, _)| s.key == "group_by");
-        section.group_by =
-            group_by.and_then(|(_, v, _)| v.text()).and_then(|t| t.parse::<GroupBy>().ok());
+        section.group_by = resolved.group_by();
     }
     Ok(section)
+}
+
+impl Resolved {
+    /// The `group_by` setting, for what has no `--group-by` to fill (`--metrics-file`).
+    pub fn group_by(&self) -> Option<GroupBy> {
+        let (_, value, _) = self.values.iter().find(|(s, _, _)| s.key == "group_by")?;
+        value.text()?.parse().ok()
+    }
 }
 
 impl<'de> serde::Deserialize<'de> for ForgetSection {

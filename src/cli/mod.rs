@@ -70,9 +70,6 @@ pub struct GlobalArgs {
     /// Azure Blob endpoint (Azurite, a private endpoint, a sovereign cloud).
     #[arg(long, value_name = "URL", env = "QVAULT_AZURE_ENDPOINT", global = true)]
     pub azure_endpoint: Option<String>,
-    /// File whose first line is the WebDAV password (instead of a password in the URL).
-    #[arg(long, value_name = "PATH", env = "QVAULT_WEBDAV_PASSWORD_FILE", global = true)]
-    pub webdav_password_file: Option<PathBuf>,
     /// TOML config file with every setting a scheduled job needs (docs/configuration.md).
     #[arg(long, env = "QVAULT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -93,6 +90,8 @@ pub struct GlobalArgs {
     pub gcs_credential_file: Option<PathBuf>,
     #[arg(skip)]
     pub webdav_password: Option<String>,
+    #[arg(skip)]
+    pub webdav_password_file: Option<PathBuf>,
     /// Print results as JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,

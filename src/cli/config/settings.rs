@@ -251,7 +251,7 @@ pub static SETTINGS: &[Setting] = &[
         key: "webdav.password_file",
         kind: Kind::File,
         env: Some("QVAULT_WEBDAV_PASSWORD_FILE"),
-        flag: Some("--webdav-password-file"),
+        flag: None,
         meaning: "File whose first line is the WebDAV password (a mounted secret).",
         apply: |cli, v| fill_path(&mut cli.global.webdav_password_file, v),
     },
@@ -346,20 +346,80 @@ pub static SETTINGS: &[Setting] = &[
             Ok(())
         },
     },
-    policy("forget.keep-last", Kind::Count, "Keep the N newest backups."),
-    policy("forget.keep-hourly", Kind::Count, "Keep the newest backup of each of N hours."),
-    policy("forget.keep-daily", Kind::Count, "Keep the newest backup of each of N days."),
-    policy("forget.keep-weekly", Kind::Count, "Keep the newest backup of each of N ISO weeks."),
-    policy("forget.keep-monthly", Kind::Count, "Keep the newest backup of each of N months."),
-    policy("forget.keep-yearly", Kind::Count, "Keep the newest backup of each of N years."),
-    policy("forget.keep-within", Kind::Duration, "Keep every backup within this of the newest."),
-    policy("forget.keep-within-hourly", Kind::Duration, "One backup per hour within this."),
-    policy("forget.keep-within-daily", Kind::Duration, "One backup per day within this."),
-    policy("forget.keep-within-weekly", Kind::Duration, "One backup per ISO week within this."),
-    policy("forget.keep-within-monthly", Kind::Duration, "One backup per month within this."),
-    policy("forget.keep-within-yearly", Kind::Duration, "One backup per year within this."),
-    policy("forget.keep-tag", Kind::Strings, "Keep backups with these tags (key or key=value)."),
-    policy("forget.keep-name", Kind::Strings, "Keep backups with these names."),
+    policy("forget.keep-last", "--keep-last", Kind::Count, "Keep the N newest backups."),
+    policy(
+        "forget.keep-hourly",
+        "--keep-hourly",
+        Kind::Count,
+        "Keep the newest backup of each of N hours.",
+    ),
+    policy(
+        "forget.keep-daily",
+        "--keep-daily",
+        Kind::Count,
+        "Keep the newest backup of each of N days.",
+    ),
+    policy(
+        "forget.keep-weekly",
+        "--keep-weekly",
+        Kind::Count,
+        "Keep the newest backup of each of N ISO weeks.",
+    ),
+    policy(
+        "forget.keep-monthly",
+        "--keep-monthly",
+        Kind::Count,
+        "Keep the newest backup of each of N months.",
+    ),
+    policy(
+        "forget.keep-yearly",
+        "--keep-yearly",
+        Kind::Count,
+        "Keep the newest backup of each of N years.",
+    ),
+    policy(
+        "forget.keep-within",
+        "--keep-within",
+        Kind::Duration,
+        "Keep every backup within this of the newest.",
+    ),
+    policy(
+        "forget.keep-within-hourly",
+        "--keep-within-hourly",
+        Kind::Duration,
+        "One backup per hour within this.",
+    ),
+    policy(
+        "forget.keep-within-daily",
+        "--keep-within-daily",
+        Kind::Duration,
+        "One backup per day within this.",
+    ),
+    policy(
+        "forget.keep-within-weekly",
+        "--keep-within-weekly",
+        Kind::Duration,
+        "One backup per ISO week within this.",
+    ),
+    policy(
+        "forget.keep-within-monthly",
+        "--keep-within-monthly",
+        Kind::Duration,
+        "One backup per month within this.",
+    ),
+    policy(
+        "forget.keep-within-yearly",
+        "--keep-within-yearly",
+        Kind::Duration,
+        "One backup per year within this.",
+    ),
+    policy(
+        "forget.keep-tag",
+        "--keep-tag",
+        Kind::StringArray,
+        "Keep backups with these tags (key or key=value).",
+    ),
+    policy("forget.keep-name", "--keep-name", Kind::StringArray, "Keep backups with these names."),
     Setting {
         key: "forget.group-by",
         kind: Kind::Fields,
@@ -389,18 +449,13 @@ pub static SETTINGS: &[Setting] = &[
 
 /// A `forget.keep-*` rule: read by `qvault forget` from the `[forget]` table as a whole
 /// (flags replace the file's policy as a whole), so nothing to fill here.
-const fn policy(key: &'static str, kind: Kind, meaning: &'static str) -> Setting {
-    Setting {
-        key,
-        kind,
-        env: None,
-        flag: Some(match kind {
-            Kind::Strings => "--keep-tag / --keep-name",
-            _ => "--keep-*",
-        }),
-        meaning,
-        apply: |_, _| Ok(()),
-    }
+const fn policy(
+    key: &'static str,
+    flag: &'static str,
+    kind: Kind,
+    meaning: &'static str,
+) -> Setting {
+    Setting { key, kind, env: None, flag: Some(flag), meaning, apply: |_, _| Ok(()) }
 }
 
 /// The setting with this dotted key.

@@ -33,6 +33,8 @@ pub enum Kind {
     Percent,
     /// A string or an array of strings.
     Strings,
+    /// An array of strings.
+    StringArray,
     /// A table of per-group retention policies.
     GroupPolicies,
 }
@@ -90,6 +92,7 @@ impl Kind {
             Kind::Zone => "time zone",
             Kind::Percent => "percent (20 or \"20%\")",
             Kind::Strings => "string or array of strings",
+            Kind::StringArray => "array of strings",
             Kind::GroupPolicies => "table of policies",
         }
     }
@@ -104,7 +107,7 @@ impl Kind {
                 .map_err(|_| format!("must be a whole number from 0 to {}, not {n}", u32::MAX)),
             (Kind::Percent, toml::Value::Integer(n)) => percent(&n.to_string()),
             (Kind::Percent, toml::Value::Float(n)) => percent(&n.to_string()),
-            (Kind::Strings | Kind::Urls, toml::Value::Array(items)) => {
+            (Kind::Strings | Kind::StringArray | Kind::Urls, toml::Value::Array(items)) => {
                 let mut list = Vec::new();
                 for item in items {
                     let toml::Value::String(s) = item else {
@@ -115,7 +118,7 @@ impl Kind {
                 Ok(Value::List(list))
             }
             (Kind::GroupPolicies, toml::Value::Table(_)) => Ok(Value::Table),
-            (Kind::Bool | Kind::Count | Kind::GroupPolicies, _) => Err(wrong()),
+            (Kind::Bool | Kind::Count | Kind::GroupPolicies | Kind::StringArray, _) => Err(wrong()),
             (_, toml::Value::String(s)) => self.check_text(s),
             _ => Err(wrong()),
         }
@@ -135,7 +138,7 @@ impl Kind {
                 .parse()
                 .map(Value::Count)
                 .map_err(|_| format!("{text:?} is not a whole number")),
-            Kind::Strings | Kind::Urls => {
+            Kind::Strings | Kind::StringArray | Kind::Urls => {
                 let items = text.split(',').map(str::trim).filter(|s| !s.is_empty());
                 let list: Result<Vec<String>, String> =
                     items.map(|s| self.check_text(s).map(|_| s.to_string())).collect();
@@ -165,7 +168,7 @@ impl Kind {
                 Err(e) => Err(e.message().to_string()),
             },
             Kind::Percent => percent(s),
-            Kind::Bool | Kind::Count | Kind::GroupPolicies => {
+            Kind::Bool | Kind::Count | Kind::GroupPolicies | Kind::StringArray => {
                 Err(format!("must be {}, not a string", a(self.name())))
             }
             _ => ok(),

@@ -280,6 +280,12 @@ fn checks_html(group: &ReportGroup, rto_seconds: Option<i64>) -> String {
         (Some(rto), Some(true)) => {
             format!(" <span class=\"ok\">within the RTO of {}</span>", age_text(rto))
         }
+        (Some(rto), Some(false)) if group.last_restore_test.as_ref().is_some_and(|t| !t.passed) => {
+            format!(
+                " <span class=\"bad\">the RTO of {} is not met: the restore failed</span>",
+                age_text(rto)
+            )
+        }
         (Some(rto), Some(false)) => {
             format!(" <span class=\"bad\">MISSES the RTO of {}</span>", age_text(rto))
         }

@@ -65,8 +65,8 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<()> {
                     t.duration_seconds,
                     match met {
                         Some(true) => " (within the RTO)",
-                        Some(false) => " (MISSES the RTO)",
-                        None => "",
+                        Some(false) if t.passed => " (MISSES the RTO)",
+                        _ => "",
                     }
                 ),
                 (None, _) => String::new(),

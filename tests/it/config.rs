@@ -323,3 +323,69 @@ fn a_webdav_password_file_that_is_empty_is_refused_by_name() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains(&format!("the WebDAV password file {empty} is empty")));
 }
+
+/// A server that answers every request with `status` and an empty body, and hands each
+/// request's head (request line and headers) to the test.
+#[cfg(any(feature = "azure", feature = "webdav"))]
+fn recording_server(status: u16) -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = tx.send(String::from_utf8_lossy(&head).to_string());
+            let reply =
+                format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    (address, rx)
+}
+
+#[cfg(feature = "webdav")]
+#[test]
+fn the_webdav_password_file_is_sent_as_the_locations_users_password() {
+    let dir = Dir::new();
+    let (address, requests) = recording_server(401);
+    let password = dir.write("password", "file-password-8e1c\nignored second line\n");
+    let out = dir.run(
+        &["--repo", &format!("webdav://bob@{address}/repo"), "backups"],
+        &[("QVAULT_WEBDAV_PASSWORD_FILE", &password)],
+    );
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    let head = requests.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    // base64("bob:file-password-8e1c")
+    assert!(
+        head.to_ascii_lowercase().contains("authorization: basic ym9iomzpbgutcgfzc3dvcmqtoguxyw=="),
+        "{head}"
+    );
+    assert!(!stderr(&out).contains("file-password-8e1c"), "{}", stderr(&out));
+}
+
+#[cfg(feature = "azure")]
+#[test]
+fn the_azure_endpoint_setting_sends_requests_to_that_endpoint() {
+    let dir = Dir::new();
+    let (address, requests) = recording_server(404);
+    let config = dir.write(
+        "qvault.toml",
+        &format!(
+            "repository = \"azblob://container/prefix\"\n[azure]\nendpoint = \
+             \"http://{address}/devstoreaccount1\"\naccount = \"devstoreaccount1\"\n"
+        ),
+    );
+    // Azurite's published development key, not a secret.
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let out = dir.run(&["--config", &config, "backups"], &[("AZURE_STORAGE_KEY", key)]);
+    assert_ne!(code(&out), 0, "{}", stderr(&out));
+    let head = requests.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+    assert!(head.contains(" /devstoreaccount1/container/prefix/"), "{head}");
+}

@@ -90,9 +90,10 @@ fn main() -> ExitCode {
     };
     cli::logging::init(cli.global.verbose);
     // Before --notify and --metrics-file are read: the file may give them. `config …`
-    // reads the file itself, so that a broken one can be checked.
+    // reads the file itself, so that a broken one can be checked; completions and man
+    // pages need no settings, so a broken file or variable does not stop them.
     let configured = match cli.command {
-        Command::Config(_) => Ok(()),
+        Command::Config(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
         _ => cli::config::configure(&mut cli),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -112,6 +112,21 @@ fn a_flag_beats_the_environment_which_beats_the_profile_which_beats_the_top_leve
     assert_eq!(shown["settings"]["repository"]["origin"], "profile:prod");
     assert_eq!(shown["settings"]["repository"]["value"], dir.text("prod"));
     assert_eq!(shown["settings"]["cache_dir"]["origin"], "env:QVAULT_CACHE_DIR");
+    // What it prints carries no secret: keys hidden, URL credentials and tokens redacted.
+    let out = dir.run(
+        &["--config", &config, "config", "show"],
+        &[
+            ("QVAULT_NOTIFY_URL", "https://hooks.example.com/x?token=hook-token-4d1e"),
+            ("QVAULT_REPOSITORY", "webdav://bob:dav-password-77c2@dav.example/x"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret-key-b81f"),
+        ],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for secret in ["hook-token-4d1e", "dav-password-77c2", "aws-secret-key-b81f"] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    assert!(text.contains("s3.secret_access_key = \"***\"  # environment AWS_SECRET_ACCESS_KEY"));
 
     let out = dir.run(&["--config", &config, "--profile", "staging", "backups"], &[]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));

@@ -123,11 +123,18 @@ fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
 
 fn show(global: &GlobalArgs) -> Result<()> {
     let resolved: Resolved = super::load(global)?;
+    // Secrets hidden, and URLs redacted: a webhook or a location can carry a token.
     let shown = |kind: Kind, v: &super::Value| -> serde_json::Value {
-        if kind == Kind::Secret {
-            serde_json::Value::String("***".into())
-        } else {
-            serde_json::to_value(v).unwrap_or_default()
+        match (kind, v) {
+            (Kind::Secret, _) => "***".into(),
+            (Kind::Url | Kind::Urls | Kind::Location, super::Value::Text(t)) => {
+                qvault::redact::url(t).into()
+            }
+            (Kind::Urls, super::Value::List(l)) => {
+                l.iter().map(|u| qvault::redact::url(u)).collect::<Vec<_>>().into()
+            }
+            (_, super::Value::Table) => "(a table: see the config file)".into(),
+            _ => serde_json::to_value(v).unwrap_or_default(),
         }
     };
     if global.json {

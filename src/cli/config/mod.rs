@@ -284,6 +284,24 @@ mod tests {
     }
 
     #[test]
+    fn a_profiles_retention_policy_replaces_the_top_levels_as_a_whole() {
+        let (doc, problems) = document::parse(
+            "[forget]\nkeep-last = 3\nkeep-daily = 7\n[profiles.prod.forget]\nkeep-hourly = 24\n\
+             [profiles.dev]\nrepository = \"/dev\"\n",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        let forget = |profile| {
+            let table = resolve(&doc, None, profile, &|_| None).unwrap().forget.unwrap();
+            let section: ForgetSection = toml::Value::Table(table).try_into().unwrap();
+            section.policy
+        };
+        let prod = forget(Some("prod"));
+        assert_eq!((prod.keep_hourly, prod.keep_last, prod.keep_daily), (24, 0, 0));
+        let dev = forget(Some("dev"));
+        assert_eq!((dev.keep_hourly, dev.keep_last, dev.keep_daily), (0, 3, 7));
+    }
+
+    #[test]
     fn every_policy_rule_in_the_table_is_one_the_policy_accepts() {
         for setting in SETTINGS.iter().filter(|s| s.key.starts_with("forget.keep-")) {
             let rule = setting.key.trim_start_matches("forget.");

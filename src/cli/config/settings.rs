@@ -316,6 +316,8 @@ pub static SETTINGS: &[Setting] = &[
             None => Ok(()),
         },
     },
+    // After qdrant.url: these two apply only to a backup from Qdrant, known once the URL
+    // is filled.
     Setting {
         key: "backup.collections",
         kind: Kind::Strings,

@@ -120,13 +120,18 @@ pub fn resolve(
         None => None,
         Some(name) => Some(doc.profiles.get(name).ok_or_else(|| {
             let known: Vec<&str> = doc.profiles.keys().map(String::as_str).collect();
-            let file = file
-                .map_or("no config file".to_string(), |p| format!("config file {}", p.display()));
-            qvault::Error::invalid_input(format!(
-                "profile {name:?} is not in the {file} (its profiles: {}); add \
-                 [profiles.{name}] or fix --profile / QVAULT_PROFILE",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
-            ))
+            qvault::Error::invalid_input(match file {
+                Some(file) => format!(
+                    "profile {name:?} is not in the config file {} (its profiles: {}); add \
+                     [profiles.{name}] or fix --profile / QVAULT_PROFILE",
+                    file.display(),
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+                None => format!(
+                    "profile {name:?} was asked for, but there is no config file: give \
+                     --config FILE (or QVAULT_CONFIG), or create ~/.config/qvault/config.toml"
+                ),
+            })
         })?),
     };
     let mut resolved = Resolved {
@@ -278,9 +283,16 @@ mod tests {
         assert_eq!(get("repository"), ("/prod".into(), Origin::Profile("prod".into())));
         assert_eq!(get("cache_dir"), ("/env-cache".into(), Origin::Env("QVAULT_CACHE_DIR")));
         assert_eq!(get("metrics_file"), ("/top.prom".into(), Origin::File));
-        let e = resolve(&doc, None, Some("staging"), &env).unwrap_err();
-        assert!(e.to_string().contains("profile \"staging\" is not in"), "{e}");
+        let file = Path::new("/etc/qvault/config.toml");
+        let e = resolve(&doc, Some(file), Some("staging"), &env).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("profile \"staging\" is not in the config file /etc/qvault/config.toml"),
+            "{e}"
+        );
         assert!(e.to_string().contains("its profiles: prod"), "{e}");
+        let e = resolve(&Document::default(), None, Some("prod"), &env).unwrap_err();
+        assert!(e.to_string().contains("there is no config file: give --config FILE"), "{e}");
     }
 
     #[test]

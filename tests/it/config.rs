@@ -283,8 +283,15 @@ fn a_scheduled_job_runs_from_the_config_file_alone() {
     assert_eq!(report["groups"][0]["fresh"], true);
     assert_eq!(report["groups"][0]["rto_met"], true);
     let metrics = std::fs::read_to_string(dir.path("qvault.prom")).unwrap();
-    assert!(metrics.contains("qvault_command_exit_code{command=\"report\"} 0"), "{metrics}");
-    assert!(metrics.contains("qvault_restore_test_duration_seconds{"), "{metrics}");
+    let samples = crate::report::parse_prometheus(&metrics);
+    let value = |name: &str| {
+        let found = samples.iter().find(|(m, _, _)| m == name);
+        found.unwrap_or_else(|| panic!("{name} missing:\n{metrics}")).2
+    };
+    assert_eq!(value("qvault_command_exit_code"), 0.0);
+    assert_eq!(value("qvault_restore_test_last_run_success"), 1.0);
+    assert!(value("qvault_restore_test_duration_seconds") < 3600.0);
+    assert!(value("qvault_restore_test_last_success_timestamp_seconds") > 1.7e9);
 }
 
 /// `backup` with no source flag reads the Qdrant URL and collections from the file; with

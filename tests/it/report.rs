@@ -36,7 +36,9 @@ async fn each_group_lists_its_backups_oldest_first_with_freshness_against_max_ag
 }
 
 /// Parses Prometheus text format with a real parser; returns (metric, labels, value) samples.
-fn parse_prometheus(text: &str) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
+pub(crate) fn parse_prometheus(
+    text: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     scrape

@@ -66,12 +66,10 @@ pub(super) fn azblob(
     prefix: &str,
     options: &StorageOptions,
 ) -> Result<(Operator, String)> {
-    let account = (options.azure_account.clone())
-        .or_else(|| options.access_key_id.clone())
-        .or_else(|| env("AZURE_STORAGE_ACCOUNT"));
-    let key = (options.azure_key.clone())
-        .or_else(|| options.secret_access_key.clone())
-        .or_else(|| env("AZURE_STORAGE_KEY"));
+    // Not the S3 fields: a host with AWS credentials in its environment must not send
+    // them to Azure as an account name and key.
+    let account = options.azure_account.clone().or_else(|| env("AZURE_STORAGE_ACCOUNT"));
+    let key = options.azure_key.clone().or_else(|| env("AZURE_STORAGE_KEY"));
     let endpoint = (options.azure_endpoint.clone())
         .or_else(|| env("AZURE_STORAGE_ENDPOINT"))
         .map(|e| e.trim_end_matches('/').to_string())

@@ -57,15 +57,15 @@ pub struct StorageOptions {
     pub s3_endpoint: Option<String>,
     /// S3 region; default: `AWS_REGION`, then `us-east-1`.
     pub s3_region: Option<String>,
-    /// Access key id; default: `AWS_ACCESS_KEY_ID` (Azure: storage account name).
+    /// S3 access key id; default: `AWS_ACCESS_KEY_ID`.
     pub access_key_id: Option<String>,
-    /// Secret access key; default: `AWS_SECRET_ACCESS_KEY` (Azure: storage account key).
+    /// S3 secret access key; default: `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: Option<String>,
     /// Azure Blob endpoint; default: `AZURE_STORAGE_ENDPOINT`, then the account's.
     pub azure_endpoint: Option<String>,
-    /// Azure storage account; default: `access_key_id`, then `AZURE_STORAGE_ACCOUNT`.
+    /// Azure storage account; default: `AZURE_STORAGE_ACCOUNT`.
     pub azure_account: Option<String>,
-    /// Azure storage account key; default: `secret_access_key`, then `AZURE_STORAGE_KEY`.
+    /// Azure storage account key; default: `AZURE_STORAGE_KEY`.
     pub azure_key: Option<String>,
     /// Google service-account file; default: `GOOGLE_APPLICATION_CREDENTIALS`.
     pub gcs_credential_file: Option<String>,

@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::id::BackupId;
-use crate::oplog::{LogEntry, Outcome};
+use crate::oplog::LogEntry;
 use crate::repo::Repository;
 use crate::retention::{BackupInfo, GroupBy, RetentionDuration};
 use jiff::Timestamp;
@@ -73,13 +73,12 @@ impl CheckReport {
 
 /// The newest verify record naming `id`, oldest-first `log`.
 fn last_verify(log: &[LogEntry], id: &BackupId) -> Option<LastVerify> {
-    log.iter().rev().filter(|e| e.record.operation == "verify").find_map(|e| {
+    log.iter().rev().find_map(|e| {
         let r = &e.record;
-        r.backups.contains(id).then(|| LastVerify {
+        r.verdict(id).map(|passed| LastVerify {
             time: r.time.clone(),
             what: r.what.clone(),
-            passed: !r.failed_backups.contains(id)
-                && (r.outcome == Outcome::Ok || !r.failed_backups.is_empty()),
+            passed,
         })
     })
 }

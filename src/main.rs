@@ -25,12 +25,7 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     }
 }
 
-async fn run(mut cli: Cli) -> anyhow::Result<()> {
-    let file = cli::config_file::load(&cli.global)?;
-    cli::config_file::apply(&mut cli.global, file);
-    if let Some(secret) = &cli.global.s3_secret_access_key {
-        cli::logging::register_secret(secret);
-    }
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let g = &cli.global;
     let logged = cli::log::operation(&cli.command);
     let record = logged.map(|(op, what)| qvault::oplog::OpRecord::started(op, what));
@@ -64,6 +59,7 @@ async fn dispatch(g: &cli::GlobalArgs, command: &Command) -> anyhow::Result<()> 
         Command::Metrics(args) => cli::metrics::run(g, args).await,
         Command::Completions(args) => cli::docs::completions(args),
         Command::Man(args) => cli::docs::man(g, args),
+        Command::Config(command) => cli::config::command::run(g, command),
     }
 }
 
@@ -88,11 +84,18 @@ fn main() -> ExitCode {
     qvault::alloc::bound_retained_memory();
     let matches = Cli::command().get_matches();
     let verb = matches.subcommand_name().unwrap_or("qvault").to_string();
-    let cli = match Cli::from_arg_matches(&matches) {
+    let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
     cli::logging::init(cli.global.verbose);
+    // Before --notify and --metrics-file are read: the file may give them. `config …`
+    // reads the file itself, so that a broken one can be checked; completions and man
+    // pages need no settings, so a broken file or variable does not stop them.
+    let configured = match cli.command {
+        Command::Config(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
+        _ => cli::config::configure(&mut cli),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -104,7 +107,10 @@ fn main() -> ExitCode {
     let metrics = cli.global.metrics_file.clone().map(|path| (path, cli.global.clone()));
     let repository = cli.global.repo.as_deref().map(qvault::redact::url);
     let started = std::time::Instant::now();
-    let result = runtime.block_on(run(cli));
+    let result = match configured {
+        Ok(()) => runtime.block_on(run(cli)),
+        Err(e) => Err(e),
+    };
     let (code, error) = match &result {
         Ok(()) => (0, None),
         Err(e) => {

@@ -179,3 +179,19 @@ pub async fn read(repo: &Repository) -> Result<Vec<LogEntry>> {
     entries.sort_by(|a, b| a.record.time.cmp(&b.record.time).then_with(|| a.id.cmp(&b.id)));
     Ok(entries)
 }
+
+impl OpRecord {
+    /// Whether this is a restore test (`verify --restore-test`, whatever it restored into).
+    pub fn is_restore_test(&self) -> bool {
+        self.operation == "verify" && self.what.starts_with("restore-test")
+    }
+
+    /// For a verify (or restore test) that checked backup `id`: whether it found it
+    /// restorable. A failed run that named no bad backup (it stopped early) passed nothing.
+    pub fn verdict(&self, id: &BackupId) -> Option<bool> {
+        (self.operation == "verify" && self.backups.contains(id)).then(|| {
+            !self.failed_backups.contains(id)
+                && (self.outcome == Outcome::Ok || !self.failed_backups.is_empty())
+        })
+    }
+}

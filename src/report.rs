@@ -1,5 +1,8 @@
 //! The repository at a glance: per group of backups, what each backup stored and added over
-//! time, how fresh the latest one is, and what the repository holds in total.
+//! time, how fresh the latest one is, when it was last verified and restore-tested (and how
+//! long that restore took against the recovery time objective), and what the repository
+//! holds in total. Verify and restore-test results come from the operation log
+//! ([`crate::oplog`]); records with fields this version does not know are read all the same.
 //!
 //! [`build`] collects a [`Report`] (Serialize: `qvault report --json`); [`html`] renders it
 //! as one self-contained page (inline SVG, no script, nothing fetched from a network) for
@@ -27,6 +30,20 @@ pub struct ReportBackup {
     pub duration_seconds: f64,
 }
 
+/// One verify or restore-test run as it concerned a group.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct CheckRun {
+    /// When it started: RFC 3339 UTC.
+    pub time: String,
+    /// What it was asked (`structure`, `read-data-subset 1/7`, `restore-test`).
+    pub what: String,
+    /// Whether it found every backup of the group it checked restorable.
+    pub passed: bool,
+    /// How long the run took. For a restore test this is the recovery time measured: the
+    /// whole run's, which covers every group it tested.
+    pub duration_seconds: f64,
+}
+
 /// One group of backups (the retention grouping: source and stream names by default).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ReportGroup {
@@ -37,6 +54,26 @@ pub struct ReportGroup {
     pub latest_age_seconds: Option<i64>,
     /// Whether the latest backup is younger than the report's `max_age`.
     pub fresh: Option<bool>,
+    /// The newest verify (other than a restore test) that checked a backup of the group.
+    pub last_verify: Option<CheckRun>,
+    /// When the newest verify that passed started.
+    pub last_verify_success: Option<String>,
+    /// The newest restore test of a backup of the group.
+    pub last_restore_test: Option<CheckRun>,
+    /// When the newest restore test that passed started.
+    pub last_restore_test_success: Option<String>,
+    /// Whether the last restore test passed within the report's `rto_seconds`.
+    pub rto_met: Option<bool>,
+}
+
+/// What [`build_with`] reports on.
+#[derive(Clone, Debug, Default)]
+pub struct ReportOptions {
+    pub group_by: GroupBy,
+    /// A group is fresh when its latest backup is at most this old.
+    pub max_age_seconds: Option<i64>,
+    /// The recovery time objective restore tests are held to.
+    pub rto_seconds: Option<i64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -49,6 +86,8 @@ pub struct Report {
     pub original_bytes: u64,
     pub stored_bytes: u64,
     pub max_age_seconds: Option<i64>,
+    /// The recovery time objective, when one was given.
+    pub rto_seconds: Option<i64>,
     pub groups: Vec<ReportGroup>,
 }
 
@@ -60,6 +99,19 @@ pub async fn build(
     max_age_seconds: Option<i64>,
     now: jiff::Timestamp,
 ) -> Result<Report> {
+    let options = ReportOptions { group_by: group_by.clone(), max_age_seconds, rto_seconds: None };
+    build_with(repo, &options, now).await
+}
+
+/// [`build`] with every option, and the verify and restore-test history from the operation
+/// log.
+pub async fn build_with(
+    repo: &Repository,
+    options: &ReportOptions,
+    now: jiff::Timestamp,
+) -> Result<Report> {
+    let (group_by, max_age_seconds) = (&options.group_by, options.max_age_seconds);
+    let log = crate::oplog::read(repo).await?;
     let mut groups: BTreeMap<String, Vec<(jiff::Timestamp, ReportBackup)>> = BTreeMap::new();
     let mut report = Report {
         repository: repo.storage().location().to_string(),
@@ -68,6 +120,7 @@ pub async fn build(
         original_bytes: 0,
         stored_bytes: 0,
         max_age_seconds,
+        rto_seconds: options.rto_seconds,
         groups: Vec::new(),
     };
     for listing in repo.backups()? {
@@ -91,14 +144,49 @@ pub async fn build(
         backups.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.id.cmp(&b.1.id)));
         let latest_age_seconds = backups.last().map(|(t, _)| now.as_second() - t.as_second());
         let fresh = max_age_seconds.zip(latest_age_seconds).map(|(max, age)| age <= max);
+        let ids: Vec<BackupId> = backups.iter().map(|(_, b)| b.id).collect();
+        let verifies = runs(&log, &ids, false);
+        let tests = runs(&log, &ids, true);
+        let last_restore_test = tests.last().cloned();
+        let rto_met = options
+            .rto_seconds
+            .zip(last_restore_test.as_ref())
+            .map(|(rto, run)| run.passed && run.duration_seconds <= rto as f64);
         report.groups.push(ReportGroup {
             key,
             backups: backups.into_iter().map(|(_, b)| b).collect(),
             latest_age_seconds,
             fresh,
+            last_verify: verifies.last().cloned(),
+            last_verify_success: last_success(&verifies),
+            last_restore_test,
+            last_restore_test_success: last_success(&tests),
+            rto_met,
         });
     }
     Ok(report)
+}
+
+/// The verify runs (or the restore tests) that checked any of `ids`, oldest first: each
+/// passed when it found every one of them it checked restorable.
+fn runs(log: &[crate::oplog::LogEntry], ids: &[BackupId], restore_tests: bool) -> Vec<CheckRun> {
+    log.iter()
+        .filter(|e| e.record.is_restore_test() == restore_tests)
+        .filter_map(|e| {
+            let r = &e.record;
+            let verdicts: Vec<bool> = ids.iter().filter_map(|id| r.verdict(id)).collect();
+            (!verdicts.is_empty()).then(|| CheckRun {
+                time: r.time.clone(),
+                what: r.what.clone(),
+                passed: verdicts.iter().all(|v| *v),
+                duration_seconds: r.duration_ms as f64 / 1000.0,
+            })
+        })
+        .collect()
+}
+
+fn last_success(runs: &[CheckRun]) -> Option<String> {
+    runs.iter().rev().find(|r| r.passed).map(|r| r.time.clone())
 }
 
 /// Chart geometry (SVG user units).
@@ -134,9 +222,11 @@ pub fn html(report: &Report) -> String {
         let age = group.latest_age_seconds.map(age_text).unwrap_or_default();
         let _ = write!(
             page,
-            "<section class=\"group\"><h2>{key}</h2><p>{count} backups · latest {age} ago {status}</p>",
+            "<section class=\"group\"><h2>{key}</h2><p>{count} backups · latest {age} ago {status}</p>\
+             <p class=\"checks\">{checks}</p>",
             key = escape(&group.key),
             count = group.backups.len(),
+            checks = checks_html(group, report.rto_seconds),
         );
         page.push_str(&plot(&group.backups));
         page.push_str(
@@ -160,6 +250,49 @@ pub fn html(report: &Report) -> String {
     }
     page.push_str("</body></html>\n");
     page
+}
+
+/// The last verify and restore test of a group, and the recovery time against the RTO.
+fn checks_html(group: &ReportGroup, rto_seconds: Option<i64>) -> String {
+    let verdict = |passed: bool| {
+        if passed {
+            "<span class=\"ok\">passed</span>"
+        } else {
+            "<span class=\"bad\">FAILED</span>"
+        }
+    };
+    let verify = match &group.last_verify {
+        Some(v) => {
+            format!("last verify {} ({}) {}", escape(&v.time), escape(&v.what), verdict(v.passed))
+        }
+        None => "<span class=\"bad\">never verified</span>".to_string(),
+    };
+    let test = match &group.last_restore_test {
+        Some(t) => format!(
+            "last restore test {} {}, recovery time {:.1} s",
+            escape(&t.time),
+            verdict(t.passed),
+            t.duration_seconds
+        ),
+        None => "never restore-tested".to_string(),
+    };
+    let rto = match (rto_seconds, group.rto_met) {
+        (Some(rto), Some(true)) => {
+            format!(" <span class=\"ok\">within the RTO of {}</span>", age_text(rto))
+        }
+        (Some(rto), Some(false)) if group.last_restore_test.as_ref().is_some_and(|t| !t.passed) => {
+            format!(
+                " <span class=\"bad\">the RTO of {} is not met: the restore failed</span>",
+                age_text(rto)
+            )
+        }
+        (Some(rto), Some(false)) => {
+            format!(" <span class=\"bad\">MISSES the RTO of {}</span>", age_text(rto))
+        }
+        (Some(rto), None) => format!(" (RTO {}: untested)", age_text(rto)),
+        (None, _) => String::new(),
+    };
+    format!("{verify} · {test}{rto}")
 }
 
 /// Bytes added per backup over its position in time: a polyline with one circle per backup.
@@ -252,23 +385,14 @@ pub fn prometheus(report: &Report) -> String {
         }
     };
     let repo = label_value(&crate::redact::url(&report.repository));
-    let per_group = |f: &dyn Fn(&ReportBackup) -> f64| -> Vec<(String, f64)> {
-        report
-            .groups
-            .iter()
-            .filter_map(|g| {
-                let latest = g.backups.last()?;
-                Some((
-                    // `field:value` words: some text-format parsers split label values on `=`.
-                    format!(
-                        "{{repository=\"{repo}\",group=\"{}\"}}",
-                        label_value(&g.key.replace('=', ":"))
-                    ),
-                    f(latest),
-                ))
-            })
-            .collect()
+    // `field:value` words: some text-format parsers split label values on `=`.
+    let group_labels = |g: &ReportGroup| {
+        format!("{{repository=\"{repo}\",group=\"{}\"}}", label_value(&g.key.replace('=', ":")))
     };
+    let checks = |f: &dyn Fn(&ReportGroup) -> Option<f64>| -> Vec<(String, f64)> {
+        report.groups.iter().filter_map(|g| Some((group_labels(g), f(g)?))).collect()
+    };
+    let per_group = |f: &dyn Fn(&ReportBackup) -> f64| checks(&|g| Some(f(g.backups.last()?)));
     let time = |b: &ReportBackup| {
         b.time.parse::<jiff::Timestamp>().map(|t| t.as_second() as f64).unwrap_or(f64::NAN)
     };
@@ -295,6 +419,38 @@ pub fn prometheus(report: &Report) -> String {
         "gauge",
         "Bytes the group's latest backup added to the repository.",
         per_group(&|b| b.bytes_added as f64),
+    );
+    let timestamp = |t: &str| t.parse::<jiff::Timestamp>().ok().map(|t| t.as_second() as f64);
+    let success = |passed: bool| if passed { 1.0 } else { 0.0 };
+    family(
+        "qvault_verify_last_success_timestamp_seconds",
+        "gauge",
+        "When the newest verify that found the group's backups restorable started (Unix time).",
+        checks(&|g| timestamp(g.last_verify_success.as_deref()?)),
+    );
+    family(
+        "qvault_verify_last_run_success",
+        "gauge",
+        "Whether the newest verify of the group's backups passed (1) or not (0).",
+        checks(&|g| Some(success(g.last_verify.as_ref()?.passed))),
+    );
+    family(
+        "qvault_restore_test_last_success_timestamp_seconds",
+        "gauge",
+        "When the newest restore test that passed for the group started (Unix time).",
+        checks(&|g| timestamp(g.last_restore_test_success.as_deref()?)),
+    );
+    family(
+        "qvault_restore_test_last_run_success",
+        "gauge",
+        "Whether the newest restore test of the group passed (1) or not (0).",
+        checks(&|g| Some(success(g.last_restore_test.as_ref()?.passed))),
+    );
+    family(
+        "qvault_restore_test_duration_seconds",
+        "gauge",
+        "Recovery time: how long the newest restore test of the group took.",
+        checks(&|g| Some(g.last_restore_test.as_ref()?.duration_seconds)),
     );
     let total = format!("{{repository=\"{repo}\"}}");
     family(

@@ -23,9 +23,37 @@ pub fn storage(global: &GlobalArgs) -> Result<Storage> {
         s3_region: global.s3_region.clone(),
         access_key_id: global.s3_access_key_id.clone(),
         secret_access_key: global.s3_secret_access_key.clone(),
+        azure_endpoint: global.azure_endpoint.clone(),
+        azure_account: global.azure_account.clone(),
+        azure_key: global.azure_key.clone(),
+        gcs_credential_file: global.gcs_credential_file.as_ref().map(|p| p.display().to_string()),
+        webdav_password: webdav_password(global)?,
         ..StorageOptions::default()
     };
     Ok(Storage::open(repo_location(global)?, &options)?)
+}
+
+/// The WebDAV password: the setting (environment or config file), else the first line of
+/// the password file. Registered with the log scrubber before anything can print it.
+fn webdav_password(global: &GlobalArgs) -> Result<Option<String>> {
+    if let Some(p) = global.webdav_password.clone().filter(|p| !p.is_empty()) {
+        super::logging::register_secret(&p);
+        return Ok(Some(p));
+    }
+    let Some(path) = &global.webdav_password_file else { return Ok(None) };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        qvault::Error::io(format!("reading the WebDAV password file {}", path.display()), e)
+    })?;
+    let password = text.lines().next().unwrap_or_default().trim_end_matches('\r').to_string();
+    if password.is_empty() {
+        return Err(qvault::Error::invalid_input(format!(
+            "the WebDAV password file {} is empty: its first line is the password",
+            path.display()
+        ))
+        .into());
+    }
+    super::logging::register_secret(&password);
+    Ok(Some(password))
 }
 
 pub fn cache(global: &GlobalArgs) -> Cache {

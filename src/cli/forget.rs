@@ -5,7 +5,7 @@
 //! (group overrides included): what the command line says is all that applies.
 
 use super::common;
-use super::config_file;
+use super::config;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
@@ -101,7 +101,7 @@ impl ForgetArgs {
 }
 
 pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
-    let file = config_file::load(global)?.forget.unwrap_or_default();
+    let file = config::forget_section(global)?;
     let flags = args.policy();
     let (policy, group_policies) = if !flags.is_empty() || !args.ids.is_empty() {
         (flags, Default::default())

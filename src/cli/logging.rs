@@ -6,9 +6,10 @@
 //!    so `-vv` or `RUST_LOG=debug` printed the S3 secret key twice. Whatever `-v` or
 //!    `RUST_LOG` say, those targets stop at [`CAPPED`]'s level.
 //! 2. Every log line and panic message is scrubbed of every secret value the process
-//!    knows ([`register_secret`]: S3 secret key and session token, Qdrant API key,
-//!    passphrases, identity and key file contents) and of anything shaped like an age
-//!    identity, before it is written.
+//!    knows ([`register_secret`]: S3 secret key and session token, Azure key, WebDAV
+//!    password (variable, config file or password file), Qdrant API key, passphrases,
+//!    identity and key file contents, every secret setting of the config file) and of
+//!    anything shaped like an age identity, before it is written.
 //!
 //! Colour codes only go to a terminal.
 
@@ -32,6 +33,7 @@ const SECRET_VARS: &[&str] = &[
     "AZURE_STORAGE_KEY",
     "QDRANT_API_KEY",
     "QVAULT_PASSPHRASE",
+    "QVAULT_WEBDAV_PASSWORD",
 ];
 
 /// Shorter values would scrub ordinary words out of every line; a secret that short

@@ -1,6 +1,7 @@
 //! `qvault metrics` and `--metrics-file PATH`: Prometheus text format for node_exporter's
 //! textfile collector, from the repository (per group: the latest backup's time, duration
-//! and bytes; totals) and, with `--metrics-file`, the command that just ran.
+//! and bytes, the last verify and restore test and its recovery time; totals) and, with
+//! `--metrics-file`, the command that just ran.
 //!
 //! The file is written atomically (a temporary sibling, then a rename), so the collector
 //! never reads half a file; failing to write it only warns.
@@ -49,7 +50,9 @@ pub async fn write_file(path: &Path, global: &GlobalArgs, command: &str, code: u
          qvault_command_duration_seconds{labels} {}\n",
         took.as_secs_f64()
     );
-    match repository_metrics(global, &GroupBy::default()).await {
+    // The command already ran with this configuration: it loads.
+    let group_by = super::config::load(global).ok().and_then(|c| c.group_by()).unwrap_or_default();
+    match repository_metrics(global, &group_by).await {
         Ok(repo) => text.push_str(&repo),
         Err(e) => tracing::warn!("metrics without the repository's: {e:#}"),
     }

@@ -3,7 +3,7 @@
 pub mod backup;
 pub mod check;
 pub mod common;
-pub mod config_file;
+pub mod config;
 pub mod copy;
 pub mod docs;
 pub mod forget;
@@ -67,15 +67,31 @@ pub struct GlobalArgs {
     /// S3 region.
     #[arg(long, env = "QVAULT_S3_REGION", global = true)]
     pub s3_region: Option<String>,
-    /// TOML config file with defaults (repository, identity, key, cache_dir, [s3]).
+    /// Azure Blob endpoint (Azurite, a private endpoint, a sovereign cloud).
+    #[arg(long, value_name = "URL", env = "QVAULT_AZURE_ENDPOINT", global = true)]
+    pub azure_endpoint: Option<String>,
+    /// TOML config file with every setting a scheduled job needs (docs/configuration.md).
     #[arg(long, env = "QVAULT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
-    /// S3 credentials from the config file; the environment's AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY are used when these are unset.
+    /// The config file's [profiles.NAME] table to apply over its top level.
+    #[arg(long, value_name = "NAME", env = "QVAULT_PROFILE", global = true)]
+    pub profile: Option<String>,
+    /// Backend credentials from the environment or the config file (they have no flag: a
+    /// flag's value shows in the process list).
     #[arg(skip)]
     pub s3_access_key_id: Option<String>,
     #[arg(skip)]
     pub s3_secret_access_key: Option<String>,
+    #[arg(skip)]
+    pub azure_account: Option<String>,
+    #[arg(skip)]
+    pub azure_key: Option<String>,
+    #[arg(skip)]
+    pub gcs_credential_file: Option<PathBuf>,
+    #[arg(skip)]
+    pub webdav_password: Option<String>,
+    #[arg(skip)]
+    pub webdav_password_file: Option<PathBuf>,
     /// Print results as JSON on stdout.
     #[arg(long, global = true)]
     pub json: bool,
@@ -158,6 +174,9 @@ pub enum Command {
     Completions(docs::CompletionsArgs),
     /// Write man pages (qvault.1 and one per verb) into a directory.
     Man(docs::ManArgs),
+    /// The config file: `config check [FILE]`, `config reference`, `config show`.
+    #[command(subcommand)]
+    Config(config::command::ConfigCommand),
 }
 
 impl std::fmt::Debug for GlobalArgs {

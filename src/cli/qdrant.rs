@@ -56,6 +56,19 @@ pub enum QdrantCommand {
     Snapshots(SnapshotsCommand),
 }
 
+impl QdrantCommand {
+    /// The connection flags, for the config file to fill.
+    pub fn conn_mut(&mut self) -> &mut QdrantConnArgs {
+        let QdrantCommand::Snapshots(cmd) = self;
+        match cmd {
+            SnapshotsCommand::List(scope) | SnapshotsCommand::Create(scope) => &mut scope.conn,
+            SnapshotsCommand::Download { scope, .. } | SnapshotsCommand::Delete { scope, .. } => {
+                &mut scope.conn
+            }
+        }
+    }
+}
+
 /// Which snapshots: a collection's, one of its shards', or the full storage's.
 #[derive(Args, Debug, Clone)]
 pub struct ScopeArgs {

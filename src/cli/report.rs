@@ -4,6 +4,7 @@ use super::common;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
+use qvault::report::ReportOptions;
 use qvault::retention::{GroupBy, RetentionDuration};
 use std::path::PathBuf;
 
@@ -18,14 +19,21 @@ pub struct ReportArgs {
     /// Group backups by these fields (source, host, name, tags, streams).
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
+    /// Recovery time objective (e.g. 15m, 1h): each group's last restore-test time is
+    /// compared with it.
+    #[arg(long, value_name = "DURATION")]
+    pub rto: Option<RetentionDuration>,
 }
 
 pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<()> {
     let repo = common::open(global).await?;
     let now = jiff::Timestamp::now();
-    let max_age = args.max_age.map(|d| d.seconds_before(now));
-    let group_by = args.group_by.clone().unwrap_or_default();
-    let report = qvault::report::build(&repo, &group_by, max_age, now).await?;
+    let options = ReportOptions {
+        group_by: args.group_by.clone().unwrap_or_default(),
+        max_age_seconds: args.max_age.map(|d| d.seconds_before(now)),
+        rto_seconds: args.rto.map(|d| d.seconds_before(now)),
+    };
+    let report = qvault::report::build_with(&repo, &options, now).await?;
     if let Some(path) = &args.html {
         let page = qvault::report::html(&report);
         std::fs::write(path, page)
@@ -45,8 +53,26 @@ pub async fn run(global: &GlobalArgs, args: &ReportArgs) -> Result<()> {
                 None => "",
             };
             let added: u64 = group.backups.iter().map(|b| b.bytes_added).sum();
+            let verify = match &group.last_verify {
+                Some(v) if v.passed => format!(", verified {}", v.time),
+                Some(v) => format!(", last verify FAILED {}", v.time),
+                None => ", never verified".to_string(),
+            };
+            let test = match (&group.last_restore_test, group.rto_met) {
+                (Some(t), met) => format!(
+                    ", restore test {} in {:.1} s{}",
+                    if t.passed { "passed" } else { "FAILED" },
+                    t.duration_seconds,
+                    match met {
+                        Some(true) => " (within the RTO)",
+                        Some(false) if t.passed => " (MISSES the RTO)",
+                        _ => "",
+                    }
+                ),
+                (None, _) => String::new(),
+            };
             println!(
-                "{}: {} backups, {} added{fresh}",
+                "{}: {} backups, {} added{fresh}{verify}{test}",
                 group.key,
                 group.backups.len(),
                 common::human_bytes(added)

@@ -66,14 +66,18 @@ pub(super) fn azblob(
     prefix: &str,
     options: &StorageOptions,
 ) -> Result<(Operator, String)> {
-    let account = options.access_key_id.clone().or_else(|| env("AZURE_STORAGE_ACCOUNT"));
-    let key = options.secret_access_key.clone().or_else(|| env("AZURE_STORAGE_KEY"));
-    let endpoint = env("AZURE_STORAGE_ENDPOINT")
+    // Not the S3 fields: a host with AWS credentials in its environment must not send
+    // them to Azure as an account name and key.
+    let account = options.azure_account.clone().or_else(|| env("AZURE_STORAGE_ACCOUNT"));
+    let key = options.azure_key.clone().or_else(|| env("AZURE_STORAGE_KEY"));
+    let endpoint = (options.azure_endpoint.clone())
+        .or_else(|| env("AZURE_STORAGE_ENDPOINT"))
+        .map(|e| e.trim_end_matches('/').to_string())
         .or_else(|| account.as_ref().map(|a| format!("https://{a}.blob.core.windows.net")));
     let Some(endpoint) = endpoint else {
         return Err(Error::invalid_input(format!(
             "repository location {display}: set AZURE_STORAGE_ACCOUNT (and \
-             AZURE_STORAGE_KEY) or AZURE_STORAGE_ENDPOINT"
+             AZURE_STORAGE_KEY), or give the endpoint with --azure-endpoint"
         )));
     };
     let mut b =
@@ -103,10 +107,12 @@ pub(super) fn gcs(
     display: &str,
     bucket: &str,
     prefix: &str,
-    _options: &StorageOptions,
+    options: &StorageOptions,
 ) -> Result<(Operator, String)> {
     let mut b = opendal::services::Gcs::default().bucket(bucket).root(prefix);
-    if let Some(path) = env("GOOGLE_APPLICATION_CREDENTIALS") {
+    let credentials =
+        options.gcs_credential_file.clone().or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"));
+    if let Some(path) = credentials {
         b = b.credential_path(&path);
     }
     let op = Operator::new(b).map_err(|e| config_err(display, "Google Cloud Storage", e))?;

@@ -57,10 +57,20 @@ pub struct StorageOptions {
     pub s3_endpoint: Option<String>,
     /// S3 region; default: `AWS_REGION`, then `us-east-1`.
     pub s3_region: Option<String>,
-    /// Access key id; default: `AWS_ACCESS_KEY_ID` (Azure: storage account name).
+    /// S3 access key id; default: `AWS_ACCESS_KEY_ID`.
     pub access_key_id: Option<String>,
-    /// Secret access key; default: `AWS_SECRET_ACCESS_KEY` (Azure: storage account key).
+    /// S3 secret access key; default: `AWS_SECRET_ACCESS_KEY`.
     pub secret_access_key: Option<String>,
+    /// Azure Blob endpoint; default: `AZURE_STORAGE_ENDPOINT`, then the account's.
+    pub azure_endpoint: Option<String>,
+    /// Azure storage account; default: `AZURE_STORAGE_ACCOUNT`.
+    pub azure_account: Option<String>,
+    /// Azure storage account key; default: `AZURE_STORAGE_KEY`.
+    pub azure_key: Option<String>,
+    /// Google service-account file; default: `GOOGLE_APPLICATION_CREDENTIALS`.
+    pub gcs_credential_file: Option<String>,
+    /// WebDAV password when the location has none (`webdav://user@host/…`).
+    pub webdav_password: Option<String>,
     /// Limit for one whole operation (default 60 s).
     pub timeout: Option<Duration>,
     /// Limit for one I/O step inside an operation (default 30 s).
@@ -79,6 +89,11 @@ impl fmt::Debug for StorageOptions {
             .field("s3_region", &self.s3_region)
             .field("access_key_id", &redacted(&self.access_key_id))
             .field("secret_access_key", &redacted(&self.secret_access_key))
+            .field("azure_endpoint", &self.azure_endpoint)
+            .field("azure_account", &self.azure_account)
+            .field("azure_key", &redacted(&self.azure_key))
+            .field("gcs_credential_file", &self.gcs_credential_file)
+            .field("webdav_password", &redacted(&self.webdav_password))
             .field("timeout", &self.timeout)
             .field("io_timeout", &self.io_timeout)
             .field("retries", &self.retries)
@@ -187,7 +202,8 @@ impl Storage {
                     &endpoint,
                     &root,
                     user.as_deref(),
-                    parsed.password.as_deref(),
+                    // A password written in the location is the most specific one.
+                    parsed.password.as_deref().or(options.webdav_password.as_deref()),
                 )?;
                 (Backend::Webdav, Some(endpoint), Ops::Ready(settings.apply(op)))
             }

@@ -7,6 +7,7 @@ mod support;
 
 mod check;
 mod cli;
+mod config;
 mod copy;
 mod dirtar;
 mod dirtree;

@@ -36,7 +36,9 @@ async fn each_group_lists_its_backups_oldest_first_with_freshness_against_max_ag
 }
 
 /// Parses Prometheus text format with a real parser; returns (metric, labels, value) samples.
-fn parse_prometheus(text: &str) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
+pub(crate) fn parse_prometheus(
+    text: &str,
+) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
     scrape
@@ -104,4 +106,100 @@ fn the_metrics_file_parses_and_names_the_command_and_each_group() {
     assert!(out.status.success());
     let printed = parse_prometheus(&String::from_utf8(out.stdout).unwrap());
     assert!(printed.iter().any(|(m, _, v)| m == "qvault_backup_last_added_bytes" && *v > 0.0));
+}
+
+/// Appends a record to the operation log as `verify` (or `--restore-test`) would, at `time`.
+async fn log_check(
+    repo: &qvault::Repository,
+    time: &str,
+    what: &str,
+    checked: &[qvault::BackupId],
+    failed: &[qvault::BackupId],
+    seconds: u64,
+) {
+    let mut record = qvault::oplog::OpRecord::started("verify", what.to_string());
+    record.time = time.to_string();
+    record.backups = checked.to_vec();
+    record.failed_backups = failed.to_vec();
+    record.duration_ms = seconds * 1000;
+    if !failed.is_empty() {
+        record.outcome = qvault::oplog::Outcome::Failed;
+    }
+    let recipient = repo.key().metadata_recipient();
+    qvault::oplog::append(repo.storage(), &recipient, &record).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_group_shows_its_last_verify_and_restore_test_and_the_recovery_time_against_the_rto() {
+    use qvault::report::{build_with, prometheus, ReportOptions};
+    let dir = TestRepo::new(None).await;
+    let repo = dir.open().await;
+    let a = backup_bytes(&repo, "a.bin", pseudo_random(60_000, 1)).await;
+    let b = backup_bytes(&repo, "b.bin", pseudo_random(60_000, 2)).await;
+    log_check(&repo, "2026-11-01T01:00:00.000Z", "structure", &[a.id, b.id], &[], 2).await;
+    log_check(&repo, "2026-11-02T01:00:00.000Z", "read-data", &[a.id, b.id], &[b.id], 9).await;
+    log_check(&repo, "2026-11-03T01:00:00.000Z", "restore-test", &[a.id], &[], 90).await;
+    log_check(&repo, "2026-11-04T01:00:00.000Z", "restore-test", &[b.id], &[b.id], 30).await;
+    // A record from a newer qvault, with a field this one does not know, still counts.
+    let newer = br#"{"time":"2026-11-05T01:00:00.000Z","host":"h","user":"u","operation":"verify","what":"restore-test --qdrant","outcome":"ok","duration_ms":45000,"backups":[],"qdrant_restore_ms":41000}"#;
+    let mut plain = b"QVLG".to_vec();
+    plain.extend(1u32.to_le_bytes());
+    plain.extend_from_slice(newer);
+    let mut record = qvault::oplog::OpRecord::decode(&plain, "a newer record").unwrap();
+    assert!(record.is_restore_test());
+    record.backups = vec![a.id];
+    let recipient = repo.key().metadata_recipient();
+    qvault::oplog::append(repo.storage(), &recipient, &record).await.unwrap();
+
+    let now = "2026-11-06T00:00:00Z".parse().unwrap();
+    let options = ReportOptions { rto_seconds: Some(60), ..Default::default() };
+    let report = build_with(&repo, &options, now).await.unwrap();
+    let group = |name: &str| report.groups.iter().find(|g| g.key.contains(name)).unwrap();
+    let (ga, gb) = (group("a.bin"), group("b.bin"));
+    assert_eq!(report.rto_seconds, Some(60));
+
+    let verify = ga.last_verify.as_ref().unwrap();
+    assert_eq!((verify.time.as_str(), verify.passed), ("2026-11-02T01:00:00.000Z", true));
+    let test = ga.last_restore_test.as_ref().unwrap();
+    assert_eq!(
+        (test.what.as_str(), test.passed, test.duration_seconds),
+        ("restore-test --qdrant", true, 45.0)
+    );
+    assert_eq!(ga.rto_met, Some(true), "45 s within a 60 s RTO");
+
+    let verify = gb.last_verify.as_ref().unwrap();
+    assert!(!verify.passed, "the read-data verify found b damaged");
+    assert_eq!(gb.last_verify_success.as_deref(), Some("2026-11-01T01:00:00.000Z"));
+    assert!(!gb.last_restore_test.as_ref().unwrap().passed);
+    assert_eq!(gb.last_restore_test_success, None);
+    assert_eq!(gb.rto_met, Some(false), "a failed restore test meets no RTO");
+
+    let json = serde_json::to_value(&report).unwrap();
+    let ja =
+        json["groups"].as_array().unwrap().iter().find(|g| g["key"] == ga.key.as_str()).unwrap();
+    assert_eq!(ja["last_restore_test"]["duration_seconds"], 45.0);
+    assert_eq!(ja["rto_met"], true);
+    let page = html(&report);
+    assert!(page.contains("within the RTO of 60 s"), "{page}");
+    assert!(page.contains("the RTO of 60 s is not met: the restore failed"), "{page}");
+
+    let samples = parse_prometheus(&prometheus(&report));
+    let value = |metric: &str, group: &str| {
+        samples
+            .iter()
+            .find(|(m, l, _)| m == metric && l["group"].contains(group))
+            .map(|(_, _, v)| *v)
+    };
+    let day = |d: i64| {
+        "2026-11-01T01:00:00Z".parse::<jiff::Timestamp>().unwrap().as_second() as f64
+            + (d * 86_400) as f64
+    };
+    assert_eq!(value("qvault_verify_last_success_timestamp_seconds", "a.bin"), Some(day(1)));
+    assert_eq!(value("qvault_verify_last_run_success", "a.bin"), Some(1.0));
+    assert_eq!(value("qvault_verify_last_success_timestamp_seconds", "b.bin"), Some(day(0)));
+    assert_eq!(value("qvault_verify_last_run_success", "b.bin"), Some(0.0));
+    assert_eq!(value("qvault_restore_test_duration_seconds", "a.bin"), Some(45.0));
+    assert_eq!(value("qvault_restore_test_last_success_timestamp_seconds", "a.bin"), Some(day(4)));
+    assert_eq!(value("qvault_restore_test_last_run_success", "b.bin"), Some(0.0));
+    assert_eq!(value("qvault_restore_test_last_success_timestamp_seconds", "b.bin"), None);
 }

@@ -10,6 +10,11 @@ const AWS_SECRET: &str = "canary-aws-secret-3f9c1e";
 const AWS_TOKEN: &str = "canary-aws-session-token-7d2b";
 const QDRANT_KEY: &str = "canary-qdrant-api-key-51ea";
 const PASSPHRASE: &str = "canary-passphrase-90c4";
+const WEBDAV_PASSWORD: &str = "canary-webdav-password-6a1f";
+const WEBDAV_FILE_PASSWORD: &str = "canary-webdav-file-password-2b7e";
+const CONFIG_AZURE_KEY: &str = "canary-config-azure-key-c3d8";
+const CONFIG_QDRANT_KEY: &str = "canary-config-qdrant-key-e5f0";
+const CONFIG_WEBDAV_PASSWORD: &str = "canary-config-webdav-password-17aa";
 
 /// Runs qvault at full verbosity with every secret in the environment.
 fn run(home: &Path, args: &[&str], extra: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
@@ -113,6 +118,37 @@ fn no_secret_appears_in_any_output_at_any_verbosity() {
     let list = ["qdrant", "snapshots", "list", "--qdrant", &qdrant, "--collection", "c"];
     assert_ne!(step("qdrant snapshots list", &list, &[], None), Some(0));
 
+    // WebDAV passwords from the environment and from a password file, Azure and Qdrant keys
+    // and a WebDAV password from a config file: to servers that are not there.
+    let closed = format!("127.0.0.1:{}", closed_port());
+    let dav = format!("webdav://bob@{closed}/repo");
+    let dav_env = [("QVAULT_WEBDAV_PASSWORD", WEBDAV_PASSWORD)];
+    assert_ne!(step("webdav (env)", &["backups", "--repo", &dav], &dav_env, None), Some(0));
+    let password_file = home.join("webdav-password");
+    std::fs::write(&password_file, format!("{WEBDAV_FILE_PASSWORD}\n")).unwrap();
+    let file_env = [("QVAULT_WEBDAV_PASSWORD_FILE", password_file.to_str().unwrap())];
+    let args = ["backups", "--repo", &dav];
+    assert_ne!(step("webdav (file)", &args, &file_env, None), Some(0));
+    let config = home.join("qvault.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"azblob://container/prefix\"\n[azure]\nendpoint = \"http://{closed}\"\n\
+             account = \"devstoreaccount1\"\nkey = {CONFIG_AZURE_KEY:?}\n\
+             [qdrant]\napi_key = {CONFIG_QDRANT_KEY:?}\n[webdav]\npassword = {CONFIG_WEBDAV_PASSWORD:?}\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let no_key = [("QDRANT_API_KEY", ""), ("AZURE_STORAGE_KEY", "")];
+    assert_ne!(step("azure (config)", &["--config", config, "backups"], &no_key, None), Some(0));
+    let show = ["--config", config, "config", "show"];
+    assert_eq!(step("config show", &show, &no_key, None), Some(0));
+    let list = ["--config", config, "qdrant", "snapshots", "list", "--qdrant", &qdrant];
+    assert_ne!(step("qdrant (config key)", &list, &no_key, None), Some(0));
+    let dav_config = ["--config", config, "--repo", &dav, "backups"];
+    assert_ne!(step("webdav (config)", &dav_config, &no_key, None), Some(0));
+
     let s3 = s3.join().unwrap();
     assert_ne!(s3.status.code(), Some(0));
     outputs.push(("s3 backups".to_string(), s3));
@@ -125,6 +161,11 @@ fn no_secret_appears_in_any_output_at_any_verbosity() {
         &identity_secret,
         &master,
         &metadata_identity,
+        WEBDAV_PASSWORD,
+        WEBDAV_FILE_PASSWORD,
+        CONFIG_AZURE_KEY,
+        CONFIG_QDRANT_KEY,
+        CONFIG_WEBDAV_PASSWORD,
     ];
     let mut logged = 0;
     for (name, out) in &outputs {

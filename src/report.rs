@@ -169,17 +169,29 @@ pub async fn build_with(
 
 /// The verify runs (or the restore tests) that checked any of `ids`, oldest first: each
 /// passed when it found every one of them it checked restorable.
+///
+/// A restore test's duration is the group's recovery time: the restores of `ids`' streams
+/// as the record's `restore_times` give them (a run covers every group, so its own
+/// duration would charge each group for all of them); records without them fall back to
+/// the whole run's duration.
 fn runs(log: &[crate::oplog::LogEntry], ids: &[BackupId], restore_tests: bool) -> Vec<CheckRun> {
     log.iter()
         .filter(|e| e.record.is_restore_test() == restore_tests)
         .filter_map(|e| {
             let r = &e.record;
             let verdicts: Vec<bool> = ids.iter().filter_map(|id| r.verdict(id)).collect();
+            let restores: Vec<u64> = r
+                .restore_times
+                .iter()
+                .filter(|t| ids.contains(&t.backup))
+                .map(|t| t.restore_ms)
+                .collect();
+            let ms = if restores.is_empty() { r.duration_ms } else { restores.iter().sum() };
             (!verdicts.is_empty()).then(|| CheckRun {
                 time: r.time.clone(),
                 what: r.what.clone(),
                 passed: verdicts.iter().all(|v| *v),
-                duration_seconds: r.duration_ms as f64 / 1000.0,
+                duration_seconds: ms as f64 / 1000.0,
             })
         })
         .collect()

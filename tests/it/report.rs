@@ -203,3 +203,30 @@ async fn each_group_shows_its_last_verify_and_restore_test_and_the_recovery_time
     assert_eq!(value("qvault_restore_test_last_run_success", "b.bin"), Some(0.0));
     assert_eq!(value("qvault_restore_test_last_success_timestamp_seconds", "b.bin"), None);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_test_of_several_groups_charges_each_group_its_own_restore_time() {
+    use qvault::oplog::RestoreTime;
+    use qvault::report::{build_with, ReportOptions};
+    let dir = TestRepo::new(None).await;
+    let repo = dir.open().await;
+    let a = backup_bytes(&repo, "a.bin", pseudo_random(60_000, 1)).await;
+    let b = backup_bytes(&repo, "b.bin", pseudo_random(60_000, 2)).await;
+    let mut record = qvault::oplog::OpRecord::started("verify", "restore-test".to_string());
+    record.time = "2026-11-05T01:00:00.000Z".to_string();
+    record.backups = vec![a.id, b.id];
+    record.duration_ms = 95_000;
+    let time =
+        |backup, ms| RestoreTime { backup, stream: "s".into(), restore_ms: ms, passed: true };
+    record.restore_times = vec![time(a.id, 20_000), time(b.id, 70_000)];
+    let recipient = repo.key().metadata_recipient();
+    qvault::oplog::append(repo.storage(), &recipient, &record).await.unwrap();
+
+    let now = "2026-11-06T00:00:00Z".parse().unwrap();
+    let options = ReportOptions { rto_seconds: Some(60), ..Default::default() };
+    let report = build_with(&repo, &options, now).await.unwrap();
+    let group = |name: &str| report.groups.iter().find(|g| g.key.contains(name)).unwrap();
+    let seconds = |name: &str| group(name).last_restore_test.as_ref().unwrap().duration_seconds;
+    assert_eq!((seconds("a.bin"), seconds("b.bin")), (20.0, 70.0), "not the run's 95 s each");
+    assert_eq!((group("a.bin").rto_met, group("b.bin").rto_met), (Some(true), Some(false)));
+}

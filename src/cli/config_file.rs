@@ -13,6 +13,11 @@
 //! access_key_id = "…"
 //! secret_access_key = "…"
 //!
+//! # `qvault backup --collection C` with no --qdrant backs up from these nodes (every
+//! # node of a cluster); restore always needs --qdrant.
+//! [qdrant]
+//! urls = ["http://qdrant-0:6333", "http://qdrant-1:6333", "http://qdrant-2:6333"]
+//!
 //! # `qvault forget` with no flags applies this; keys are the flags' names.
 //! [forget]
 //! keep-within-hourly = "7d"
@@ -40,7 +45,17 @@ pub struct ConfigFile {
     pub cache_dir: Option<PathBuf>,
     #[serde(default)]
     pub s3: S3Section,
+    #[serde(default)]
+    pub qdrant: QdrantSection,
     pub forget: Option<ForgetSection>,
+}
+
+/// `[qdrant]`: the nodes `backup` reads when no `--qdrant` is given.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct QdrantSection {
+    #[serde(default)]
+    pub urls: Vec<String>,
 }
 
 #[derive(serde::Deserialize, Default)]

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::cluster::Topology;
 use super::shard_keys::ShardKey;
 use super::types::{CollectionParams, SnapshotDescription};
 use crate::error::{Error, ErrorKind, Result};
@@ -61,12 +62,39 @@ pub struct QdrantProvenance {
     /// Custom sharding: each shard key and its shard ids, in creation order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_keys: Option<Vec<ShardKey>>,
+    /// A shard read by a cluster backup (`--qdrant` given per node, or `--streamed`): the
+    /// collection's shards and replicas as the nodes reported them when the backup started.
+    /// Absent in other backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// When this shard was read (RFC 3339, UTC). The shards of one backup are read one
+    /// after another: Qdrant gives no consistency across shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+    /// How the shard was read: `streamed` (nothing stored on the node) or `snapshot`
+    /// (created, downloaded, deleted, where the streamed call was refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_via: Option<ReadVia>,
+    /// Shards of the collection this backup does not hold (`--allow-partial`: no reachable
+    /// Active replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_shards: Option<Vec<u32>>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
     /// Absent only while the backup has not made the snapshot yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<SnapshotProvenance>,
+}
+
+/// How a cluster backup read a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadVia {
+    /// `GET …/shards/{id}/snapshot`: built while sent, nothing stored on the node.
+    Streamed,
+    /// A shard snapshot created on the node, downloaded and deleted.
+    Snapshot,
 }
 
 /// The node a snapshot came from.
@@ -127,6 +155,10 @@ impl QdrantProvenance {
             aliases: None,
             requested_as: None,
             shard_keys: None,
+            topology: None,
+            read_at: None,
+            read_via: None,
+            missing_shards: None,
             collections: None,
             snapshot: None,
         }

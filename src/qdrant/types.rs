@@ -257,7 +257,7 @@ impl CollectionParams {
 }
 
 /// `v` with `null` object fields left out, recursively (Qdrant omits what is unset).
-fn without_nulls(v: &Value) -> Value {
+pub(crate) fn without_nulls(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()

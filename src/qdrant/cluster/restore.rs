@@ -317,7 +317,7 @@ pub async fn restore_cluster(
             e.context(format!("creating collection `{c}` for backup {}", plan.backup))
         })?;
     }
-    let topology = Topology::read(nodes, c).await?;
+    let topology = settled_topology(nodes, c).await?;
     let (hosts, _) = topology.pick_readers(nodes);
     if let Some(unhosted) = plan.shards.iter().find(|s| !hosts.contains_key(&s.shard_id)) {
         let why = topology
@@ -406,6 +406,28 @@ pub async fn restore_cluster(
         duration: started.elapsed(),
         warnings,
     })
+}
+
+/// How long a new collection may take to show on every node with its replicas Active.
+const SETTLE: Duration = Duration::from_secs(15);
+
+/// The target's topology once a new collection has reached every node (consensus applies
+/// it on each node in turn) and no replica given is still initializing. Gives up after
+/// [`SETTLE`] and returns what it saw, so the caller names what is missing.
+async fn settled_topology(nodes: &ClusterNodes, collection: &str) -> Result<Topology> {
+    let started = Instant::now();
+    loop {
+        let late = started.elapsed() > SETTLE;
+        match Topology::read(nodes, collection).await {
+            Ok(t) if late || t.shards.values().flatten().all(|r| r.state == "Active") => {
+                return Ok(t)
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound && !late => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Reads each restored shard's points on its node and the collection's exact count, and

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Method;
 use serde_json::{json, Value};
 
 use crate::qdrant_e2e::{qvault_async, text};
@@ -208,6 +209,22 @@ async fn a_node_down_during_backup_has_its_shards_read_from_the_other_replica() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_failing_mid_backup_passes_its_shard_to_another_replica() {
+    let source = source_cluster().await;
+    // Shard 1 (nodes 0 and 1) is read from node 0 first: it fails there after the topology
+    // was read, and is read from node 1 instead.
+    source.nodes[0].inject(Fault::status(Some(Method::GET), "/shards/1/snapshot", 503, 10));
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = backup(&repo, &source, false).await.unwrap();
+    let read = report.reads.iter().find(|r| r.stream == "clustered/shard-1").unwrap();
+    assert_eq!(read.url, client(&source.urls()[1]).url(), "{:?}", report.reads);
+    let m = &report.summary.manifest;
+    let shard1 = m.streams.iter().find(|s| s.name == "clustered/shard-1").unwrap();
+    assert_eq!(shard1.sha256, crate::support::sha256_hex(&source.shard_bytes(C, 1).unwrap()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_with_no_reachable_replica_fails_the_backup_unless_allow_partial() {
     let source = source_cluster().await;
     // Shard 0 lives on nodes 1 and 2: with both down, no replica is left.
@@ -322,7 +339,7 @@ async fn the_stray_replica_trap_is_real_in_the_fake_and_never_triggered_by_qvaul
 async fn a_refused_streamed_snapshot_falls_back_to_create_download_delete() {
     let source = source_cluster().await;
     for node in &source.nodes {
-        node.inject(Fault::status(Some(axum::http::Method::GET), "/shards/1/snapshot", 404, 1));
+        node.inject(Fault::status(Some(Method::GET), "/shards/1/snapshot", 404, 1));
     }
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;

@@ -32,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamKind;
 use crate::qdrant::aliases::{all_aliases, pointing_at, resolve};
 use crate::qdrant::backup::{stream_name, CreateOptions, RemoteSnapshot, SnapshotFate};
-use crate::qdrant::client::http_status;
+use crate::qdrant::client::{http_status, QdrantClient};
 use crate::qdrant::create::{create_snapshot, snapshots_before};
 use crate::qdrant::provenance::{NodeProvenance, QdrantProvenance, ReadVia, SnapshotProvenance};
 use crate::qdrant::shard_keys::{is_custom, shard_keys};
@@ -91,8 +91,8 @@ struct Pending {
 struct ShardStreams<'a> {
     nodes: &'a ClusterNodes,
     plans: Vec<CollectionPlan>,
-    /// (plan, shard, node) in read order.
-    queue: std::vec::IntoIter<(usize, u32, usize)>,
+    /// (plan, shard, nodes with an Active replica, the one picked first) in read order.
+    queue: std::vec::IntoIter<(usize, u32, Vec<usize>)>,
     versions: Vec<Option<ServerVersion>>,
     create: CreateOptions,
     pending: Option<Pending>,
@@ -102,18 +102,55 @@ struct ShardStreams<'a> {
 }
 
 impl ShardStreams<'_> {
-    async fn version(&mut self, node: usize) -> Result<ServerVersion> {
+    async fn version(&mut self, node: usize, client: &QdrantClient) -> Result<ServerVersion> {
         if let Some(v) = &self.versions[node] {
             return Ok(v.clone());
         }
-        let v = self.nodes.clients()[node].version().await?;
+        let v = client.version().await?;
         self.versions[node] = Some(v.clone());
         Ok(v)
     }
 
-    async fn open(&mut self, plan: usize, shard: u32, node: usize) -> Result<StreamSource> {
-        let version = self.version(node).await?;
-        let client = &self.nodes.clients()[node];
+    /// Opens `shard` on the first of `nodes` that gives it: a node that cannot be reached,
+    /// fails (5xx) or no longer holds an Active replica passes the shard to the next one.
+    async fn open(&mut self, plan: usize, shard: u32, nodes: &[usize]) -> Result<StreamSource> {
+        let mut failed = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            let another = i + 1 < nodes.len();
+            match self.open_on(plan, shard, *node, another).await {
+                Ok(source) => return Ok(source),
+                Err(e) if i + 1 < nodes.len() && replica_failed(&e) => {
+                    tracing::warn!("{e}; reading shard {shard} from another replica");
+                    // A fallback snapshot made before the failure is not left behind.
+                    self.release().await;
+                    failed.push(e.to_string());
+                }
+                Err(e) if failed.is_empty() => return Err(e),
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "every replica failed; before this one: {}",
+                        failed.join("; ")
+                    )))
+                }
+            }
+        }
+        Err(Error::new(ErrorKind::Qdrant, format!("no replica of shard {shard} to read")))
+    }
+
+    /// Opens `shard` on `node`; with `another` replica to try, after few retries.
+    async fn open_on(
+        &mut self,
+        plan: usize,
+        shard: u32,
+        node: usize,
+        another: bool,
+    ) -> Result<StreamSource> {
+        let client = &match another {
+            // A node that went down since the topology was read passes the shard on quickly.
+            true => self.nodes.clients()[node].with_retries(super::PROBE_RETRIES)?,
+            false => self.nodes.clients()[node].clone(),
+        };
+        let version = self.version(node, client).await?;
         let plan = &self.plans[plan];
         let c = plan.collection.as_str();
         let scope = SnapshotScope::shard(c, shard);
@@ -201,10 +238,16 @@ impl StreamSources for ShardStreams<'_> {
     async fn next_stream(&mut self) -> Result<Option<StreamSource>> {
         self.release().await;
         match self.queue.next() {
-            Some((plan, shard, node)) => self.open(plan, shard, node).await.map(Some),
+            Some((plan, shard, nodes)) => self.open(plan, shard, &nodes).await.map(Some),
             None => Ok(None),
         }
     }
+}
+
+/// Whether `e` is the replica's failure (another replica may serve the shard): no answer,
+/// a server error, or a replica that is no longer local and Active.
+fn replica_failed(e: &Error) -> bool {
+    e.kind() == ErrorKind::Qdrant && http_status(e).is_none_or(|s| s >= 500)
 }
 
 /// A blocking reader over a download stream, noting its errors in `errors` so the caller
@@ -259,7 +302,9 @@ pub async fn backup_cluster(
         let topology = Topology::read(nodes, &collection).await?;
         let (readers, unreadable) = topology.pick_readers(nodes);
         for (shard, node) in readers {
-            queue.push((plans.len(), shard, node));
+            let mut candidates = vec![node];
+            candidates.extend(topology.hosts(shard, nodes).into_iter().filter(|n| *n != node));
+            queue.push((plans.len(), shard, candidates));
         }
         plans.push(CollectionPlan {
             aliases: pointing_at(&aliases, &collection),

@@ -180,6 +180,17 @@ impl Topology {
         })
     }
 
+    /// The nodes (indexes into `nodes`) holding an Active replica of `shard`, among those
+    /// that answered.
+    pub fn hosts(&self, shard: u32, nodes: &ClusterNodes) -> Vec<usize> {
+        let replicas = self.shards.get(&shard).map(Vec::as_slice).unwrap_or_default();
+        replicas
+            .iter()
+            .filter(|r| r.state == "Active")
+            .filter_map(|r| r.url.as_deref().and_then(|u| nodes.index_of(u)))
+            .collect()
+    }
+
     /// The nodes that could not be reached.
     pub fn down(&self) -> impl Iterator<Item = &NodeSeen> {
         self.nodes.iter().filter(|n| n.down.is_some())
@@ -193,11 +204,7 @@ impl Topology {
         let mut picked = BTreeMap::new();
         let mut unreadable = Vec::new();
         for (shard, replicas) in &self.shards {
-            let best = replicas
-                .iter()
-                .filter(|r| r.state == "Active")
-                .filter_map(|r| r.url.as_deref().and_then(|u| nodes.index_of(u)))
-                .min_by_key(|i| (load[*i], *i));
+            let best = self.hosts(*shard, nodes).into_iter().min_by_key(|i| (load[*i], *i));
             match best {
                 Some(i) => {
                     load[i] += 1;

@@ -269,6 +269,36 @@ mod tests {
         assert_eq!((prov.shard_id, prov.expected_points()), (Some(0), (Some(3000), false)));
     }
 
+    /// A cluster shard's source: the topology, read time and method round-trip, and a
+    /// source written before them reads with all four absent.
+    #[test]
+    fn cluster_fields_round_trip_and_are_absent_from_older_sources() {
+        let value: Value = serde_json::json!({
+            "qdrant": {"url": "http://n1:6333/", "version": "1.18.3", "commit": null},
+            "collection": "c", "shard_id": 1, "points_count": 1104,
+            "topology": {"collection": "c", "shard_count": 3, "seen_at": "2026-11-30T07:00:00Z",
+                "nodes": [{"url": "http://n0:6333/", "down": "connection refused"},
+                          {"url": "http://n1:6333/", "peer_id": 57}],
+                "shards": {"1": [{"peer_id": 42, "state": "Active"},
+                                 {"peer_id": 57, "state": "Active", "url": "http://n1:6333/", "points_count": 1104}]}},
+            "read_at": "2026-11-30T07:00:01Z", "read_via": "streamed", "missing_shards": [0]
+        });
+        let prov = QdrantProvenance::from_source(Some(&value)).unwrap();
+        let topology = prov.topology.as_ref().unwrap();
+        assert_eq!(topology.shards[&1][1].points_count, Some(1104));
+        assert_eq!(topology.nodes[0].peer_id, None);
+        assert_eq!(prov.read_via, Some(ReadVia::Streamed));
+        assert_eq!(prov.missing_shards, Some(vec![0]));
+        assert_eq!(prov.to_source().unwrap(), value);
+
+        let shard: Value = serde_json::from_str(&fixture("shard.json")).unwrap();
+        let old = QdrantProvenance::from_source(Some(&shard)).unwrap();
+        assert_eq!(
+            (old.topology, old.read_at, old.read_via, old.missing_shards),
+            (None, None, None, None)
+        );
+    }
+
     #[test]
     fn a_file_streams_source_is_no_provenance() {
         assert_eq!(QdrantProvenance::from_source(Some(&serde_json::json!({"path": "/x"}))), None);

@@ -13,7 +13,9 @@ use axum::http::Method;
 use serde_json::{json, Value};
 
 use crate::qdrant_e2e::{qvault_async, text};
-use crate::support::fake_qdrant::{append_file, FakeCluster, FakeOptions, FakeQdrant, Fault};
+use crate::support::fake_qdrant::{
+    append_file, real_qdrant_dir, FakeCluster, FakeOptions, FakeQdrant, Fault,
+};
 use crate::support::TestRepo;
 use qvault::backup::{BackupOptions, Progress};
 use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ClusterBackupReport};
@@ -283,6 +285,24 @@ async fn a_target_with_another_shard_number_is_refused_before_upload() {
     assert!(e.to_string().contains("with shard_number 2, and backup"), "{e}");
     assert!(target.uploads().is_empty());
 
+    // A dry run into a fresh node plans, and changes nothing.
+    let fresh = FakeCluster::start(1).await;
+    let dry = vec![
+        "restore".into(),
+        id.to_string(),
+        "--qdrant".into(),
+        fresh.urls()[0].clone(),
+        "--dry-run".into(),
+    ];
+    let out = qvault_async(&repo, dry, vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("into collection `clustered` (created), 3 shards"),
+        "{}",
+        text(&out)
+    );
+    assert!(fresh.config(C).is_none() && fresh.uploads().is_empty());
+
     let mut args = vec!["restore".to_string(), id.to_string()];
     for url in target.urls() {
         args.extend(["--qdrant".into(), url]);
@@ -395,4 +415,54 @@ async fn the_config_file_names_the_nodes_of_a_cluster() {
         qvault_async(&repo, args, vec![("QVAULT_CONFIG", config.display().to_string())]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("clustered/shard-2"), "{}", text(&out));
+}
+
+/// The captured cluster's calls, by label.
+fn captured(label: &str) -> Option<Vec<Value>> {
+    let dir = real_qdrant_dir()?;
+    let text = std::fs::read_to_string(dir.join("cluster/transcript.jsonl")).ok()?;
+    let lines = text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap());
+    Some(lines.filter(|r| r["label"] == label).collect())
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object().unwrap().keys().cloned().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fake_cluster_answers_as_the_captured_one() {
+    let (Some(streamed), Some(created), Some(info)) = (
+        captured("streamed shard snapshot on a node without that shard"),
+        captured("shard snapshot on a node without that shard"),
+        captured("collection cluster info on each node"),
+    ) else {
+        return;
+    };
+    let source = source_cluster().await;
+    let http = reqwest::Client::new();
+    // Node 2 does not hold shard 1, as in the capture.
+    let base = &source.urls()[2];
+    let r = http.get(format!("{base}/collections/{C}/shards/1/snapshot")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), streamed[0]["status"]);
+    let body = r.bytes().await.unwrap();
+    assert_eq!(
+        crate::support::sha256_hex(&body),
+        streamed[0]["response_body"]["sha256"].as_str().unwrap(),
+        "the captured plain-text 400, byte for byte"
+    );
+    let r = http.post(format!("{base}/collections/{C}/shards/1/snapshots?wait=true")).send().await;
+    let r = r.unwrap();
+    assert_eq!(r.status().as_u16(), created[0]["status"]);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["status"], created[0]["response_json"]["status"]);
+
+    let r = http.get(format!("{base}/collections/{C}/cluster")).send().await.unwrap();
+    let ours: Value = r.json().await.unwrap();
+    let theirs = &info[0]["response_json"]["result"];
+    assert_eq!(keys(&ours["result"]), keys(theirs));
+    assert_eq!(keys(&ours["result"]["local_shards"][0]), keys(&theirs["local_shards"][0]));
+    assert_eq!(keys(&ours["result"]["remote_shards"][0]), keys(&theirs["remote_shards"][0]));
+    let local: Vec<&Value> =
+        ours["result"]["local_shards"].as_array().unwrap().iter().map(|s| &s["shard_id"]).collect();
+    assert_eq!(local, [&json!(0), &json!(2)], "node 2 holds shards 0 and 2, as captured");
 }

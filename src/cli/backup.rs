@@ -11,7 +11,7 @@ use qvault::backup::{backup, BackupOptions, BackupSummary, OnChange, Progress, S
 use qvault::qdrant::backup::{
     backup_qdrant, CreateOptions, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
 };
-use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions};
+use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ShardRead};
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -337,15 +337,24 @@ async fn run_cluster(global: &GlobalArgs, args: &BackupArgs, urls: &[String]) ->
     stop_progress_bar(bar);
     let report = result?;
     super::log::note(report.summary.manifest.summary.bytes_added, vec![report.summary.id], vec![]);
-    let shown = QdrantBackupReport {
-        summary: report.summary.clone(),
-        qdrant_version: report.qdrant_version.clone(),
-        snapshots: report.snapshots.clone(),
-    };
-    print_summary(global, &report.summary, Some(&shown))?;
-    if common::chatty(global) {
-        for read in &report.reads {
-            eprintln!("{} read from {} (peer {})", read.stream, read.url, read.peer_id);
+    if global.json {
+        common::print_json(&ClusterSummary {
+            summary: &report.summary,
+            qdrant_version: &report.qdrant_version,
+            reads: &report.reads,
+            missing_shards: report.missing.iter().map(|m| m.shard_id).collect(),
+            snapshots: &report.snapshots,
+        })?;
+    } else {
+        print_summary(global, &report.summary, None)?;
+        for (st, read) in report.summary.manifest.streams.iter().zip(&report.reads) {
+            println!(
+                "  {} {} sha256 {} from {}",
+                st.name,
+                common::human_bytes(st.size),
+                st.sha256,
+                read.url
+            );
         }
     }
     report_snapshots(global, &report.snapshots);
@@ -353,6 +362,18 @@ async fn run_cluster(global: &GlobalArgs, args: &BackupArgs, urls: &[String]) ->
         eprintln!("qvault: warning: PARTIAL backup {}: {}", report.summary.id, m.why);
     }
     Ok(())
+}
+
+/// `backup --json` of a cluster backup: the summary, which node gave each shard, and the
+/// shards a partial backup lacks.
+#[derive(serde::Serialize)]
+struct ClusterSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a BackupSummary,
+    qdrant_version: &'a str,
+    reads: &'a [ShardRead],
+    missing_shards: Vec<u32>,
+    snapshots: &'a [RemoteSnapshot],
 }
 
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {

@@ -190,6 +190,11 @@ async fn a_node_down_during_backup_has_its_shards_read_from_the_other_replica() 
     args.extend(["--collection".into(), C.into()]);
     let out = qvault_async(&repo, args, vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["missing_shards"], json!([]), "{json}");
+    let read_from: Vec<&str> =
+        json["reads"].as_array().unwrap().iter().map(|r| r["url"].as_str().unwrap()).collect();
+    assert!(!read_from.contains(&client(&source.urls()[0]).url()), "{json}");
 
     let r = repo.open().await;
     let listing = r.backups().unwrap();

@@ -389,6 +389,24 @@ pub async fn restore_cluster(
     }
 
     let points_count = check_counts(nodes, plan, &mut restored).await?;
+    // With `priority=snapshot` Qdrant marks the shard's other replicas Dead and refills them
+    // from the restored one (`recover_shard_snapshot_impl` in Qdrant's
+    // `src/common/snapshots.rs`): say so while that is under way.
+    let after = Topology::read(nodes, c).await?;
+    let refilling: Vec<String> = after
+        .shards
+        .iter()
+        .filter(|(_, replicas)| replicas.iter().any(|r| r.state != "Active"))
+        .map(|(id, _)| id.to_string())
+        .collect();
+    if !refilling.is_empty() {
+        warnings.push(format!(
+            "Qdrant is refilling the other replicas of shard(s) {} of `{c}` from the restored \
+             ones: until their state is Active again (GET /collections/{c}/cluster), those \
+             shards have one working replica",
+            refilling.join(", ")
+        ));
+    }
     for w in &plan.forced {
         warnings.push(format!("forced: {w}"));
     }

@@ -471,3 +471,22 @@ async fn the_fake_cluster_answers_as_the_captured_one() {
         ours["result"]["local_shards"].as_array().unwrap().iter().map(|s| &s["shard_id"]).collect();
     assert_eq!(local, [&json!(0), &json!(2)], "node 2 holds shards 0 and 2, as captured");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_two_clusters_are_refused() {
+    let source = source_cluster().await;
+    let other = FakeCluster::start(1).await;
+    let body = json!({"vectors": {"size": 32, "distance": "Cosine"}, "shard_number": 2});
+    other.create_collection(C, body, &[(0, &[0]), (1, &[0])]);
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let mut urls = source.urls();
+    urls.push(other.urls()[0].clone());
+    let options = ClusterBackupOptions { collections: vec![C.into()], ..Default::default() };
+    let progress = Arc::new(Progress::default());
+    let e = backup_cluster(&repo, &nodes(&urls), &options, &BackupOptions::default(), progress)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("the nodes disagree on the shard count"), "{e}");
+    assert!(repo.backups().unwrap().is_empty());
+}

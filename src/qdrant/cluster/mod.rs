@@ -140,6 +140,21 @@ impl Topology {
                 ),
             ));
         }
+        let counts: BTreeMap<String, u32> = answers
+            .iter()
+            .map(|(i, a)| (nodes.clients[*i].url().to_string(), a.shard_count))
+            .collect();
+        if counts.values().any(|n| Some(n) != counts.values().next()) {
+            let each: Vec<String> = counts.iter().map(|(u, n)| format!("{u}: {n}")).collect();
+            return Err(Error::new(
+                ErrorKind::Qdrant,
+                format!(
+                    "the nodes disagree on the shard count of collection `{collection}` ({}): \
+                     give the nodes of one cluster only, or retry when a resharding is done",
+                    each.join(", ")
+                ),
+            ));
+        }
         let url_of: BTreeMap<u64, String> =
             answers.iter().map(|(i, a)| (a.peer_id, nodes.clients[*i].url().to_string())).collect();
         let mut shards: BTreeMap<u32, Vec<ReplicaSeen>> = BTreeMap::new();

@@ -312,14 +312,16 @@ fn report_snapshots(global: &GlobalArgs, snapshots: &[RemoteSnapshot]) {
 
 /// Several nodes (or --streamed): every shard of each collection, one replica each.
 async fn run_cluster(global: &GlobalArgs, args: &BackupArgs, urls: &[String]) -> Result<()> {
-    if args.all_collections
+    let single_node_only = args.all_collections
         || args.full_storage
         || !args.shards.is_empty()
         || args.snapshot.is_some()
-    {
+        || args.keep_remote;
+    if single_node_only {
         return Err(qvault::Error::invalid_input(
-            "a cluster (or --streamed) backup reads every shard of each --collection: \
-             --all-collections, --full-storage, --shard and --snapshot take one --qdrant URL",
+            "a cluster (or --streamed) backup reads every shard of each --collection and \
+             stores nothing on the nodes: --all-collections, --full-storage, --shard, \
+             --snapshot and --keep-remote take one --qdrant URL without --streamed",
         )
         .into());
     }

@@ -75,6 +75,11 @@ pub struct QdrantProvenance {
     /// (created, downloaded, deleted, where the streamed call was refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_via: Option<ReadVia>,
+    /// Cluster backups: Qdrant's exact count of the whole collection, taken right before
+    /// this shard was read. Restore compares the restored collection's exact count with the
+    /// range of these over the backup's shards (one value when nothing was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_exact_count: Option<u64>,
     /// Shards of the collection this backup does not hold (`--allow-partial`: no reachable
     /// Active replica).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -158,6 +163,7 @@ impl QdrantProvenance {
             topology: None,
             read_at: None,
             read_via: None,
+            collection_exact_count: None,
             missing_shards: None,
             collections: None,
             snapshot: None,

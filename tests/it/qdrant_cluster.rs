@@ -146,7 +146,9 @@ async fn a_three_node_cluster_restores_identically_into_two_nodes_and_into_one()
     assert!(topology.shards.values().flatten().all(|r| r.state == "Active"));
     // Streamed: no snapshot was ever stored on a source node.
     for node in &source.nodes {
-        assert!(!node.requests().iter().any(|r| r.method == "POST"), "a snapshot was created");
+        let created =
+            node.requests().iter().any(|r| r.method == "POST" && r.uri.contains("/snapshots"));
+        assert!(!created, "a snapshot was created");
     }
 
     // Into 2 nodes, with the backup's replication factor (2): every node hosts every shard.
@@ -403,7 +405,9 @@ async fn a_single_node_backs_up_streamed_with_nothing_stored_on_it() {
     let streams: Vec<&str> =
         json["streams"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
     assert_eq!(streams, ["c/shard-0", "c/shard-1"], "{json}");
-    assert!(!fake.requests().iter().any(|r| r.method == "POST"), "nothing created on the node");
+    let created =
+        fake.requests().iter().any(|r| r.method == "POST" && r.uri.contains("/snapshots"));
+    assert!(!created, "nothing created on the node");
     assert!(fake.requests().iter().any(|r| r.uri == "/collections/c/shards/1/snapshot"));
 }
 
@@ -489,4 +493,33 @@ async fn nodes_of_two_clusters_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("the nodes disagree on the shard count"), "{e}");
     assert!(repo.backups().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_collection_off_the_backups_exact_count_fails_the_restore() {
+    let source = FakeCluster::start(2).await;
+    let body = json!({"vectors": {"size": 32, "distance": "Cosine"}, "shard_number": 2});
+    source.create_collection(C, body, &[(0, &[0]), (1, &[1])]);
+    // Bytes of this test only: the fake counts a shard's points by its bytes.
+    let shard = |seed: u64| {
+        let mut b = tar::Builder::new(Vec::new());
+        append_file(&mut b, "segments/s/data.bin", &pseudo_random(50_000, 900 + seed));
+        b.into_inner().unwrap()
+    };
+    source.set_shard(C, 0, shard(0), 10);
+    source.set_shard(C, 1, shard(1), 20);
+    let repo_dir = TestRepo::new(None).await;
+    let repo = repo_dir.open().await;
+    let report = backup(&repo, &source, false).await.unwrap();
+    let p = provenance(&report.summary.manifest, "clustered/shard-1");
+    assert_eq!(p.collection_exact_count, Some(30));
+
+    // Qdrant now recovers only 5 points from shard 1's bytes.
+    source.set_shard(C, 1, shard(1), 5);
+    let target = FakeCluster::start(1).await;
+    let e =
+        restore(&repo, report.summary.id, &target.urls(), &Default::default()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Qdrant, "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("holds 15 points (exact count), the backup counted 30"), "{msg}");
 }

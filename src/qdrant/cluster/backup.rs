@@ -187,6 +187,7 @@ impl ShardStreams<'_> {
         source.requested_as = plan.requested_as.clone();
         source.topology = Some(plan.topology.clone());
         source.missing_shards = (!plan.missing.is_empty()).then(|| plan.missing.clone());
+        source.collection_exact_count = Some(client.count_points(c, true).await?);
         source.read_at = Some(now_rfc3339());
 
         let (download, via, expected) = match client.stream_shard_snapshot(c, shard).await {

@@ -318,13 +318,15 @@ async fn a_target_with_another_shard_number_is_refused_before_upload() {
     assert_eq!(out.status.code(), Some(8), "{}", text(&out));
     assert!(target.uploads().is_empty());
 
-    // --replace drops it and restores the backup's layout.
+    // --replace drops it and restores the backup's layout, and its alias.
+    target.nodes[0].set_alias("current", C);
     args.push("--replace".into());
     let out = qvault_async(&repo, args, vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 shards): 3000 points"), "{}", text(&out));
     assert_eq!(target.config(C).unwrap()["params"]["shard_number"], 3);
     assert!(target.uploads().iter().all(|u| u.hosted));
+    assert_eq!(target.nodes[0].aliases().get("current").map(String::as_str), Some(C));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

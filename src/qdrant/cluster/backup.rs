@@ -119,7 +119,7 @@ impl ShardStreams<'_> {
             let another = i + 1 < nodes.len();
             match self.open_on(plan, shard, *node, another).await {
                 Ok(source) => return Ok(source),
-                Err(e) if i + 1 < nodes.len() && replica_failed(&e) => {
+                Err(e) if another && replica_failed(&e) => {
                     tracing::warn!("{e}; reading shard {shard} from another replica");
                     // A fallback snapshot made before the failure is not left behind.
                     self.release().await;

@@ -30,6 +30,7 @@ use super::{first_node, ClusterNodes, Topology};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{Manifest, StreamKind};
 use crate::id::BackupId;
+use crate::qdrant::aliases::{all_aliases, pointing_at};
 use crate::qdrant::client::RecoverOptions;
 use crate::qdrant::provenance::QdrantProvenance;
 use crate::qdrant::restore::{upload_stream, versions_compatible};
@@ -78,6 +79,9 @@ pub struct ClusterRestorePlan {
     pub forced: Vec<String>,
     /// Aliases the backup recorded; a cluster restore does not recreate them.
     pub aliases_left_out: Vec<String>,
+    /// Aliases pointing at the collection `--replace` drops (Qdrant drops them with it):
+    /// created again once the restore is checked.
+    pub aliases_kept: Vec<String>,
     /// The smallest and largest exact count of the collection the backup took before its
     /// shards (`None` for a partial backup, or one that did not count).
     pub expected_total: Option<(u64, u64)>,
@@ -277,6 +281,10 @@ pub async fn plan_cluster_restore(
             (None, false)
         }
     };
+    let aliases_kept = match drop_existing {
+        true => pointing_at(&all_aliases(&client).await?, &collection),
+        false => Vec::new(),
+    };
     let counts: Option<Vec<u64>> = streams.iter().map(|s| s.2.collection_exact_count).collect();
     let expected_total = counts
         .filter(|_| lacking.is_empty())
@@ -299,6 +307,7 @@ pub async fn plan_cluster_restore(
         target_version,
         forced,
         aliases_left_out: first.aliases.clone().unwrap_or_default(),
+        aliases_kept,
         expected_total,
     })
 }
@@ -414,6 +423,16 @@ pub async fn restore_cluster(
              shards have one working replica",
             refilling.join(", ")
         ));
+    }
+    if !plan.aliases_kept.is_empty() {
+        let (first, _) = first_node(nodes).await?;
+        first.create_aliases(c, &plan.aliases_kept).await.map_err(|e| {
+            e.context(format!(
+                "`{c}` was restored and checked, but the aliases {} that pointed at the \
+                 collection --replace dropped were not all created again",
+                plan.aliases_kept.join(", ")
+            ))
+        })?;
     }
     for w in &plan.forced {
         warnings.push(format!("forced: {w}"));

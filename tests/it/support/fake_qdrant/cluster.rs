@@ -18,8 +18,9 @@
 //!   peer that just died is not marked Dead until an update fails on it).
 //!
 //! Where it knowingly differs: points are counted per shard from what the test set or what
-//! was uploaded (by the bytes' SHA-256), not from segments; shard transfers never happen;
-//! a stray replica appears at once.
+//! was uploaded (by the bytes' SHA-256), not from segments; shard transfers never happen
+//! (the other replicas of a recovered shard are not marked Dead); a stray replica appears at
+//! once; aliases are kept per node, not shared through consensus.
 
 use super::*;
 
@@ -250,6 +251,8 @@ pub(super) async fn cluster_route(
         }
         (Method::DELETE, []) => {
             member.state.lock().unwrap().collections.remove(&c);
+            // Deleting a collection drops its aliases (kept per node here).
+            shared.inner.lock().unwrap().aliases.retain(|_, col| *col != c);
             Ok(ok(json!(true)))
         }
         (Method::POST, ["points", "count"]) => {
@@ -333,6 +336,12 @@ pub(super) async fn cluster_route(
         }
         _ => Err(req),
     }
+}
+
+/// Whether `c` is a collection of the node's cluster (aliases may point at it).
+pub(super) fn cluster_knows(shared: &Shared, c: &str) -> bool {
+    let Some(member) = &shared.cluster else { return false };
+    member.state.lock().unwrap().collections.contains_key(c)
 }
 
 /// `GET /collections/{c}/cluster` as node `node` answers it.

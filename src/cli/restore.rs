@@ -310,10 +310,10 @@ async fn run_cluster(
     id: BackupId,
     manifest: &Manifest,
 ) -> Result<()> {
-    if args.shard.is_some() || args.aliases {
+    if args.shard.is_some() {
         return Err(qvault::Error::invalid_input(
-            "a cluster restore recovers every shard on the node that hosts it: --shard and \
-             --aliases take a single-node restore (one --qdrant URL and --stream)",
+            "a cluster restore recovers every shard on the node that hosts it: --shard takes \
+             a single-node restore (one --qdrant URL and --stream)",
         )
         .into());
     }
@@ -333,6 +333,7 @@ async fn run_cluster(
         replication_factor: args.replication_factor,
         priority: args.priority,
         replace: args.replace,
+        aliases: args.aliases,
         force: args.force,
         restore: RestoreOptions::default(),
     };

@@ -118,6 +118,7 @@ fn assert_identical(source: &FakeCluster, target: &FakeCluster, report: &Cluster
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_node_cluster_restores_identically_into_two_nodes_and_into_one() {
     let source = source_cluster().await;
+    source.nodes[0].set_alias("live", C);
     let repo_dir = TestRepo::new(None).await;
     let repo = repo_dir.open().await;
     let report = backup(&repo, &source, false).await.unwrap();
@@ -134,6 +135,7 @@ async fn a_three_node_cluster_restores_identically_into_two_nodes_and_into_one()
     assert!(report.missing.is_empty() && report.snapshots.is_empty());
     let p = provenance(m, "clustered/shard-1");
     assert_eq!((p.shard_id, p.points_count), (Some(1), Some(Some(1104))));
+    assert_eq!(p.aliases, Some(vec!["live".to_string()]));
     assert_eq!(p.read_via, Some(ReadVia::Streamed));
     assert!(p.read_at.is_some() && p.missing_shards.is_none());
     let topology = p.topology.unwrap();
@@ -156,6 +158,8 @@ async fn a_three_node_cluster_restores_identically_into_two_nodes_and_into_one()
     let report2 =
         restore(&repo, report.summary.id, &two.urls(), &Default::default()).await.unwrap();
     assert_identical(&source, &two, &report2);
+    assert!(two.nodes[0].aliases().is_empty(), "aliases only with --aliases");
+    assert!(report2.warnings.iter().any(|w| w.contains("aliases live")), "{:?}", report2.warnings);
     assert_eq!(two.config(C).unwrap()["params"]["shard_number"], 3);
     assert_eq!(two.config(C).unwrap()["params"]["replication_factor"], 2);
 
@@ -164,10 +168,12 @@ async fn a_three_node_cluster_restores_identically_into_two_nodes_and_into_one()
     let options = ClusterRestoreOptions {
         collection: Some(C.into()),
         replication_factor: Some(1),
+        aliases: true,
         ..Default::default()
     };
     let r = restore(&repo, report.summary.id, &two_single.urls(), &options).await.unwrap();
     assert_identical(&source, &two_single, &r);
+    assert_eq!(two_single.nodes[0].aliases().get("live").map(String::as_str), Some(C));
     let placement = two_single.placement(C);
     assert_eq!(placement.values().cloned().collect::<Vec<_>>(), [vec![0], vec![1], vec![0]]);
     let by_shard: Vec<(u32, usize)> =

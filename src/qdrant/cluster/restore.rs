@@ -30,7 +30,7 @@ use super::{first_node, ClusterNodes, Topology};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{Manifest, StreamKind};
 use crate::id::BackupId;
-use crate::qdrant::aliases::{all_aliases, pointing_at};
+use crate::qdrant::aliases::{all_aliases, plan_aliases, pointing_at};
 use crate::qdrant::client::RecoverOptions;
 use crate::qdrant::provenance::QdrantProvenance;
 use crate::qdrant::restore::{upload_stream, versions_compatible};
@@ -49,6 +49,8 @@ pub struct ClusterRestoreOptions {
     pub priority: Option<SnapshotPriority>,
     /// Drop an existing collection first.
     pub replace: bool,
+    /// Recreate the aliases the backup recorded (never moving one that points elsewhere).
+    pub aliases: bool,
     /// Restore despite a Qdrant version qvault cannot vouch for, or missing shards.
     pub force: bool,
     pub restore: RestoreOptions,
@@ -77,11 +79,11 @@ pub struct ClusterRestorePlan {
     pub target_version: String,
     /// Warnings the checks raised but `force` overrode.
     pub forced: Vec<String>,
-    /// Aliases the backup recorded; a cluster restore does not recreate them.
+    /// Aliases to create once the restore is checked: the backup's (`--aliases`) and those
+    /// that pointed at a collection `--replace` drops (Qdrant drops them with it).
+    pub aliases: Vec<String>,
+    /// Aliases the backup recorded that this restore leaves out (no `--aliases`).
     pub aliases_left_out: Vec<String>,
-    /// Aliases pointing at the collection `--replace` drops (Qdrant drops them with it):
-    /// created again once the restore is checked.
-    pub aliases_kept: Vec<String>,
     /// The smallest and largest exact count of the collection the backup took before its
     /// shards (`None` for a partial backup, or one that did not count).
     pub expected_total: Option<(u64, u64)>,
@@ -281,10 +283,14 @@ pub async fn plan_cluster_restore(
             (None, false)
         }
     };
-    let aliases_kept = match drop_existing {
+    let kept = match drop_existing {
         true => pointing_at(&all_aliases(&client).await?, &collection),
         false => Vec::new(),
     };
+    let recorded = first.aliases.clone().unwrap_or_default();
+    let wanted: &[String] = if options.aliases { &recorded } else { &[] };
+    let aliases = plan_aliases(&client, &collection, wanted, &kept).await?;
+    let aliases_left_out = if options.aliases { Vec::new() } else { recorded.clone() };
     let counts: Option<Vec<u64>> = streams.iter().map(|s| s.2.collection_exact_count).collect();
     let expected_total = counts
         .filter(|_| lacking.is_empty())
@@ -306,8 +312,8 @@ pub async fn plan_cluster_restore(
         drop_existing,
         target_version,
         forced,
-        aliases_left_out: first.aliases.clone().unwrap_or_default(),
-        aliases_kept,
+        aliases,
+        aliases_left_out,
         expected_total,
     })
 }
@@ -424,13 +430,12 @@ pub async fn restore_cluster(
             refilling.join(", ")
         ));
     }
-    if !plan.aliases_kept.is_empty() {
+    if !plan.aliases.is_empty() {
         let (first, _) = first_node(nodes).await?;
-        first.create_aliases(c, &plan.aliases_kept).await.map_err(|e| {
+        first.create_aliases(c, &plan.aliases).await.map_err(|e| {
             e.context(format!(
-                "`{c}` was restored and checked, but the aliases {} that pointed at the \
-                 collection --replace dropped were not all created again",
-                plan.aliases_kept.join(", ")
+                "`{c}` was restored and checked, but its aliases {} were not all created",
+                plan.aliases.join(", ")
             ))
         })?;
     }
@@ -439,8 +444,8 @@ pub async fn restore_cluster(
     }
     if !plan.aliases_left_out.is_empty() {
         warnings.push(format!(
-            "the backup recorded aliases {} pointing at the collection; a cluster restore does \
-             not recreate them: create them yourself",
+            "the backup recorded aliases {} pointing at the collection; they were not \
+             recreated: restore with --aliases, or create them yourself",
             plan.aliases_left_out.join(", ")
         ));
     }

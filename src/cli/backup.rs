@@ -11,6 +11,7 @@ use qvault::backup::{backup, BackupOptions, BackupSummary, OnChange, Progress, S
 use qvault::qdrant::backup::{
     backup_qdrant, CreateOptions, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
 };
+use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ShardRead};
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -19,6 +20,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("qdrant_scope")
+    .args(["collections", "all_collections", "full_storage"]).multiple(true)))]
 pub struct BackupArgs {
     /// `-` to read the stream from stdin.
     #[arg(value_name = "-")]
@@ -46,32 +49,33 @@ pub struct BackupArgs {
     pub dir: Option<PathBuf>,
     #[command(flatten)]
     pub qdrant: QdrantConnArgs,
-    /// A collection to snapshot (with --qdrant); repeatable, one stream each.
-    #[arg(long = "collection", value_name = "NAME", requires = "qdrant")]
+    /// A collection to snapshot (from --qdrant, or the config file's `[qdrant] url`);
+    /// repeatable, one stream each (one per shard from a cluster).
+    #[arg(long = "collection", value_name = "NAME")]
     pub collections: Vec<String>,
     /// Snapshot every collection of the node.
-    #[arg(long, requires = "qdrant")]
+    #[arg(long)]
     pub all_collections: bool,
     /// A full-storage snapshot (all collections and aliases; restored by starting Qdrant
     /// with --storage-snapshot).
-    #[arg(long, requires = "qdrant")]
+    #[arg(long)]
     pub full_storage: bool,
     /// Shard snapshots of this shard of the one --collection; repeatable.
-    #[arg(long = "shard", value_name = "ID", requires = "qdrant")]
+    #[arg(long = "shard", value_name = "ID", requires = "qdrant_scope")]
     pub shards: Vec<u32>,
     /// Archive this existing snapshot instead of creating one (it is left on the node).
-    #[arg(long, value_name = "NAME", requires = "qdrant")]
+    #[arg(long, value_name = "NAME", requires = "qdrant_scope")]
     pub snapshot: Option<String>,
     /// Leave the snapshots qvault created on the node.
-    #[arg(long, requires = "qdrant")]
+    #[arg(long, requires = "qdrant_scope")]
     pub keep_remote: bool,
     /// Create snapshots with `wait=false` and poll until they are listed, instead of one
     /// request held open while Qdrant writes (for big collections behind a proxy).
-    #[arg(long, requires = "qdrant")]
+    #[arg(long, requires = "qdrant_scope")]
     pub poll_snapshot: bool,
     /// How long to wait for a snapshot to appear when polling, or after a create that
     /// failed while Qdrant may still be writing it (then it is found and deleted).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "qdrant")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "qdrant_scope")]
     pub snapshot_timeout: u64,
     /// Points to sample for `verify --restore-test` (with --qdrant): their ids, a hash of
     /// each one's vectors and payload, and a few probe queries are recorded in the backup
@@ -82,6 +86,15 @@ pub struct BackupArgs {
     /// config only.
     #[arg(long, requires = "qdrant", conflicts_with = "sample_points")]
     pub no_sample: bool,
+    /// Read each shard with Qdrant's streamed shard snapshot: nothing is stored on the
+    /// node's disk (a shard snapshot is created only where streaming is refused). Implied
+    /// by several --qdrant (a cluster: one Active replica of every shard is read).
+    #[arg(long, requires = "collections")]
+    pub streamed: bool,
+    /// Cluster backup: when a shard has no reachable Active replica, record the other
+    /// shards anyway (the backup says which it lacks) instead of failing.
+    #[arg(long, requires = "collections")]
+    pub allow_partial: bool,
     /// A name for the backup.
     #[arg(long)]
     pub name: Option<String>,
@@ -241,17 +254,28 @@ fn backup_options(args: &BackupArgs) -> BackupOptions {
     }
 }
 
-async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
-    let client = args.qdrant.require_client("backing up from Qdrant")?;
+/// The Qdrant nodes to back up from: the --qdrant flags (or the config file's `qdrant.url`,
+/// which fills them), required when a collection (or all, or full storage) is asked for.
+fn qdrant_urls(args: &BackupArgs) -> Result<Vec<String>> {
+    let wanted = !args.collections.is_empty() || args.all_collections || args.full_storage;
+    if wanted && args.qdrant.qdrant.is_empty() {
+        return Err(qvault::Error::invalid_input(
+            "backing up from Qdrant needs --qdrant URL (once per node of a cluster), or \
+             `url` in the config file's [qdrant] section",
+        )
+        .into());
+    }
+    Ok(args.qdrant.qdrant.clone())
+}
+
+async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs, url: &str) -> Result<()> {
+    let client = args.qdrant.client_at(url)?;
     let options = QdrantBackupOptions {
         scopes: qdrant_scopes(args)?,
         all_collections: args.all_collections,
         existing_snapshot: args.snapshot.clone(),
         keep_remote: args.keep_remote,
-        create: CreateOptions {
-            poll: args.poll_snapshot,
-            timeout: std::time::Duration::from_secs(args.snapshot_timeout),
-        },
+        create: create_options(args),
         sample: (!args.no_sample).then(|| qvault::qdrant::sample::SampleOptions {
             points: args.sample_points,
             ..Default::default()
@@ -266,23 +290,107 @@ async fn run_qdrant(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     let report = result?;
     super::log::note(report.summary.manifest.summary.bytes_added, vec![report.summary.id], vec![]);
     print_summary(global, &report.summary, Some(&report))?;
+    report_snapshots(global, &report.snapshots);
+    Ok(())
+}
+
+fn create_options(args: &BackupArgs) -> CreateOptions {
+    CreateOptions {
+        poll: args.poll_snapshot,
+        timeout: std::time::Duration::from_secs(args.snapshot_timeout),
+    }
+}
+
+/// What became of the snapshots qvault created (with -v), and a warning for each left.
+fn report_snapshots(global: &GlobalArgs, snapshots: &[RemoteSnapshot]) {
     if common::chatty(global) {
-        for snap in &report.snapshots {
+        for snap in snapshots {
             eprintln!("snapshot {} of {}: {}", snap.name, snap.scope, snap.outcome);
         }
     }
-    for snap in report.left_on_node() {
+    for snap in snapshots.iter().filter(|s| s.outcome.delete_failed()) {
         eprintln!(
             "qvault: warning: snapshot {} of {} is still on the node: {}",
             snap.name, snap.scope, snap.outcome
         );
     }
+}
+
+/// Several nodes (or --streamed): every shard of each collection, one replica each.
+async fn run_cluster(global: &GlobalArgs, args: &BackupArgs, urls: &[String]) -> Result<()> {
+    let single_node_only = args.all_collections
+        || args.full_storage
+        || !args.shards.is_empty()
+        || args.snapshot.is_some()
+        || args.keep_remote;
+    if single_node_only {
+        return Err(qvault::Error::invalid_input(
+            "a cluster (or --streamed) backup reads every shard of each --collection and \
+             stores nothing on the nodes: --all-collections, --full-storage, --shard, \
+             --snapshot and --keep-remote take one --qdrant URL without --streamed",
+        )
+        .into());
+    }
+    let nodes = args.qdrant.nodes(urls)?;
+    let options = ClusterBackupOptions {
+        collections: args.collections.clone(),
+        allow_partial: args.allow_partial,
+        create: create_options(args),
+    };
+    let repo = common::open(global).await?;
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(global, None, &progress);
+    let result =
+        backup_cluster(&repo, &nodes, &options, &backup_options(args), Arc::clone(&progress)).await;
+    stop_progress_bar(bar);
+    let report = result?;
+    super::log::note(report.summary.manifest.summary.bytes_added, vec![report.summary.id], vec![]);
+    if global.json {
+        common::print_json(&ClusterSummary {
+            summary: &report.summary,
+            qdrant_version: &report.qdrant_version,
+            reads: &report.reads,
+            missing_shards: report.missing.iter().map(|m| m.shard_id).collect(),
+            snapshots: &report.snapshots,
+        })?;
+    } else {
+        print_summary(global, &report.summary, None)?;
+        for (st, read) in report.summary.manifest.streams.iter().zip(&report.reads) {
+            println!(
+                "  {} {} sha256 {} from {}",
+                st.name,
+                common::human_bytes(st.size),
+                st.sha256,
+                read.url
+            );
+        }
+    }
+    report_snapshots(global, &report.snapshots);
+    for m in &report.missing {
+        eprintln!("qvault: warning: PARTIAL backup {}: {}", report.summary.id, m.why);
+    }
     Ok(())
 }
 
+/// `backup --json` of a cluster backup: the summary, which node gave each shard, and the
+/// shards a partial backup lacks.
+#[derive(serde::Serialize)]
+struct ClusterSummary<'a> {
+    #[serde(flatten)]
+    summary: &'a BackupSummary,
+    qdrant_version: &'a str,
+    reads: &'a [ShardRead],
+    missing_shards: Vec<u32>,
+    snapshots: &'a [RemoteSnapshot],
+}
+
 pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
-    if args.qdrant.qdrant.is_some() {
-        return run_qdrant(global, args).await;
+    let urls = qdrant_urls(args)?;
+    if urls.len() > 1 || (args.streamed && !urls.is_empty()) {
+        return run_cluster(global, args, &urls).await;
+    }
+    if let Some(url) = urls.first() {
+        return run_qdrant(global, args, url).await;
     }
     // Flags are checked before the repository is opened, but a command is started only
     // after: it may be costly or have effects, and nothing would read its output.

@@ -83,5 +83,8 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
         println!("  sha256 {}", s.sha256);
         println!("  blake3 {}", s.blake3);
     }
+    for line in qvault::qdrant::cluster::backup::describe(&m.streams) {
+        println!("cluster  {line}");
+    }
     Ok(())
 }

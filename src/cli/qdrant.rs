@@ -4,6 +4,7 @@ use super::common;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
+use qvault::qdrant::cluster::ClusterNodes;
 use qvault::qdrant::files::download_to_file;
 use qvault::qdrant::{QdrantClient, QdrantOptions, SnapshotScope};
 use std::path::PathBuf;
@@ -11,9 +12,10 @@ use std::path::PathBuf;
 /// How to reach a Qdrant node.
 #[derive(Args, Debug, Clone, Default)]
 pub struct QdrantConnArgs {
-    /// Qdrant REST URL, e.g. http://localhost:6333.
+    /// Qdrant REST URL, e.g. http://localhost:6333. Backup and restore take it once per
+    /// node of a cluster.
     #[arg(long, value_name = "URL", help_heading = "Qdrant connection")]
-    pub qdrant: Option<String>,
+    pub qdrant: Vec<String>,
     /// Qdrant API key (sent as the `api-key` header; see --bearer).
     #[arg(
         long,
@@ -31,20 +33,38 @@ pub struct QdrantConnArgs {
 }
 
 impl QdrantConnArgs {
-    /// The client for `--qdrant`, or `None` when no URL was given.
+    /// The client for the one `--qdrant`, or `None` when no URL was given.
     pub fn client(&self) -> Result<Option<QdrantClient>> {
-        let Some(url) = &self.qdrant else { return Ok(None) };
-        let mut options = QdrantOptions::new(url.clone());
-        options.api_key = self.api_key.clone().filter(|k| !k.is_empty());
-        options.bearer = self.bearer;
-        options.ca_cert = self.ca_cert.clone();
-        Ok(Some(QdrantClient::new(options)?))
+        match self.qdrant.as_slice() {
+            [] => Ok(None),
+            [url] => self.client_at(url).map(Some),
+            _ => Err(qvault::Error::invalid_input(
+                "this command talks to one Qdrant node: give one --qdrant URL (several are for \
+                 backing up and restoring a cluster)",
+            )
+            .into()),
+        }
     }
 
     pub fn require_client(&self, what: &str) -> Result<QdrantClient> {
         self.client()?.ok_or_else(|| {
             qvault::Error::invalid_input(format!("{what} needs --qdrant URL")).into()
         })
+    }
+
+    /// A client for the node at `url`, with these flags' key and CA.
+    pub fn client_at(&self, url: &str) -> Result<QdrantClient> {
+        let mut options = QdrantOptions::new(url.to_string());
+        options.api_key = self.api_key.clone().filter(|k| !k.is_empty());
+        options.bearer = self.bearer;
+        options.ca_cert = self.ca_cert.clone();
+        Ok(QdrantClient::new(options)?)
+    }
+
+    /// The cluster at `urls` (one node is a cluster of one).
+    pub fn nodes(&self, urls: &[String]) -> Result<ClusterNodes> {
+        let clients = urls.iter().map(|u| self.client_at(u)).collect::<Result<Vec<_>>>()?;
+        Ok(ClusterNodes::new(clients)?)
     }
 }
 

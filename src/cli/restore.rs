@@ -5,6 +5,11 @@ use super::qdrant::QdrantConnArgs;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
+use qvault::format::manifest::Manifest;
+use qvault::qdrant::cluster::restore::{
+    is_cluster_backup, plan_cluster_restore, restore_cluster, ClusterRestoreOptions,
+    ClusterRestorePlan,
+};
 use qvault::qdrant::restore::{
     plan_qdrant_restore, restore_to_qdrant, QdrantRestoreOptions, QdrantRestorePlan,
 };
@@ -13,6 +18,7 @@ use qvault::qdrant::streams::{find_stream, restore_targets};
 use qvault::qdrant::{QdrantClient, SnapshotPriority};
 use qvault::repo::Repository;
 use qvault::restore::{execute, restore_to_file, RestoreOptions, RestorePlan, RestoreReport};
+use qvault::BackupId;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
@@ -44,6 +50,10 @@ pub struct RestoreArgs {
     /// Restore into this shard (shard backups).
     #[arg(long)]
     pub shard: Option<u32>,
+    /// Replicas per shard when a cluster restore creates the collection (default: the
+    /// backup's).
+    #[arg(long, value_name = "N", requires = "qdrant")]
+    pub replication_factor: Option<u32>,
     /// Restore even when the Qdrant version or the existing collection's layout differ.
     #[arg(long, requires = "qdrant")]
     pub force: bool,
@@ -84,14 +94,13 @@ async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, Re
 /// Every stream a Qdrant restore takes, each planned and checked against the node before
 /// anything is sent: a refusal for any stream stops them all.
 async fn plan_qdrant(
-    global: &GlobalArgs,
+    repo: &Repository,
+    id: BackupId,
+    manifest: &Manifest,
     args: &RestoreArgs,
     client: &QdrantClient,
-) -> Result<(Repository, Vec<(RestorePlan, QdrantRestorePlan, QdrantRestoreOptions)>)> {
-    let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
-    let targets = restore_targets(&manifest, args.stream.as_deref(), &args.collection)?;
+) -> Result<Vec<(RestorePlan, QdrantRestorePlan, QdrantRestoreOptions)>> {
+    let targets = restore_targets(manifest, args.stream.as_deref(), &args.collection)?;
     if targets.len() > 1 && args.shard.is_some() {
         return Err(qvault::Error::invalid_input(
             "--shard names the target of one shard stream: pick it with --stream",
@@ -100,12 +109,12 @@ async fn plan_qdrant(
     }
     let mut planned = Vec::with_capacity(targets.len());
     for t in targets {
-        let plan = RestorePlan::new(&repo, id, t.stream).await?;
+        let plan = RestorePlan::new(repo, id, t.stream).await?;
         let options = qdrant_options(args, t.collection);
         let target = plan_qdrant_restore(client, id, t.stream, &options).await?;
         planned.push((plan, target, options));
     }
-    Ok((repo, planned))
+    Ok(planned)
 }
 
 /// `--dry-run`: what the restore would read, and (for Qdrant) where it would go.
@@ -226,8 +235,22 @@ async fn run_serve(
 }
 
 async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let repo = common::open(global).await?;
+    let id = repo.resolve_backup(&args.id)?;
+    let manifest = repo.read_manifest(id).await?;
+    let cluster_backup = args.stream.is_none() && is_cluster_backup(&manifest);
+    if args.qdrant.qdrant.len() > 1 || cluster_backup {
+        return run_cluster(global, args, &repo, id, &manifest).await;
+    }
+    if args.replication_factor.is_some() {
+        return Err(qvault::Error::invalid_input(
+            "--replication-factor is for restoring a cluster backup: backup {id} holds no \
+             shards read from a cluster",
+        )
+        .into());
+    }
     let client = args.qdrant.require_client("restoring into Qdrant")?;
-    let (repo, planned) = plan_qdrant(global, args, &client).await?;
+    let planned = plan_qdrant(&repo, id, &manifest, args, &client).await?;
     if args.dry_run {
         for (plan, target, _) in &planned {
             print_dry_run(global, &repo, plan, Some(target)).await?;
@@ -279,6 +302,119 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     Ok(())
 }
 
+/// A cluster backup, or several target nodes: shard by shard, each to a node hosting it.
+async fn run_cluster(
+    global: &GlobalArgs,
+    args: &RestoreArgs,
+    repo: &Repository,
+    id: BackupId,
+    manifest: &Manifest,
+) -> Result<()> {
+    if args.shard.is_some() {
+        return Err(qvault::Error::invalid_input(
+            "a cluster restore recovers every shard on the node that hosts it: --shard takes \
+             a single-node restore (one --qdrant URL and --stream)",
+        )
+        .into());
+    }
+    let collection =
+        match args.collection.as_slice() {
+            [] => None,
+            [one] if !one.contains('=') => Some(one.clone()),
+            _ => return Err(qvault::Error::invalid_input(
+                "a cluster restore takes one collection: name its target with one --collection \
+                 NAME",
+            )
+            .into()),
+        };
+    let nodes = args.qdrant.nodes(&args.qdrant.qdrant)?;
+    let options = ClusterRestoreOptions {
+        collection,
+        replication_factor: args.replication_factor,
+        priority: args.priority,
+        replace: args.replace,
+        aliases: args.aliases,
+        force: args.force,
+        restore: RestoreOptions::default(),
+    };
+    let plan = plan_cluster_restore(repo, &nodes, id, manifest, &options).await?;
+    if args.dry_run {
+        return print_cluster_dry_run(global, &plan);
+    }
+    let report = restore_cluster(repo, &nodes, &plan, &options).await?;
+    for w in &report.warnings {
+        eprintln!("qvault: warning: {w}");
+    }
+    let seconds = report.duration.as_secs_f64();
+    if global.json {
+        return common::print_json(&serde_json::json!({
+            "id": id, "collection": plan.collection, "shards": report.shards,
+            "points_count": report.points_count, "seconds": seconds,
+            "qdrant_version": plan.target_version,
+        }));
+    }
+    for s in &report.shards {
+        println!(
+            "restored shard {} of collection `{}` at {}: {}, {} points",
+            s.shard_id,
+            plan.collection,
+            s.url,
+            common::human_bytes(s.bytes),
+            s.points_count.map_or_else(|| "unknown".into(), |n| n.to_string())
+        );
+    }
+    println!(
+        "restored backup {} into collection `{}` ({} shards): {} points, in {seconds:.2} s",
+        id.short(),
+        plan.collection,
+        report.shards.len(),
+        report.points_count
+    );
+    Ok(())
+}
+
+fn print_cluster_dry_run(global: &GlobalArgs, plan: &ClusterRestorePlan) -> Result<()> {
+    if global.json {
+        let shards: Vec<_> = plan
+            .shards
+            .iter()
+            .map(|s| {
+                serde_json::json!({"shard_id": s.shard_id, "stream": s.plan.stream.name,
+                "bytes": s.plan.stream.size, "expected_points": s.expected_points})
+            })
+            .collect();
+        return common::print_json(&serde_json::json!({
+            "id": plan.backup, "collection": plan.collection, "shard_number": plan.shard_number,
+            "create": plan.create, "drop_existing": plan.drop_existing, "shards": shards,
+            "forced": plan.forced,
+        }));
+    }
+    let how = match (&plan.create, plan.drop_existing) {
+        (Some(_), true) => "dropped and created again",
+        (Some(_), false) => "created",
+        (None, _) => "exists, empty",
+    };
+    println!(
+        "would restore backup {} into collection `{}` ({how}), {} shards, each uploaded to a \
+         node that hosts it:",
+        plan.backup.short(),
+        plan.collection,
+        plan.shard_number
+    );
+    for s in &plan.shards {
+        println!(
+            "  shard {} from stream {:?}: {}",
+            s.shard_id,
+            s.plan.stream.name,
+            common::human_bytes(s.plan.stream.size)
+        );
+    }
+    for w in &plan.forced {
+        println!("  forced: {w}");
+    }
+    Ok(())
+}
+
 async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Result<()> {
     let (repo, plan) = plan(global, args).await?;
     if args.dry_run {
@@ -313,7 +449,7 @@ pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     if let Some(addr) = args.serve {
         return run_serve(global, args, addr).await;
     }
-    if args.qdrant.qdrant.is_some() {
+    if !args.qdrant.qdrant.is_empty() {
         return run_qdrant(global, args).await;
     }
     let to = args.to.as_deref().ok_or_else(|| {

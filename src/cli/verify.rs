@@ -44,7 +44,7 @@ fn parse_subset(s: &str) -> Result<DataSubset, String> {
 }
 
 pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
-    if args.qdrant.qdrant.is_some() && !args.restore_test {
+    if !args.qdrant.qdrant.is_empty() && !args.restore_test {
         return Err(qvault::Error::invalid_input(
             "--qdrant is for --restore-test: verify reads the repository only",
         )

@@ -8,6 +8,7 @@
 pub mod aliases;
 pub mod backup;
 mod client;
+pub mod cluster;
 mod create;
 pub mod drill;
 pub mod files;

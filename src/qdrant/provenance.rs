@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use super::cluster::Topology;
 use super::sample::PointSample;
 use super::shard_keys::ShardKey;
 use super::types::{CollectionParams, SnapshotDescription};
@@ -62,6 +63,28 @@ pub struct QdrantProvenance {
     /// Custom sharding: each shard key and its shard ids, in creation order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard_keys: Option<Vec<ShardKey>>,
+    /// A shard read by a cluster backup (`--qdrant` given per node, or `--streamed`): the
+    /// collection's shards and replicas as the nodes reported them when the backup started.
+    /// Absent in other backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<Topology>,
+    /// When this shard was read (RFC 3339, UTC). The shards of one backup are read one
+    /// after another: Qdrant gives no consistency across shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+    /// How the shard was read: `streamed` (nothing stored on the node) or `snapshot`
+    /// (created, downloaded, deleted, where the streamed call was refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_via: Option<ReadVia>,
+    /// Cluster backups: Qdrant's exact count of the whole collection, taken right before
+    /// this shard was read. Restore compares the restored collection's exact count with the
+    /// range of these over the backup's shards (one value when nothing was written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection_exact_count: Option<u64>,
+    /// Shards of the collection this backup does not hold (`--allow-partial`: no reachable
+    /// Active replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_shards: Option<Vec<u32>>,
     /// Full storage: every collection on the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collections: Option<BTreeMap<String, StoredCollection>>,
@@ -72,6 +95,16 @@ pub struct QdrantProvenance {
     /// `--no-sample`, for shards and full storage, and in older backups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sample: Option<PointSample>,
+}
+
+/// How a cluster backup read a shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadVia {
+    /// `GET …/shards/{id}/snapshot`: built while sent, nothing stored on the node.
+    Streamed,
+    /// A shard snapshot created on the node, downloaded and deleted.
+    Snapshot,
 }
 
 /// The node a snapshot came from.
@@ -132,6 +165,11 @@ impl QdrantProvenance {
             aliases: None,
             requested_as: None,
             shard_keys: None,
+            topology: None,
+            read_at: None,
+            read_via: None,
+            collection_exact_count: None,
+            missing_shards: None,
             collections: None,
             snapshot: None,
             sample: None,
@@ -241,6 +279,36 @@ mod tests {
         let shard: Value = serde_json::from_str(&fixture("shard.json")).unwrap();
         let prov = QdrantProvenance::from_source(Some(&shard)).unwrap();
         assert_eq!((prov.shard_id, prov.expected_points()), (Some(0), (Some(3000), false)));
+    }
+
+    /// A cluster shard's source: the topology, read time and method round-trip, and a
+    /// source written before them reads with all four absent.
+    #[test]
+    fn cluster_fields_round_trip_and_are_absent_from_older_sources() {
+        let value: Value = serde_json::json!({
+            "qdrant": {"url": "http://n1:6333/", "version": "1.18.3", "commit": null},
+            "collection": "c", "shard_id": 1, "points_count": 1104,
+            "topology": {"collection": "c", "shard_count": 3, "seen_at": "2026-11-30T07:00:00Z",
+                "nodes": [{"url": "http://n0:6333/", "down": "connection refused"},
+                          {"url": "http://n1:6333/", "peer_id": 57}],
+                "shards": {"1": [{"peer_id": 42, "state": "Active"},
+                                 {"peer_id": 57, "state": "Active", "url": "http://n1:6333/", "points_count": 1104}]}},
+            "read_at": "2026-11-30T07:00:01Z", "read_via": "streamed", "missing_shards": [0]
+        });
+        let prov = QdrantProvenance::from_source(Some(&value)).unwrap();
+        let topology = prov.topology.as_ref().unwrap();
+        assert_eq!(topology.shards[&1][1].points_count, Some(1104));
+        assert_eq!(topology.nodes[0].peer_id, None);
+        assert_eq!(prov.read_via, Some(ReadVia::Streamed));
+        assert_eq!(prov.missing_shards, Some(vec![0]));
+        assert_eq!(prov.to_source().unwrap(), value);
+
+        let shard: Value = serde_json::from_str(&fixture("shard.json")).unwrap();
+        let old = QdrantProvenance::from_source(Some(&shard)).unwrap();
+        assert_eq!(
+            (old.topology, old.read_at, old.read_via, old.missing_shards),
+            (None, None, None, None)
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
 use crate::id::BackupId;
 use crate::repo::Repository;
-use crate::restore::{RestoreOptions, RestorePlan};
+use crate::restore::{RestoreOptions, RestorePlan, RestoreSummary};
 
 #[derive(Clone, Debug, Default)]
 pub struct QdrantRestoreOptions {
@@ -380,40 +380,14 @@ pub async fn restore_to_qdrant(
         target.scope.collection_name().unwrap_or("restore"),
         &backup.to_hex()[..12]
     );
-    let (writer, body) = pipe();
-
     let recover = RecoverOptions {
         priority: options.priority,
         checksum: Some(stream.sha256.clone()),
         wait: true,
         filename: Some(filename.clone()),
     };
-    let upload = client.upload_recover(&target.scope, body, Some(stream.size), &recover);
-    let produce = async {
-        let (writer, summary) =
-            crate::restore::execute(repo, plan, writer, &options.restore).await?;
-        writer.finish();
-        Ok::<_, Error>(summary)
-    };
-    let (produced, uploaded) = tokio::join!(produce, upload);
-    let failure = match (produced, uploaded) {
-        (Ok(summary), Ok(_)) => Ok(summary),
-        // The upload stopped first (Qdrant refused): the write error is only its echo.
-        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => Err(u),
-        (Ok(_), Err(u)) => Err(u),
-        (Err(p), _) => Err(p.context(format!(
-            "restoring backup {backup} into {} at {}: the upload was aborted, nothing was \
-             recovered",
-            target.scope,
-            client.url()
-        ))),
-    };
-    let summary = match failure {
-        Ok(summary) => summary,
-        // Qdrant keeps a refused upload in the snapshots dir (captured): a full copy of the
-        // data that nobody would ever delete.
-        Err(e) => return Err(remove_failed_upload(client, &target.scope, &filename, e).await),
-    };
+    let summary =
+        upload_stream(repo, plan, client, &target.scope, &recover, &options.restore).await?;
 
     let mut warnings = Vec::new();
     // Qdrant keeps the uploaded file in the snapshots dir; it is a full copy of the data.
@@ -455,6 +429,48 @@ pub async fn restore_to_qdrant(
         uploaded_file_deleted,
         warnings,
     })
+}
+
+/// Streams `plan`'s stream into `scope` on `client`'s node as an upload-recover: produced
+/// by restore's pipeline while it is sent, never stored. After a failure the uploaded file
+/// (`recover.filename`) is deleted from the node, or the error names it.
+pub(super) async fn upload_stream(
+    repo: &Repository,
+    plan: &RestorePlan,
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    recover: &RecoverOptions,
+    options: &RestoreOptions,
+) -> Result<RestoreSummary> {
+    let backup = plan.backup;
+    let (writer, body) = pipe();
+    let upload = client.upload_recover(scope, body, Some(plan.stream.size), recover);
+    let produce = async {
+        let (writer, summary) = crate::restore::execute(repo, plan, writer, options).await?;
+        writer.finish();
+        Ok::<_, Error>(summary)
+    };
+    let (produced, uploaded) = tokio::join!(produce, upload);
+    let failure = match (produced, uploaded) {
+        (Ok(summary), Ok(_)) => Ok(summary),
+        // The upload stopped first (Qdrant refused): the write error is only its echo.
+        (Err(p), Err(u)) if p.kind() == ErrorKind::Io => Err(u),
+        (Ok(_), Err(u)) => Err(u),
+        (Err(p), _) => Err(p.context(format!(
+            "restoring backup {backup} into {scope} at {}: the upload was aborted, nothing was \
+             recovered",
+            client.url()
+        ))),
+    };
+    match failure {
+        Ok(summary) => Ok(summary),
+        // Qdrant keeps a refused upload in the snapshots dir (captured): a full copy of the
+        // data that nobody would ever delete.
+        Err(e) => {
+            let filename = recover.filename.as_deref().unwrap_or_default();
+            Err(remove_failed_upload(client, scope, filename, e).await)
+        }
+    }
 }
 
 /// Deletes what a failed upload may have left in `scope`'s snapshots dir and says so in

@@ -190,7 +190,7 @@ impl VectorParams {
             let set = |m: &BTreeMap<String, Value>| -> BTreeMap<String, Value> {
                 m.iter()
                     .filter(|(_, v)| !v.is_null())
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
                     .collect()
             };
             set(&self.other) == set(&other.other)
@@ -218,11 +218,24 @@ pub struct CollectionParams {
 }
 
 impl CollectionParams {
-    /// `None` when Qdrant accepts a snapshot with these (backed-up) params into an existing
-    /// collection with `target`'s, else what differs. Qdrant compares the dense vectors
-    /// exactly and the shard number; the captures show it accepts a target with extra
-    /// sparse vectors, so only the backup's sparse vectors must exist in the target with
-    /// the same params (a missing one is refused here: not proven safe).
+    /// `None` when a snapshot with these (backed-up) params may be recovered into an
+    /// existing collection with `target`'s, else what differs.
+    ///
+    /// Qdrant's own rule (v1.18.3 to v1.19, `recover_snapshot_impl` in
+    /// `lib/storage/src/content_manager/snapshots/recover.rs`): the dense `vectors` config
+    /// equal (`VectorsConfig`'s `PartialEq`: every field of every vector) and the same
+    /// `shard_number`. Nothing else is compared: sparse vectors are not, and
+    /// `CollectionParams::check_compatible` (`lib/collection/src/config.rs`), not called
+    /// there, ignores them too ("Sets may differ via named vector CRUD"). After recovery the
+    /// collection keeps its own config (captured in `real-qdrant/more`, group 8) and Qdrant
+    /// adds to the segments each vector the collection has and they lack
+    /// (`update_all_vector_names` in `lib/segment/src/segment/vector_name_ops.rs`, the
+    /// "Segment is missing vector" warning of group 2), never removing one.
+    ///
+    /// qvault refuses one case Qdrant accepts: a sparse vector the backup has and the target
+    /// lacks. Its recovered data would stay in the segments under a name the collection
+    /// does not know, where no query reaches it. A sparse vector present on both sides
+    /// with other params (index, modifier) is accepted, as Qdrant does; the target's apply.
     pub fn incompatibility(&self, target: &CollectionParams) -> Option<String> {
         if !self.vectors.recoverable_into(&target.vectors) {
             return Some(format!(
@@ -237,27 +250,28 @@ impl CollectionParams {
                 target.shard_number, self.shard_number
             ));
         }
-        let sparse = |v: &Option<Value>| -> BTreeMap<String, Value> {
+        let names = |v: &Option<Value>| -> Vec<String> {
             v.as_ref()
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), without_nulls(v))).collect())
+                .map(|m| m.keys().cloned().collect())
                 .unwrap_or_default()
         };
-        let (ours, theirs) = (sparse(&self.sparse_vectors), sparse(&target.sparse_vectors));
-        for (name, params) in &ours {
-            if theirs.get(name) != Some(params) {
-                return Some(format!(
-                    "sparse vector `{name}` differs: existing {}, backed up {params}",
-                    theirs.get(name).map_or_else(|| "none".to_string(), Value::to_string)
-                ));
-            }
+        let theirs = names(&target.sparse_vectors);
+        let missing: Vec<String> =
+            names(&self.sparse_vectors).into_iter().filter(|n| !theirs.contains(n)).collect();
+        if !missing.is_empty() {
+            return Some(format!(
+                "sparse vector(s) `{}` backed up but missing from the existing collection: \
+                 Qdrant would recover their data where no query can reach it",
+                missing.join("`, `")
+            ));
         }
         None
     }
 }
 
 /// `v` with `null` object fields left out, recursively (Qdrant omits what is unset).
-fn without_nulls(v: &Value) -> Value {
+pub(crate) fn without_nulls(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
@@ -324,4 +338,45 @@ pub struct RemoteShardInfo {
     pub shard_key: Option<Value>,
     pub peer_id: u64,
     pub state: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn params(v: Value) -> CollectionParams {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// Qdrant compares dense vectors and shard_number only; qvault adds the missing sparse
+    /// vector (its data would be unreachable) and accepts other sparse params.
+    #[test]
+    fn sparse_vectors_are_refused_only_when_the_target_lacks_one() {
+        let dense = json!({"size": 4, "distance": "Cosine"});
+        let backup = params(json!({"vectors": dense, "sparse_vectors": {"sp": {}}}));
+        let same = params(json!({"vectors": dense, "sparse_vectors": {"sp": {}}}));
+        let other_params = params(json!({"vectors": dense,
+            "sparse_vectors": {"sp": {"modifier": "idf", "index": {"on_disk": true}}}}));
+        let extra = params(json!({"vectors": dense, "sparse_vectors": {"sp": {}, "more": {}}}));
+        let none = params(json!({"vectors": dense}));
+        assert_eq!(backup.incompatibility(&same), None);
+        assert_eq!(backup.incompatibility(&other_params), None);
+        assert_eq!(backup.incompatibility(&extra), None);
+        let refused = backup.incompatibility(&none).unwrap();
+        assert!(refused.starts_with("sparse vector(s) `sp` backed up but missing"), "{refused}");
+        assert_eq!(none.incompatibility(&extra), None, "extra sparse vectors on the target");
+    }
+
+    #[test]
+    fn dense_vector_params_compare_nested_fields_with_nulls_as_unset() {
+        let a = params(json!({"vectors": {"size": 4, "distance": "Dot",
+            "hnsw_config": {"m": 32, "ef_construct": null}}}));
+        let b =
+            params(json!({"vectors": {"size": 4, "distance": "Dot", "hnsw_config": {"m": 32}}}));
+        let c =
+            params(json!({"vectors": {"size": 4, "distance": "Dot", "hnsw_config": {"m": 16}}}));
+        assert_eq!(a.incompatibility(&b), None);
+        assert!(a.incompatibility(&c).unwrap().starts_with("vectors differ"));
+    }
 }

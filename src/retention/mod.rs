@@ -45,7 +45,8 @@ pub struct BackupInfo {
     pub tags: BTreeMap<String, String>,
     /// Stream names, sorted.
     pub streams: Vec<String>,
-    /// The Qdrant URL the streams came from, else the host.
+    /// The Qdrant URL the streams came from (a cluster's: its nodes' URLs, sorted, comma
+    /// separated), else the host.
     pub source: String,
 }
 
@@ -60,7 +61,17 @@ impl BackupInfo {
         let mut streams: Vec<String> = m.streams.iter().map(|s| s.name.clone()).collect();
         streams.sort();
         let qdrant_url = m.streams.iter().find_map(|s| {
-            s.source.as_ref()?.get("qdrant")?.get("url")?.as_str().map(str::to_string)
+            let source = s.source.as_ref()?;
+            // A cluster backup reads each shard from whichever node has it that day: its
+            // source is the cluster, every node given, not the node of its first shard.
+            let nodes = source.get("topology").and_then(|t| t.get("nodes")?.as_array());
+            if let Some(nodes) = nodes {
+                let mut urls: Vec<&str> =
+                    nodes.iter().filter_map(|n| n.get("url")?.as_str()).collect();
+                urls.sort_unstable();
+                return Some(urls.join(","));
+            }
+            source.get("qdrant")?.get("url")?.as_str().map(str::to_string)
         });
         Ok(BackupInfo {
             id,

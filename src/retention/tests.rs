@@ -449,6 +449,13 @@ fn the_source_is_the_qdrant_url_else_the_host() {
         "http://qdrant:6333"
     );
     assert_eq!(BackupInfo::from_manifest(id, &manifest(None)).unwrap().source, "backup-host");
+    // A cluster backup: the same source whichever node gave its first shard.
+    let cluster = serde_json::json!({"qdrant": {"url": "http://q1:6333"},
+        "topology": {"nodes": [{"url": "http://q1:6333"}, {"url": "http://q0:6333", "down": "x"}]}});
+    assert_eq!(
+        BackupInfo::from_manifest(id, &manifest(Some(cluster))).unwrap().source,
+        "http://q0:6333,http://q1:6333"
+    );
     let mut bad = manifest(None);
     bad.time = "yesterday".into();
     assert_eq!(BackupInfo::from_manifest(id, &bad).unwrap_err().kind(), ErrorKind::Corrupt);

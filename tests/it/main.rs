@@ -21,6 +21,7 @@ mod notify;
 mod oplog;
 mod prune;
 mod qdrant_client;
+mod qdrant_cluster;
 mod qdrant_deploy;
 mod qdrant_e2e;
 mod report;

@@ -260,24 +260,24 @@ pub static SETTINGS: &[Setting] = &[
         kind: Kind::Urls,
         env: Some("QVAULT_QDRANT_URL"),
         flag: Some("--qdrant"),
-        meaning: "Qdrant REST URL for `backup` (when no other source is given) and `qdrant \
-                  snapshots`; never a restore target, which is always given on the command line.",
+        meaning: "Qdrant REST URL for `backup` (when no other source is given; a list: every node \
+                  of a cluster) and `qdrant snapshots`; never a restore target, which is always \
+                  given on the command line.",
         apply: |cli, v| {
             let urls = v.list();
+            // `qdrant snapshots …` talks to one node; a backup takes every node of a cluster.
+            let one_node = matches!(cli.command, Command::Qdrant(_));
             let Some(conn) = qdrant_source(cli) else { return Ok(()) };
-            if conn.qdrant.is_some() {
+            if !conn.qdrant.is_empty() {
                 return Ok(());
             }
-            match urls.as_slice() {
-                [one] => conn.qdrant = Some(one.clone()),
-                [] => {}
-                many => {
-                    return Err(format!(
-                        "qdrant.url lists {} URLs, but this command reaches one node: give one",
-                        many.len()
-                    ))
-                }
+            if one_node && urls.len() > 1 {
+                return Err(format!(
+                    "qdrant.url lists {} URLs, but this command reaches one node: give one",
+                    urls.len()
+                ));
             }
+            conn.qdrant = urls;
             Ok(())
         },
     },
@@ -326,7 +326,7 @@ pub static SETTINGS: &[Setting] = &[
         meaning: "Collections `backup --qdrant` snapshots when the command names none.",
         apply: |cli, v| {
             if let Command::Backup(a) = &mut cli.command {
-                if a.qdrant.qdrant.is_some() && qdrant_scope_unset(a) {
+                if !a.qdrant.qdrant.is_empty() && qdrant_scope_unset(a) {
                     a.collections = v.list();
                 }
             }
@@ -341,7 +341,7 @@ pub static SETTINGS: &[Setting] = &[
         meaning: "`backup --qdrant` snapshots every collection when the command names none.",
         apply: |cli, v| {
             if let Command::Backup(a) = &mut cli.command {
-                if a.qdrant.qdrant.is_some() && qdrant_scope_unset(a) {
+                if !a.qdrant.qdrant.is_empty() && qdrant_scope_unset(a) {
                     fill_bool(&mut a.all_collections, v)?;
                 }
             }

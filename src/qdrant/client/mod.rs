@@ -249,6 +249,14 @@ impl QdrantClient {
     pub fn url(&self) -> &str {
         &self.inner.shown_base
     }
+
+    /// The same node with at most `retries` retries per call: to learn quickly whether a
+    /// node of a cluster is up before relying on it.
+    pub fn with_retries(&self, retries: u32) -> Result<QdrantClient> {
+        let mut options = self.inner.options.clone();
+        options.retries = options.retries.min(retries);
+        QdrantClient::new(options)
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ pub(super) async fn alias_route(
                 if let Some(a) = action.get("create_alias") {
                     let alias = a["alias_name"].as_str().unwrap_or_default().to_string();
                     let col = a["collection_name"].as_str().unwrap_or_default().to_string();
-                    if !inner.collections.contains_key(&col) {
+                    if !inner.collections.contains_key(&col) && !cluster_knows(shared, &col) {
                         return Ok(err_json(404, &missing_collection(&col)));
                     }
                     if inner.collections.contains_key(&alias) {

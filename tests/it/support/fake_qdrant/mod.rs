@@ -58,6 +58,7 @@ use sha2::{Digest, Sha256};
 
 mod aliases;
 mod answers;
+mod cluster;
 mod points;
 mod routes;
 mod shards;
@@ -66,6 +67,8 @@ mod snapshots;
 use aliases::*;
 pub use answers::append_file;
 use answers::*;
+pub use cluster::FakeCluster;
+use cluster::*;
 pub use points::{Point, PointId, Tamper};
 use routes::*;
 use shards::*;
@@ -279,6 +282,8 @@ struct Shared {
     opts: FakeOptions,
     addr: SocketAddr,
     inner: Mutex<Inner>,
+    /// Set for a node of a [`FakeCluster`].
+    cluster: Option<Membership>,
 }
 
 /// A running fake Qdrant; stops when dropped.
@@ -305,9 +310,14 @@ impl FakeQdrant {
     }
 
     pub async fn start(opts: FakeOptions) -> FakeQdrant {
+        FakeQdrant::start_member(opts, None).await
+    }
+
+    async fn start_member(opts: FakeOptions, cluster: Option<Membership>) -> FakeQdrant {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let shared = Arc::new(Shared { opts, addr, inner: Mutex::new(Inner::default()) });
+        let inner = Mutex::new(Inner::default());
+        let shared = Arc::new(Shared { opts, addr, inner, cluster });
         let app = Router::new()
             .fallback(handle)
             .layer(axum::extract::DefaultBodyLimit::disable())
@@ -316,6 +326,12 @@ impl FakeQdrant {
             let _ = axum::serve(listener, app).await;
         });
         FakeQdrant { shared, task }
+    }
+
+    /// Stops accepting connections: the node is down (connections a client already holds
+    /// in its pool are not cut).
+    pub fn stop(&self) {
+        self.task.abort();
     }
 
     pub fn url(&self) -> String {

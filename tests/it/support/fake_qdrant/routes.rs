@@ -143,6 +143,10 @@ pub(super) async fn route(shared: &Arc<Shared>, req: Request, key: Option<String
         Ok(resp) => return resp,
         Err(req) => req,
     };
+    let req = match cluster_route(shared, access, &method, &uri, &segs, &q, req).await {
+        Ok(resp) => return resp,
+        Err(req) => req,
+    };
     let wait = q.get("wait").map(|w| w != "false").unwrap_or(true);
 
     match (method.clone(), segs.as_slice()) {

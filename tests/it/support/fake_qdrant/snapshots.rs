@@ -110,16 +110,29 @@ pub(super) async fn upload(
     q: HashMap<String, String>,
     wait: bool,
 ) -> Response {
+    let (filename, data) = match multipart_file(req).await {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let resp = recover_bytes(shared, c, shard, data, q.get("checksum").cloned(), Some(filename));
+    if resp.status() == StatusCode::OK && !wait {
+        return accepted();
+    }
+    resp
+}
+
+/// The multipart field `snapshot` of an upload: its filename and bytes.
+pub(super) async fn multipart_file(req: Request) -> Result<(String, Vec<u8>), Response> {
     let mut multipart = match Multipart::from_request(req, &()).await {
         Ok(m) => m,
-        Err(e) => return err_text(400, &format!("Multipart error: {e}")),
+        Err(e) => return Err(err_text(400, &format!("Multipart error: {e}"))),
     };
     let mut file: Option<(String, Vec<u8>)> = None;
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => return err_text(400, &format!("Multipart error: {e}")),
+            Err(e) => return Err(err_text(400, &format!("Multipart error: {e}"))),
         };
         let is_snapshot = field.name() == Some("snapshot");
         let filename = field.file_name().unwrap_or("upload.snapshot").to_string();
@@ -132,21 +145,14 @@ pub(super) async fn upload(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return err_text(400, &format!("Multipart error: {e}")),
+                Err(e) => return Err(err_text(400, &format!("Multipart error: {e}"))),
             }
         }
         if is_snapshot {
             file = Some((filename, data));
         }
     }
-    let Some((filename, data)) = file else {
-        return err_text(400, "Required field is missing: snapshot");
-    };
-    let resp = recover_bytes(shared, c, shard, data, q.get("checksum").cloned(), Some(filename));
-    if resp.status() == StatusCode::OK && !wait {
-        return accepted();
-    }
-    resp
+    file.ok_or_else(|| err_text(400, "Required field is missing: snapshot"))
 }
 
 pub(super) async fn recover_from_location(

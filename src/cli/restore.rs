@@ -124,18 +124,19 @@ async fn print_dry_run(
     plan: &RestorePlan,
     target: Option<&QdrantRestorePlan>,
 ) -> Result<()> {
-    let stream = &plan.stream;
-    let counts = plan.count(repo).await?;
+    let summary = plan.summary(repo).await?;
     if global.json {
-        return common::print_json(&serde_json::json!({
-            "id": plan.backup, "stream": stream.name, "bytes": stream.size,
-            "sha256": stream.sha256, "chunks": stream.chunk_count(), "packs": counts.packs,
-            "pieces": counts.pieces,
-            "target": target.map(|t| t.scope.to_string()),
-            "collection_exists": target.map(|t| t.collection_exists),
-            "forced": target.map(|t| &t.forced),
-        }));
+        /// A dry run: the stream and what it reads, and where it would go.
+        #[derive(serde::Serialize)]
+        struct DryRun<'a> {
+            #[serde(flatten)]
+            plan: &'a qvault::restore::PlanSummary,
+            #[serde(flatten)]
+            target: Option<&'a QdrantRestorePlan>,
+        }
+        return common::print_json(&DryRun { plan: &summary, target });
     }
+    let (stream, counts) = (&plan.stream, summary.counts);
     println!(
         "would restore stream {:?} of backup {}: {}, {} chunks from {} packs in {} reads",
         stream.name,
@@ -217,11 +218,7 @@ async fn run_serve(
     }
     let seconds = report.duration.as_secs_f64();
     if global.json {
-        common::print_json(&serde_json::json!({
-            "id": id, "stream": stream.name, "bytes": report.bytes, "seconds": seconds,
-            "sha256": stream.sha256, "points_count": report.points_count,
-            "target": report.plan.as_ref().map(|p| p.scope.to_string()),
-        }))?;
+        common::print_json(&report)?;
     } else {
         let points = report.points_count.map(|n| format!(", {n} points")).unwrap_or_default();
         eprintln!(
@@ -274,12 +271,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         }
         let seconds = report.duration.as_secs_f64();
         if global.json {
-            reports.push(serde_json::json!({
-                "id": id, "stream": stream.name, "target": report.plan.scope.to_string(),
-                "qdrant_version": report.plan.target_version, "bytes": report.bytes,
-                "points_count": report.points_count, "seconds": seconds, "sha256": stream.sha256,
-                "uploaded_file": report.uploaded_file, "uploaded_file_deleted": report.uploaded_file_deleted,
-            }));
+            reports.push(serde_json::to_value(&report)?);
         } else {
             let points = report.points_count.map_or_else(|| "unknown".into(), |n| n.to_string());
             println!(
@@ -347,11 +339,7 @@ async fn run_cluster(
     }
     let seconds = report.duration.as_secs_f64();
     if global.json {
-        return common::print_json(&serde_json::json!({
-            "id": id, "collection": plan.collection, "shards": report.shards,
-            "points_count": report.points_count, "seconds": seconds,
-            "qdrant_version": plan.target_version,
-        }));
+        return common::print_json(&report);
     }
     for s in &report.shards {
         println!(
@@ -375,19 +363,7 @@ async fn run_cluster(
 
 fn print_cluster_dry_run(global: &GlobalArgs, plan: &ClusterRestorePlan) -> Result<()> {
     if global.json {
-        let shards: Vec<_> = plan
-            .shards
-            .iter()
-            .map(|s| {
-                serde_json::json!({"shard_id": s.shard_id, "stream": s.plan.stream.name,
-                "bytes": s.plan.stream.size, "expected_points": s.expected_points})
-            })
-            .collect();
-        return common::print_json(&serde_json::json!({
-            "id": plan.backup, "collection": plan.collection, "shard_number": plan.shard_number,
-            "create": plan.create, "drop_existing": plan.drop_existing, "shards": shards,
-            "forced": plan.forced,
-        }));
+        return common::print_json(plan);
     }
     let how = match (&plan.create, plan.drop_existing) {
         (Some(_), true) => "dropped and created again",
@@ -426,10 +402,7 @@ async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Resu
     let entries = extractor.finish()?;
     let seconds = summary.duration.as_secs_f64();
     if global.json {
-        common::print_json(&serde_json::json!({
-            "id": id, "stream": stream.name, "dir": dir, "entries": entries,
-            "bytes": summary.bytes, "seconds": seconds, "sha256": stream.sha256,
-        }))?;
+        common::print_json(&RestoreReport::new(&plan, summary.clone()).extracted(dir, entries))?;
     } else if common::chatty(global) {
         eprintln!(
             "restored stream {:?} of backup {} into {}: {entries} entries, {} in {seconds:.2} s",

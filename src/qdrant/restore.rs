@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::{StreamKind, StreamRecord};
 use crate::id::BackupId;
 use crate::repo::Repository;
-use crate::restore::{RestoreOptions, RestorePlan, RestoreSummary};
+use crate::restore::{RestoreOptions, RestorePlan, RestoreSummary, StreamRef};
 
 #[derive(Clone, Debug, Default)]
 pub struct QdrantRestoreOptions {
@@ -45,12 +45,15 @@ pub struct QdrantRestoreOptions {
     pub restore: RestoreOptions,
 }
 
-/// What will be restored where, after the checks passed.
-#[derive(Clone, Debug)]
+/// What will be restored where, after the checks passed. Its JSON (a dry run's, and a
+/// report's) names the scope `target` and the node's version `qdrant_version`.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct QdrantRestorePlan {
+    #[serde(rename = "target", serialize_with = "crate::restore::as_display")]
     pub scope: SnapshotScope,
     /// The Qdrant version that made the snapshot, when recorded.
     pub backup_version: Option<String>,
+    #[serde(rename = "qdrant_version")]
     pub target_version: String,
     /// Whether the target collection exists already.
     pub collection_exists: bool,
@@ -74,14 +77,18 @@ pub struct QdrantRestorePlan {
     pub forced: Vec<String>,
 }
 
-/// What a restore into Qdrant did.
-#[derive(Clone, Debug)]
+/// What a restore into Qdrant did; `--json` prints it as is.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct QdrantRestoreReport {
+    #[serde(flatten)]
+    pub source: StreamRef,
+    #[serde(flatten)]
     pub plan: QdrantRestorePlan,
     pub bytes: u64,
     /// Points Qdrant counts after recovery (see [`PointsCheck`]).
     pub points_count: Option<u64>,
     /// From the first byte sent to the confirmed point count: the recovery time to plan for.
+    #[serde(rename = "seconds", serialize_with = "crate::restore::as_seconds")]
     pub duration: Duration,
     /// The file Qdrant kept in its snapshots dir, and whether qvault deleted it.
     pub uploaded_file: String,
@@ -421,6 +428,7 @@ pub async fn restore_to_qdrant(
         ));
     }
     Ok(QdrantRestoreReport {
+        source: plan.stream_ref(),
         plan: target.clone(),
         bytes: summary.bytes,
         points_count: points.points_count,

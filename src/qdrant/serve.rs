@@ -27,7 +27,7 @@ use super::types::SnapshotScope;
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::StreamRecord;
 use crate::repo::Repository;
-use crate::restore::RestorePlan;
+use crate::restore::{RestorePlan, StreamRef};
 
 /// How long a finished transfer may take to flush before the server is stopped anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -53,11 +53,16 @@ pub struct ServeReady {
     pub curl: String,
 }
 
-#[derive(Clone, Debug)]
+/// What `restore --serve` did; `--json` prints it as is.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ServeReport {
+    #[serde(flatten)]
+    pub source: StreamRef,
     pub bytes: u64,
+    #[serde(rename = "seconds", serialize_with = "crate::restore::as_seconds")]
     pub duration: Duration,
     /// Set when qvault made the recover call itself.
+    #[serde(flatten)]
     pub plan: Option<QdrantRestorePlan>,
     pub points_count: Option<u64>,
     /// What the checks after recovery could not settle (see `confirm_points`).
@@ -216,6 +221,7 @@ pub async fn serve_restore(
         None => PointsCheck::default(),
     };
     Ok(ServeReport {
+        source: plan.stream_ref(),
         bytes: summary.bytes,
         duration: started.elapsed(),
         plan: qdrant.map(|(_, target, _)| target.clone()),

@@ -24,7 +24,10 @@ mod fetch;
 mod plan;
 mod target;
 
-pub use plan::{plan, Piece, PieceCursor, PlanCounts, RestorePlan, LOOKAHEAD, PIECE_SPAN};
+pub use plan::{
+    plan, Piece, PieceCursor, PlanCounts, PlanSummary, RestorePlan, StreamRef, LOOKAHEAD,
+    PIECE_SPAN,
+};
 pub use target::{restore_to_file, RestoreReport};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -70,8 +73,20 @@ pub struct RestoreSummary {
     pub duration: Duration,
 }
 
-fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
+/// Serializes a duration as fractional seconds: every report's `seconds`.
+pub(crate) fn as_seconds<S: serde::Serializer>(
+    d: &Duration,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+/// Serializes a value by its `Display` text (a Qdrant scope as `collection \`c\``, …).
+pub(crate) fn as_display<T: std::fmt::Display, S: serde::Serializer>(
+    v: &T,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(v)
 }
 
 /// Names where in the backup a failure happened, for every error restore reports.

@@ -82,10 +82,31 @@ pub struct RestorePlan {
 }
 
 /// How many pieces and packs a whole plan reads (a dry run walks the whole stream for it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PlanCounts {
     pub pieces: u64,
     pub packs: u64,
+}
+
+/// The stream a restore reads, as every restore report names it: `id`, `stream`, `sha256`
+/// (the hash the restored bytes are checked against).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StreamRef {
+    pub id: BackupId,
+    pub stream: String,
+    pub sha256: String,
+}
+
+/// What a dry run reports: the stream, its size in bytes and chunks, and what restoring it
+/// reads (`pieces` range reads from `packs` packs).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PlanSummary {
+    #[serde(flatten)]
+    pub source: StreamRef,
+    pub bytes: u64,
+    pub chunks: u64,
+    #[serde(flatten)]
+    pub counts: PlanCounts,
 }
 
 impl RestorePlan {
@@ -139,6 +160,25 @@ impl RestorePlan {
     }
 
     /// Walks the whole plan and counts what it would read.
+    /// The stream this plan restores.
+    pub fn stream_ref(&self) -> StreamRef {
+        StreamRef {
+            id: self.backup,
+            stream: self.stream.name.clone(),
+            sha256: self.stream.sha256.clone(),
+        }
+    }
+
+    /// The dry run's report: [`Self::count`] with the stream's facts.
+    pub async fn summary(&self, repo: &Repository) -> Result<PlanSummary> {
+        Ok(PlanSummary {
+            source: self.stream_ref(),
+            bytes: self.stream.size,
+            chunks: self.stream.chunk_count(),
+            counts: self.count(repo).await?,
+        })
+    }
+
     pub async fn count(&self, repo: &Repository) -> Result<PlanCounts> {
         let mut cursor = self.cursor(repo);
         let (mut pieces, mut packs) = (0, HashSet::new());

@@ -1,8 +1,8 @@
 //! Restore targets that need more than a `Write`: a file that appears only when complete.
 
+use super::plan::StreamRef;
 use super::{execute, RestoreOptions, RestorePlan, RestoreSummary};
 use crate::error::{Error, ErrorKind, Result};
-use crate::id::BackupId;
 use crate::repo::Repository;
 use std::path::{Path, PathBuf};
 
@@ -10,21 +10,27 @@ use std::path::{Path, PathBuf};
 /// and the [`RestoreSummary`] fields.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RestoreReport {
-    pub id: BackupId,
-    pub stream: String,
-    pub sha256: String,
+    #[serde(flatten)]
+    pub source: StreamRef,
     #[serde(flatten)]
     pub summary: RestoreSummary,
+    /// A directory stream extracted with `--to-dir`: where, and how many entries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
 }
 
 impl RestoreReport {
     pub fn new(plan: &RestorePlan, summary: RestoreSummary) -> RestoreReport {
-        RestoreReport {
-            id: plan.backup,
-            stream: plan.stream.name.clone(),
-            sha256: plan.stream.sha256.clone(),
-            summary,
-        }
+        RestoreReport { source: plan.stream_ref(), summary, dir: None, entries: None }
+    }
+
+    /// The report of a directory stream extracted into `dir` as `entries` entries.
+    pub fn extracted(mut self, dir: &Path, entries: u64) -> RestoreReport {
+        self.dir = Some(dir.to_path_buf());
+        self.entries = Some(entries);
+        self
     }
 }
 

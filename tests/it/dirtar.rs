@@ -196,8 +196,13 @@ async fn cli_backup_dir_and_restore_to_dir() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["id"].as_str().unwrap().to_string();
     let dest = tmp.path().join("back");
-    let out =
-        run(vec!["restore".into(), id, "--to-dir".into(), dest.to_string_lossy().into()]).await;
+    let args = vec!["--json".into(), "restore".into(), id.clone(), "--to-dir".into()];
+    let out = run([args, vec![dest.to_string_lossy().into()]].concat()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(snapshot_of(&dest), snapshot_of(&src));
+    // The report: the stream restore's fields, and where the tree went.
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["id"].as_str(), v["dir"].as_str()), (Some(&*id), dest.to_str()));
+    assert!(v["entries"].as_u64().unwrap() > 0 && v["sha256"].is_string(), "{v}");
+    assert!(v["bytes"].as_u64().unwrap() > 0 && v["seconds"].is_f64(), "{v}");
 }

@@ -307,13 +307,24 @@ async fn a_target_with_another_shard_number_is_refused_before_upload() {
         fresh.urls()[0].clone(),
         "--dry-run".into(),
     ];
-    let out = qvault_async(&repo, dry, vec![]).await;
+    let out = qvault_async(&repo, dry.clone(), vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("into collection `clustered` (created), 3 shards"),
         "{}",
         text(&out)
     );
+    assert!(fresh.config(C).is_none() && fresh.uploads().is_empty());
+    let json = [vec!["--json".to_string()], dry].concat();
+    let out = qvault_async(&repo, json, vec![]).await;
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (plan["id"].as_str(), plan["shard_number"].as_u64()),
+        (Some(&*id.to_string()), Some(3))
+    );
+    let shards = plan["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 3, "{plan}");
+    assert!(shards.iter().all(|s| s["stream"].as_str().unwrap().starts_with("clustered/shard-")));
     assert!(fresh.config(C).is_none() && fresh.uploads().is_empty());
 
     let mut args = vec!["restore".to_string(), id.to_string()];
@@ -327,9 +338,19 @@ async fn a_target_with_another_shard_number_is_refused_before_upload() {
     // --replace drops it and restores the backup's layout, and its alias.
     target.nodes[0].set_alias("current", C);
     args.push("--replace".into());
-    let out = qvault_async(&repo, args, vec![]).await;
+    let out = qvault_async(&repo, args.clone(), vec![]).await;
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("3 shards): 3000 points"), "{}", text(&out));
+    let again = [vec!["--json".to_string()], args].concat();
+    let out = qvault_async(&repo, again, vec![]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["collection"].as_str(), report["points_count"].as_u64()),
+        (Some(C), Some(3000))
+    );
+    assert_eq!(report["shards"].as_array().unwrap().len(), 3, "{report}");
+    assert!(report["seconds"].is_f64(), "{report}");
     assert_eq!(target.config(C).unwrap()["params"]["shard_number"], 3);
     assert!(target.uploads().iter().all(|u| u.hosted));
     assert_eq!(target.nodes[0].aliases().get("current").map(String::as_str), Some(C));

@@ -646,6 +646,32 @@ async fn cli_backup_and_restore_into_a_new_collection() {
     assert!(stdout.contains("3000 points") && stdout.contains(" s"), "{stdout}");
     assert!(!text(&out).contains(KEY));
     assert_eq!(fake.recovered("copy").unwrap(), bytes);
+
+    // Every restore's --json is its report type serialized: the same names for the same facts.
+    let mut answers = Vec::new();
+    for extra in [&["--collection", "copy2", "--dry-run"][..], &["--collection", "copy3"]] {
+        let mut args = s(&["--json", "restore", &id, "--qdrant", &url, "--api-key", KEY]);
+        args.extend(s(extra));
+        let out = qvault_async(&repo, args, vec![]).await;
+        assert!(out.status.success(), "{}", text(&out));
+        answers.push(serde_json::from_slice::<Value>(&out.stdout).unwrap());
+    }
+    let (dry, restored) = (&answers[0], &answers[1]);
+    for v in [dry, restored] {
+        assert_eq!((v["id"].as_str(), v["stream"].as_str()), (Some(id.as_str()), Some("fixture")));
+        assert_eq!(v["sha256"].as_str().unwrap(), sha256_hex(&bytes));
+        assert_eq!(v["bytes"], bytes.len() as u64, "{v}");
+        assert!(v["target"].as_str().unwrap().contains("copy"), "{v}");
+        assert!(v["qdrant_version"].is_string() && v["forced"].is_array(), "{v}");
+    }
+    assert_eq!(
+        (dry["collection_exists"].as_bool(), dry["pieces"].as_u64().is_some()),
+        (Some(false), true)
+    );
+    assert!(dry["chunks"].as_u64().unwrap() > 0 && dry["packs"].as_u64().unwrap() > 0, "{dry}");
+    assert_eq!(restored["points_count"], 3000);
+    assert!(restored["seconds"].is_f64() && restored["uploaded_file_deleted"].is_boolean());
+    assert!(fake.collection_config("copy2").is_none(), "a dry run creates nothing");
     assert_eq!(fake.collection_config("copy"), fake.collection_config("fixture"));
     assert!(fake.snapshot_names("copy").is_empty());
 

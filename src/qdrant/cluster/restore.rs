@@ -65,9 +65,33 @@ pub struct ShardPlan {
     pub expected_points: Option<u64>,
 }
 
-/// What a cluster restore will do, after its checks passed.
-#[derive(Clone, Debug)]
+impl serde::Serialize for ShardPlan {
+    /// `shard_id`, the stream's `stream`, `sha256` and `bytes`, and `expected_points`.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            shard_id: u32,
+            stream: &'a str,
+            sha256: &'a str,
+            bytes: u64,
+            expected_points: Option<u64>,
+        }
+        let stream = &self.plan.stream;
+        View {
+            shard_id: self.shard_id,
+            stream: &stream.name,
+            sha256: &stream.sha256,
+            bytes: stream.size,
+            expected_points: self.expected_points,
+        }
+        .serialize(s)
+    }
+}
+
+/// What a cluster restore will do, after its checks passed; a dry run's `--json` prints it.
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct ClusterRestorePlan {
+    #[serde(rename = "id")]
     pub backup: BackupId,
     pub collection: String,
     pub shard_number: u32,
@@ -76,6 +100,7 @@ pub struct ClusterRestorePlan {
     pub create: Option<Value>,
     /// Drop the existing collection first (`--replace`).
     pub drop_existing: bool,
+    #[serde(rename = "qdrant_version")]
     pub target_version: String,
     /// Warnings the checks raised but `force` overrode.
     pub forced: Vec<String>,
@@ -100,6 +125,8 @@ pub struct ShardRestored {
     pub expected_points: Option<u64>,
 }
 
+/// What a cluster restore did; `--json` prints it as is: the plan's `id`, `collection`,
+/// `shard_number`, `qdrant_version` and `forced`, then what became of each shard.
 #[derive(Clone, Debug)]
 pub struct ClusterRestoreReport {
     pub plan: ClusterRestorePlan,
@@ -108,6 +135,37 @@ pub struct ClusterRestoreReport {
     pub points_count: u64,
     pub duration: Duration,
     pub warnings: Vec<String>,
+}
+
+impl serde::Serialize for ClusterRestoreReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        // The plan's own shard list is left out: the report's `shards` say what became of each.
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            id: BackupId,
+            collection: &'a str,
+            shard_number: u32,
+            qdrant_version: &'a str,
+            forced: &'a [String],
+            shards: &'a [ShardRestored],
+            points_count: u64,
+            seconds: f64,
+            warnings: &'a [String],
+        }
+        let plan = &self.plan;
+        View {
+            id: plan.backup,
+            collection: &plan.collection,
+            shard_number: plan.shard_number,
+            qdrant_version: &plan.target_version,
+            forced: &plan.forced,
+            shards: &self.shards,
+            points_count: self.points_count,
+            seconds: self.duration.as_secs_f64(),
+            warnings: &self.warnings,
+        }
+        .serialize(s)
+    }
 }
 
 /// The body that creates a collection like the backed-up one: its params (vectors, sparse

@@ -24,10 +24,12 @@
 //! - `--dry-run` prints the plan that `execute` would carry out, and writes nothing.
 
 mod execute;
+mod lease;
 pub mod locks;
 
 pub use execute::{execute, PruneReport};
-pub use locks::{Lease, DEFAULT_STALE_AFTER};
+pub use lease::{Lease, LeaseTiming};
+pub use locks::DEFAULT_STALE_AFTER;
 
 use crate::error::{Error, Result};
 use crate::format::pack::PackEntry;

@@ -19,6 +19,7 @@ mod list_blocks;
 mod notify;
 mod oplog;
 mod prune;
+mod prune_safety;
 mod qdrant_client;
 mod qdrant_deploy;
 mod qdrant_e2e;

@@ -11,7 +11,7 @@ use qvault::verify::{verify, VerifyOptions};
 use std::io::Read;
 use std::sync::mpsc;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
     (0..len)
         .map(|_| {
@@ -23,7 +23,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn small_chunks() -> Option<ChunkerConfig> {
+pub(crate) fn small_chunks() -> Option<ChunkerConfig> {
     Some(ChunkerConfig {
         min_size: 16 * 1024,
         avg_size: 32 * 1024,
@@ -61,7 +61,7 @@ fn marks(t: &TestRepo) -> usize {
         .unwrap_or(0)
 }
 
-async fn run(repo: &Repository, options: &PruneOptions) -> PruneReport {
+pub(crate) async fn run(repo: &Repository, options: &PruneOptions) -> PruneReport {
     prune(repo, options).await.unwrap()
 }
 
@@ -69,7 +69,10 @@ fn repack_all() -> PruneOptions {
     PruneOptions { max_unused_percent: 0.0, ..Default::default() }
 }
 
-async fn assert_clean_and_restorable(repo: &Repository, kept: &[(&BackupSummary, &[u8])]) {
+pub(crate) async fn assert_clean_and_restorable(
+    repo: &Repository,
+    kept: &[(&BackupSummary, &[u8])],
+) {
     let report = verify(repo, &VerifyOptions::default()).await.unwrap();
     assert!(report.is_ok(), "verify: {:?}", report.problems);
     for (summary, input) in kept {
@@ -218,11 +221,11 @@ async fn a_prune_stopped_after_any_step_leaves_a_clean_repository_and_the_next_p
 }
 
 /// A stream that hands out `first`, tells the test, waits for its go, then hands out `rest`.
-struct Paused {
-    first: std::io::Cursor<Vec<u8>>,
-    rest: std::io::Cursor<Vec<u8>>,
-    reached: Option<mpsc::Sender<()>>,
-    go: mpsc::Receiver<()>,
+pub(crate) struct Paused {
+    pub(crate) first: std::io::Cursor<Vec<u8>>,
+    pub(crate) rest: std::io::Cursor<Vec<u8>>,
+    pub(crate) reached: Option<mpsc::Sender<()>>,
+    pub(crate) go: mpsc::Receiver<()>,
 }
 
 impl Read for Paused {

@@ -10,11 +10,12 @@
 //! 6 mark        mark the packs unused now (and the repacked ones) for a later prune
 //! ```
 
+use super::table::prefix;
 use super::{injected, locks, PruneInput, PruneOptions, PrunePlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{self, PackData, PackWriter, SealedPack};
-use crate::id::{ChunkId, PackId};
+use crate::id::PackId;
 use crate::repo::{pack_path, Repository};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -108,14 +109,15 @@ async fn repack(repo: &Repository, sources: &[super::PartlyUsed]) -> Result<(u64
     let recipients = repo.data_recipients().to_vec();
     let pack_size = repo.config().pack_size;
     let capacity = usize::try_from(pack_size).unwrap_or(usize::MAX).saturating_add(1 << 20);
-    let mut copied: HashSet<ChunkId> = HashSet::new();
+    // By prefix (see `super::table`): a collision copies a chunk twice, never loses one.
+    let mut copied: HashSet<u64> = HashSet::new();
     let mut writer: Option<PackWriter> = None;
     let mut sealed: Vec<SealedPack> = Vec::new();
     let mut indexed: Vec<IndexedPack> = Vec::new();
     let mut bytes_written = 0u64;
     for source in sources {
         let bytes = repo.read_pack(source.pack).await?;
-        let live: HashSet<ChunkId> =
+        let live: HashSet<u64> =
             source.live.iter().filter(|c| !copied.contains(*c)).copied().collect();
         let (identities2, metadata2, recipients2, recipient2) =
             (identities.clone(), metadata.clone(), recipients.clone(), metadata_recipient.clone());
@@ -173,7 +175,7 @@ async fn upload(
 fn copy_live_blobs(
     bytes: &[u8],
     source: PackId,
-    live: &HashSet<ChunkId>,
+    live: &HashSet<u64>,
     identities: &[age::x25519::Identity],
     metadata: &age::x25519::Identity,
     recipients: &[age::x25519::Recipient],
@@ -181,7 +183,7 @@ fn copy_live_blobs(
     pack_size: u64,
     capacity: usize,
     writer: &mut Option<PackWriter>,
-) -> Result<(Vec<SealedPack>, Vec<ChunkId>)> {
+) -> Result<(Vec<SealedPack>, Vec<u64>)> {
     let what = format!("pack {source}");
     let header = pack::read_header(bytes, metadata, &what)?;
     let data = bytes
@@ -194,8 +196,8 @@ fn copy_live_blobs(
     let mut copied = Vec::new();
     let mut entries = header.entries.clone();
     entries.sort_by_key(|e| e.offset);
-    for entry in entries.iter().filter(|e| live.contains(&e.chunk)) {
-        if copied.contains(&entry.chunk) {
+    for entry in entries.iter().filter(|e| live.contains(&prefix(&e.chunk))) {
+        if copied.contains(&prefix(&entry.chunk)) {
             continue;
         }
         let blob = reader.read_blob(entry)?;
@@ -204,7 +206,7 @@ fn copy_live_blobs(
             None => writer.insert(PackWriter::new(recipients, capacity)?),
         };
         w.add(entry.chunk, &blob, entry.raw_length)?;
-        copied.push(entry.chunk);
+        copied.push(prefix(&entry.chunk));
         if w.len() >= pack_size {
             if let Some(full) = writer.take() {
                 sealed.push(full.finish(metadata_recipient)?);

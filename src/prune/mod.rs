@@ -18,9 +18,11 @@
 //!   old ones they replace are deleted; packs only after no index file lists them; a mark is
 //!   deleted only after its packs. A prune stopped at any step leaves a repository that
 //!   verifies clean and restores every backup, and the next prune finishes the job.
-//! - With only the repository key it deletes wholly unused packs and reports what a repack
-//!   would free; repacking (decrypting live blobs) needs a data identity. Blobs are copied as
-//!   stored (codec byte and payload), never decompressed.
+//! - With only the repository key it deletes wholly unused packs, repacks partly used
+//!   list-block packs (version 2: sealed to the metadata key, which it holds) and reports what
+//!   repacking data packs would free; that needs a data identity. Blobs are copied as stored
+//!   (codec byte and payload), never decompressed, into a pack sealed like the one they come
+//!   from: list blocks to the metadata recipient, data to the data recipients.
 //! - `--dry-run` prints the plan that `execute` would carry out, and writes nothing.
 
 mod execute;
@@ -79,6 +81,9 @@ pub struct PartlyUsed {
     pub size: u64,
     pub used_bytes: u64,
     pub unused_bytes: u64,
+    /// Its live chunks are all list blocks: a metadata pack (version 2), repacked with the
+    /// repository key alone.
+    pub list: bool,
     /// The chunks to copy (by prefix, see [`table`]): those this pack keeps.
     #[serde(skip)]
     pub live: Vec<u64>,
@@ -115,7 +120,8 @@ pub struct PrunePlan {
     /// Packs nothing references now: marked, deleted by a later prune.
     pub mark_unused: Vec<PackId>,
     pub mark_unused_bytes: u64,
-    /// Partly used packs to repack (needs a data identity); marked once repacked.
+    /// Partly used packs to repack (data packs need a data identity, list-block packs only
+    /// the repository key); marked once repacked.
     pub repack: Vec<PartlyUsed>,
     /// Bytes the repacks free (once their packs are deleted by a later prune).
     pub repack_frees_bytes: u64,
@@ -371,9 +377,10 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
             plan.mark_unused_bytes += size;
         } else if unused > 0 {
             plan.unused_bytes += unused;
-            // A list-block pack is sealed to the metadata key; repack writes data packs.
-            // List packs are small: one that is partly used stays as it is.
-            if live.iter().any(|c| input.list_blocks.contains_prefix(*c)) {
+            // List blocks go to metadata packs, data to data packs. A pack whose live chunks
+            // are both (a data chunk that a list block deduplicated against) stays as it is.
+            let lists = live.iter().filter(|c| input.list_blocks.contains_prefix(**c)).count();
+            if lists > 0 && lists < live.len() {
                 continue;
             }
             partly.push(PartlyUsed {
@@ -381,6 +388,7 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
                 size,
                 used_bytes: used,
                 unused_bytes: unused,
+                list: lists > 0,
                 live,
             });
         }

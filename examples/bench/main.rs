@@ -10,21 +10,25 @@
 //! Steps: generate every version into `DIR/series/vN.snapshot`; back each one up into one
 //! fresh local repository (`DIR/qvault`), then the last one again (the unchanged case);
 //! restore the last version to `DIR/restored` and check its SHA-256; forget all but the last
-//! backup and prune twice (mark, then delete), and compare the repository with a fresh one
-//! holding only the last version; run the references.
+//! backup and prune twice (mark, then delete) — with a data identity, and on a copy opened
+//! with the repository key only — and compare each repository with a fresh one holding only
+//! the last version; run the references (restic: every version, then
+//! `forget --keep-last 1 --prune`, its peak RSS from `/usr/bin/time`).
 //! Every step reports wall and CPU seconds (from `/proc/self/stat`), MB/s (10^6 bytes of
 //! input per wall second), repository bytes added (the backup summary and the directory)
 //! and peak RSS (`VmHWM`, reset before each step through `/proc/self/clear_refs`).
 //!
-//! Ratios against the targets of issue 5 are printed last, each marked ✓ or ✗. Numbers from
-//! a debug build mean nothing.
+//! Ratios against the targets of issues 5 and 13 are printed last, each marked ✓ or ✗.
+//! Numbers from a debug build mean nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod references;
+mod retention;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -269,99 +273,6 @@ fn sha256_file(path: &Path) -> Result<String, BoxError> {
 }
 
 // ---------------------------------------------------------------------------------------
-// References.
-
-/// `zstd -3 -T0 -c FILE`, counting the output through a pipe. CPU is the child's.
-fn run_zstd(path: &Path, name: &str, input: u64) -> Result<Step, BoxError> {
-    let child_cpu = cpu_times().1;
-    let started = Instant::now();
-    let mut child = Command::new("zstd")
-        .args(["-3", "-T0", "-q", "-c"])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut out = child.stdout.take().ok_or("zstd has no stdout")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        return Err(format!("zstd failed on {}: {status}", path.display()).into());
-    }
-    Ok(Step {
-        name: name.to_string(),
-        input,
-        wall: started.elapsed().as_secs_f64(),
-        cpu: cpu_times().1 - child_cpu,
-        output: Some(bytes),
-        ..Step::default()
-    })
-}
-
-fn restic_version() -> Option<String> {
-    let out = Command::new("restic").arg("version").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn restic(repo: &Path, cache: &Path) -> Command {
-    let mut c = Command::new("restic");
-    c.env("RESTIC_PASSWORD", "qvault-bench")
-        .arg("--repo")
-        .arg(repo)
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--quiet");
-    c
-}
-
-/// `restic backup --json FILE`: data added from its summary line and from the directory.
-fn run_restic(
-    repo: &Path,
-    cache: &Path,
-    path: &Path,
-    name: &str,
-    input: u64,
-) -> Result<Step, BoxError> {
-    let before = dir_size(repo);
-    let child_cpu = cpu_times().1;
-    let started = Instant::now();
-    let out = restic(repo, cache)
-        .args(["backup", "--json", "--host", "bench"])
-        .arg(path)
-        .stderr(Stdio::inherit())
-        .output()?;
-    let wall = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(format!("restic backup failed on {}: {}", path.display(), out.status).into());
-    }
-    let summary = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary");
-    // Newer restic splits data_added (before compression) from data_added_packed.
-    let added = summary
-        .as_ref()
-        .and_then(|s| s.get("data_added_packed").or_else(|| s.get("data_added")))
-        .and_then(|v| v.as_u64());
-    Ok(Step {
-        name: name.to_string(),
-        input,
-        wall,
-        cpu: cpu_times().1 - child_cpu,
-        added_summary: added,
-        added_dir: Some(dir_size(repo).saturating_sub(before)),
-        ..Step::default()
-    })
-}
-
-// ---------------------------------------------------------------------------------------
 // Report.
 
 fn fmt_opt(v: Option<u64>) -> String {
@@ -582,19 +493,32 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     // 3b. Retention (issue 13): forget all but the last backup, prune twice (the first run
     // marks, the second deletes), and compare with a fresh repository holding only the last
-    // version.
-    for id in all_ids.iter().filter(|id| **id != last.id) {
-        repo.delete_manifest(*id).await?;
+    // version. Once with the data identity, once on a copy with the repository key only.
+    let key_only_dir = dir.join("qvault-key-only");
+    if key_only_dir.exists() {
+        std::fs::remove_dir_all(&key_only_dir)?;
     }
-    let prune_options = qvault::prune::PruneOptions::default();
-    let m = Meter::start();
-    qvault::prune::prune(&repo, &prune_options).await?;
-    qvault::prune::prune(&repo, &prune_options).await?;
-    let mut prune_step = m.stop("forget --keep-last 1, prune ×2", qvault_repo);
+    retention::copy_dir(&repo_dir, &key_only_dir)?;
+    let forget: Vec<_> = all_ids.iter().filter(|id| **id != last.id).copied().collect();
+    let mut prune_step =
+        retention::forget_prune(&repo, &forget, "forget --keep-last 1, prune ×2", qvault_repo)
+            .await?;
     let pruned_repo = dir_size(&repo_dir);
     prune_step.added_dir = Some(pruned_repo);
     eprintln!("  {}: {:.2} s", prune_step.name, prune_step.wall);
+    let prune_wall = prune_step.wall;
+    let prune_rss = prune_step.peak_rss;
     qv_steps.push(prune_step);
+    let key_only = retention::open_key_only(&repo, &key_only_dir).await?;
+    let mut key_only_step =
+        retention::forget_prune(&key_only, &forget, "  same, repository key only", qvault_repo)
+            .await?;
+    drop(key_only);
+    let key_only_repo = dir_size(&key_only_dir);
+    key_only_step.added_dir = Some(key_only_repo);
+    eprintln!("  {}: {:.2} s", key_only_step.name, key_only_step.wall);
+    qv_steps.push(key_only_step);
+    std::fs::remove_dir_all(&key_only_dir)?;
     let fresh_dir = dir.join("qvault-fresh");
     if fresh_dir.exists() {
         std::fs::remove_dir_all(&fresh_dir)?;
@@ -610,14 +534,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut zstd_steps = Vec::new();
     if args.zstd {
         for (v, (path, size)) in files.iter().enumerate() {
-            zstd_steps.push(run_zstd(path, &format!("zstd -3 -T0 v{v}"), *size)?);
+            zstd_steps.push(references::run_zstd(path, &format!("zstd -3 -T0 v{v}"), *size)?);
         }
     }
-    let restic_version = if args.restic { restic_version() } else { None };
+    let restic_version = if args.restic { references::restic_version() } else { None };
     let mut restic_steps = Vec::new();
     if let Some(version) = &restic_version {
         eprintln!("  {version}");
-        let init = restic(&restic_dir, &restic_cache).arg("init").output()?;
+        let init = references::restic(&restic_dir, &restic_cache).arg("init").output()?;
         if !init.status.success() {
             return Err(format!(
                 "restic init failed: {}",
@@ -626,7 +550,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .into());
         }
         for (v, (path, size)) in files.iter().enumerate() {
-            restic_steps.push(run_restic(
+            restic_steps.push(references::run_restic(
                 &restic_dir,
                 &restic_cache,
                 path,
@@ -636,6 +560,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     let restic_repo = dir_size(&restic_dir);
+    let restic_prune = if restic_version.is_some() {
+        let step = references::run_restic_forget_prune(&restic_dir, &restic_cache, restic_repo)?;
+        eprintln!("  {}: {:.2} s", step.name, step.wall);
+        Some(step)
+    } else {
+        None
+    };
 
     // 5. Report.
     let n = files.len();
@@ -691,6 +622,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
         pruned_repo as f64 / fresh_size.max(1) as f64,
         1.10,
     ));
+    checks.push(Check {
+        what: "  same, repository key only".into(),
+        value: key_only_repo as f64 / fresh_size.max(1) as f64,
+        target: "(info)".into(),
+        met: true,
+    });
+    checks.push(check_le("prune ×2 peak RSS MiB", mib(prune_rss), 150.0));
+    if let Some(rp) = &restic_prune {
+        checks.push(check_le(
+            "qvault forget+prune ×2 wall / restic forget --prune wall",
+            prune_wall / rp.wall.max(1e-9),
+            0.5,
+        ));
+        checks.push(Check {
+            what: "restic repository after prune / qvault fresh".into(),
+            value: rp.added_dir.unwrap_or(0) as f64 / fresh_size.max(1) as f64,
+            target: "(info)".into(),
+            met: true,
+        });
+    }
 
     let load_after = loadavg();
     let floor: Vec<u64> = changes.iter().map(|c| c.new_bytes()).collect();
@@ -710,6 +661,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "qvault": steps(&qv_steps),
             "qvault_repository_bytes": qvault_repo,
             "pruned_repository_bytes": pruned_repo,
+            "pruned_key_only_repository_bytes": key_only_repo,
             "fresh_last_repository_bytes": fresh_size,
             "restored_sha256": actual,
             "byte_exact": byte_exact,
@@ -722,6 +674,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "restic_version": restic_version,
             "restic": steps(&restic_steps),
             "restic_repository_bytes": restic_repo,
+            "restic_forget_prune": restic_prune.as_ref().map(Step::to_json),
             "checks": checks.iter().map(|c| json!({
                 "what": c.what, "value": c.value, "target": c.target, "met": c.met
             })).collect::<Vec<_>>(),
@@ -769,11 +722,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
             (Some(version), _) => {
                 print_table(&format!("{version} (CPU = the child's)"), &restic_steps, false);
                 println!("  sum: {restic_wall:.2} s wall; repository {:.2} MB", mb(restic_repo));
+                if let Some(rp) = &restic_prune {
+                    print_table(
+                        "restic retention (dir +MB = repository after)",
+                        std::slice::from_ref(rp),
+                        true,
+                    );
+                }
             }
             (None, true) => println!("\nrestic: not on PATH, skipped"),
             (None, false) => {}
         }
-        println!("\ntargets (issue 5)");
+        println!(
+            "  repository after forget+prune: {:.2} MB with the data identity, {:.2} MB with \
+             the key only; fresh backup of the last version {:.2} MB",
+            mb(pruned_repo),
+            mb(key_only_repo),
+            mb(fresh_size)
+        );
+        println!("\ntargets (issues 5 and 13)");
         for c in &checks {
             let mark = if c.target == "(info)" {
                 " "

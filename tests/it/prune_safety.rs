@@ -270,3 +270,46 @@ async fn two_backups_sharing_a_cache_directory_each_leave_the_marked_packs_out_u
     admin.sync().await.unwrap();
     assert_clean_and_restorable(&admin, &[(&a, &first_part), (&b, &expected)]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_refreshed_lease_outlives_the_stale_limit_and_its_backup_restores() {
+    let Some(storage) = support::s3_storage(&support::unique_prefix("lease")) else {
+        return;
+    };
+    let identity = age::x25519::Identity::generate();
+    let options = qvault::repo::InitOptions {
+        recipients: vec![identity.to_public()],
+        chunker: small_chunks(),
+        ..Default::default()
+    };
+    Repository::init(storage.clone(), options, &Cache::InMemory).await.unwrap();
+    let open = || {
+        let credentials = Credentials { identities: vec![identity.clone()], key: None };
+        Repository::open(storage.clone(), credentials, &Cache::InMemory)
+    };
+    let admin = open().await.unwrap();
+    let old = data(600_000, 7);
+    let gone = support::backup_bytes(&admin, "old.bin", old.clone()).await;
+    admin.delete_manifest(gone.id).await.unwrap();
+    let more = data(100_000, 8);
+    let paused =
+        PausedBackup::start(open().await.unwrap(), &old, &more, leased(Duration::from_millis(400)))
+            .await;
+    let first = run(&admin, &prune_options()).await;
+    assert!(first.packs_marked >= 1, "{first:?}");
+    // S3's Last-Modified has whole seconds: still well inside the limit after a refresh.
+    tokio::time::sleep(STALE + Duration::from_secs(1)).await;
+    let second = run(&admin, &prune_options()).await;
+    assert!(second.plan.stale_leases.is_empty(), "{:?}", second.plan);
+    assert_eq!(second.plan.waiting_marks.len(), 1, "{:?}", second.plan);
+    let summary = paused.resume().await.unwrap();
+    let mut expected = old.clone();
+    expected.extend(&more);
+    admin.sync().await.unwrap();
+    assert_clean_and_restorable(&admin, &[(&summary, &expected)]).await;
+    let left = storage.list("locks/").await.unwrap();
+    assert!(!left.iter().any(|o| o.path.starts_with("locks/lease-")), "released: {left:?}");
+    let third = run(&admin, &prune_options()).await;
+    assert_eq!(third.plan.unmarked_packs.len(), 1, "{:?}", third.plan);
+    assert_clean_and_restorable(&admin, &[(&summary, &expected)]).await;
+}

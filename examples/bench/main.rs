@@ -23,14 +23,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod measure;
 mod references;
+mod report;
 mod retention;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
 
 use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
 use qvault::codec::CodecParams;
@@ -41,6 +42,9 @@ use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
 use qvault_synth::{Series, SeriesOptions, Variant};
 use serde_json::json;
+
+use measure::{dir_size, loadavg, mb, mib, reset_peak_rss, Meter, Step};
+use report::{check_ge, check_le, print_table, Check};
 use sha2::Digest;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -125,122 +129,6 @@ fn parse_args() -> Result<Args, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Process measurements from /proc (Linux only; no libc needed).
-
-/// Clock ticks per second for /proc/*/stat times (USER_HZ, 100 on every Linux we run on).
-const TICKS: f64 = 100.0;
-
-/// (own CPU seconds, CPU seconds of waited-for children) from /proc/self/stat.
-fn cpu_times() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // utime, stime, cutime, cstime are fields 14..=17, i.e. indexes 11..=14 here.
-    let get = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / TICKS;
-    (get(11) + get(12), get(13) + get(14))
-}
-
-/// A `VmXXX:` line of /proc/self/status, in bytes.
-fn vm_status(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Resets VmHWM to the current RSS; false when the kernel refuses.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// The first three fields of /proc/loadavg: how busy the machine was (other processes).
-fn loadavg() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map_or(0, |m| m.len()),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// One measured step.
-#[derive(Clone, Debug, Default)]
-struct Step {
-    name: String,
-    input: u64,
-    wall: f64,
-    cpu: f64,
-    /// Bytes added according to the tool's own summary.
-    added_summary: Option<u64>,
-    /// Growth of the repository directory.
-    added_dir: Option<u64>,
-    /// zstd output bytes.
-    output: Option<u64>,
-    rss_start: u64,
-    peak_rss: u64,
-}
-
-impl Step {
-    fn mbps(&self) -> f64 {
-        mb(self.input) / self.wall.max(1e-9)
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "step": self.name, "input_bytes": self.input, "wall_s": self.wall, "cpu_s": self.cpu,
-            "mb_per_s": self.mbps(), "added_summary_bytes": self.added_summary,
-            "added_dir_bytes": self.added_dir, "output_bytes": self.output,
-            "rss_start_bytes": self.rss_start, "peak_rss_bytes": self.peak_rss,
-        })
-    }
-}
-
-/// Measures `f` in this process: wall, own CPU, peak RSS.
-struct Meter {
-    started: Instant,
-    cpu: f64,
-    rss_start: u64,
-}
-
-impl Meter {
-    fn start() -> Meter {
-        reset_peak_rss();
-        Meter { started: Instant::now(), cpu: cpu_times().0, rss_start: vm_status("VmRSS:") }
-    }
-
-    fn stop(self, name: impl Into<String>, input: u64) -> Step {
-        Step {
-            name: name.into(),
-            input,
-            wall: self.started.elapsed().as_secs_f64(),
-            cpu: cpu_times().0 - self.cpu,
-            rss_start: self.rss_start,
-            peak_rss: vm_status("VmHWM:"),
-            ..Step::default()
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The qvault side.
 
 async fn backup_file(
@@ -270,60 +158,6 @@ fn sha256_file(path: &Path) -> Result<String, BoxError> {
         sha.update(&buf[..n]);
     }
     Ok(hex::encode(sha.finalize()))
-}
-
-// ---------------------------------------------------------------------------------------
-// Report.
-
-fn fmt_opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |b| format!("{:.2}", mb(b)))
-}
-
-fn print_table(title: &str, steps: &[Step], rss: bool) {
-    println!("\n{title}");
-    print!(
-        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>12} {:>12}",
-        "step", "input MB", "wall s", "CPU s", "MB/s", "added MB", "dir +MB"
-    );
-    if rss {
-        print!(" {:>10} {:>9}", "RSS0 MiB", "peak MiB");
-    } else {
-        print!(" {:>10}", "output MB");
-    }
-    println!();
-    for s in steps {
-        print!(
-            "{:<22} {:>9.1} {:>8.2} {:>8.2} {:>9.0} {:>12} {:>12}",
-            s.name,
-            mb(s.input),
-            s.wall,
-            s.cpu,
-            s.mbps(),
-            fmt_opt(s.added_summary),
-            fmt_opt(s.added_dir)
-        );
-        if rss {
-            print!(" {:>10.1} {:>9.1}", mib(s.rss_start), mib(s.peak_rss));
-        } else {
-            print!(" {:>10}", fmt_opt(s.output));
-        }
-        println!();
-    }
-}
-
-struct Check {
-    what: String,
-    value: f64,
-    target: String,
-    met: bool,
-}
-
-fn check_le(what: impl Into<String>, value: f64, limit: f64) -> Check {
-    Check { what: what.into(), value, target: format!("≤ {limit}"), met: value <= limit }
-}
-
-fn check_ge(what: impl Into<String>, value: f64, limit: f64) -> Check {
-    Check { what: what.into(), value, target: format!("≥ {limit}"), met: value >= limit }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::{cpu_times, dir_size, BoxError, Step};
+use crate::measure::{cpu_times, dir_size, Step};
+use crate::BoxError;
 
 /// `zstd -3 -T0 -c FILE`, counting the output through a pipe. CPU is the child's.
 pub fn run_zstd(path: &Path, name: &str, input: u64) -> Result<Step, BoxError> {

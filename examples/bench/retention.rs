@@ -10,7 +10,8 @@ use qvault::id::BackupId;
 use qvault::repo::{Cache, Credentials, Repository};
 use qvault::storage::Storage;
 
-use crate::{BoxError, Meter, Step};
+use crate::measure::{Meter, Step};
+use crate::BoxError;
 
 /// Deletes the manifests of `forget`, then prunes twice with the default options. `input`
 /// is the repository's size before.

@@ -72,7 +72,7 @@ pub async fn stats(repo: &Repository) -> Result<RepositoryStats> {
     let (mut raw, mut blob) = (0u64, 0u64);
     for entries in inventory.indexed.values() {
         for e in entries {
-            if referenced.contains(&e.chunk) && seen.insert(e.chunk) {
+            if referenced.contains_prefix(e.prefix) && seen.insert(e.prefix) {
                 raw += u64::from(e.raw_length);
                 blob += u64::from(e.length);
             }

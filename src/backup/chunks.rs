@@ -19,7 +19,7 @@ use crate::crypto::RepositoryKey;
 use crate::error::{Error, Result};
 use crate::format::list::ListWriter;
 use crate::format::manifest::StreamRecord;
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::index::LocalIndex;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashSet};
@@ -41,16 +41,32 @@ pub(super) struct Dedup {
     /// Chunks this backup already queued: two identical new chunks are stored once.
     queued: Arc<Mutex<HashSet<ChunkId>>>,
     codec: CodecParams,
+    /// Packs a prune has marked (read from storage under the backup's lease): a chunk only
+    /// they hold is stored again.
+    marked: Arc<HashSet<PackId>>,
 }
 
 impl Dedup {
-    pub(super) fn new(key: RepositoryKey, index: Arc<LocalIndex>, codec: CodecParams) -> Dedup {
-        Dedup { key, index, queued: Arc::new(Mutex::new(HashSet::new())), codec }
+    pub(super) fn new(
+        key: RepositoryKey,
+        index: Arc<LocalIndex>,
+        codec: CodecParams,
+        marked: Arc<HashSet<PackId>>,
+    ) -> Dedup {
+        Dedup { key, index, queued: Arc::new(Mutex::new(HashSet::new())), codec, marked }
+    }
+
+    /// True when the repository holds the chunk in a pack this backup may reference.
+    fn stored(&self, id: &ChunkId) -> Result<bool> {
+        if self.marked.is_empty() {
+            return self.index.contains_chunk(id);
+        }
+        Ok(self.index.packs_holding(id)?.iter().any(|p| !self.marked.contains(p)))
     }
 
     /// True when the chunk must be stored (and claims it, so no other worker stores it).
     fn claim(&self, id: &ChunkId) -> Result<bool> {
-        if self.index.contains_chunk(id)? {
+        if self.stored(id)? {
             return Ok(false);
         }
         let mut queued = self.queued.lock().map_err(|_| pipeline_stopped())?;

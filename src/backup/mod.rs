@@ -61,6 +61,8 @@ pub struct BackupOptions {
     /// Accept streams of 0 bytes. Off by default: an empty stream is far more often a
     /// producer that failed (`pg_dump … | qvault backup -`) than the data meant.
     pub allow_empty: bool,
+    /// How often the backup's lease is refreshed against the prune side's stale limit.
+    pub lease: crate::prune::LeaseTiming,
 }
 
 impl Default for BackupOptions {
@@ -72,6 +74,7 @@ impl Default for BackupOptions {
             workers: None,
             upload_concurrency: 3,
             allow_empty: false,
+            lease: crate::prune::LeaseTiming::default(),
         }
     }
 }
@@ -226,16 +229,17 @@ pub async fn backup(
 /// recorded unless every stream succeeds; the first error (of the pipeline or of
 /// `sources`) stops the backup, and `sources` is not asked for more.
 ///
-/// A lease in `locks/` covers the whole run, so a concurrent prune never deletes what this
-/// backup may reference (see [`crate::prune`]).
+/// A lease in `locks/` covers the whole run, refreshed while it lasts, so a concurrent prune
+/// never deletes what this backup may reference (see [`crate::prune`]); if the lease could
+/// not be kept fresh, the backup fails before it writes its manifest.
 pub async fn backup_from<S: StreamSources>(
     repo: &Repository,
     sources: &mut S,
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
-    let lease = crate::prune::Lease::take(repo).await?;
-    let result = backup_leased(repo, sources, options, progress).await;
+    let lease = crate::prune::Lease::take_with(repo, options.lease).await?;
+    let result = backup_leased(repo, sources, options, progress, &lease).await;
     lease.release(repo).await;
     result
 }
@@ -245,6 +249,7 @@ async fn backup_leased<S: StreamSources>(
     sources: &mut S,
     options: &BackupOptions,
     progress: Arc<Progress>,
+    lease: &crate::prune::Lease,
 ) -> Result<BackupSummary> {
     let started = Instant::now();
     let time = now_rfc3339();
@@ -261,7 +266,12 @@ async fn backup_leased<S: StreamSources>(
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .max(1);
-    let dedup = Dedup::new(repo.key().clone(), repo.index_arc(), repo.config().compression);
+    let dedup = Dedup::new(
+        repo.key().clone(),
+        repo.index_arc(),
+        repo.config().compression,
+        lease.marked_packs(),
+    );
     let (blob_tx, blob_rx) = crossbeam_channel::bounded::<NewBlob>(workers * 2);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<SealedPack>(1);
     let recipients = repo.data_recipients().to_vec();
@@ -345,6 +355,7 @@ async fn backup_leased<S: StreamSources>(
             duration_ms: started.elapsed().as_millis() as u64,
         },
     };
+    lease.check()?;
     let id = repo.write_manifest(&manifest).await?;
     Ok(BackupSummary { id, manifest })
 }

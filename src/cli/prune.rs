@@ -117,21 +117,23 @@ pub fn print_report(report: &PruneReport) {
             human_bytes(plan.mark_unused_bytes)
         );
     }
-    if !plan.repack.is_empty() {
-        if plan.can_repack {
-            println!(
-                "{} {} partly used packs, freeing {} after the next prune",
-                verb("repacked", "would repack"),
-                plan.repack.len(),
-                human_bytes(plan.repack_frees_bytes)
-            );
-        } else {
-            println!(
-                "repacking {} partly used packs would free {}: run prune with a data identity (--identity)",
-                plan.repack.len(),
-                human_bytes(plan.repack_frees_bytes)
-            );
-        }
+    // Without a data identity only list-block packs are repacked.
+    let (done, skipped): (Vec<_>, Vec<_>) =
+        plan.repack.iter().partition(|r| plan.can_repack || r.list);
+    if !done.is_empty() {
+        println!(
+            "{} {} partly used packs, freeing {} after the next prune",
+            verb("repacked", "would repack"),
+            done.len(),
+            human_bytes(done.iter().map(|r| r.unused_bytes).sum())
+        );
+    }
+    if !skipped.is_empty() {
+        println!(
+            "repacking {} partly used packs would free {}: run prune with a data identity (--identity)",
+            skipped.len(),
+            human_bytes(skipped.iter().map(|r| r.unused_bytes).sum())
+        );
     }
     if plan.is_empty() && plan.waiting_marks.is_empty() {
         println!("nothing to prune");

@@ -253,6 +253,23 @@ impl LocalIndex {
         stmt.exists(params![&id.0[..]]).map_err(|e| self.err(e))
     }
 
+    /// The packs holding `id`, leaving out those known to be missing or damaged: a backup
+    /// that must also leave out packs a prune marked asks this instead of
+    /// [`LocalIndex::contains_chunk`].
+    pub fn packs_holding(&self, id: &ChunkId) -> Result<Vec<PackId>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT pack FROM chunks WHERE id = ?1
+                 AND pack NOT IN (SELECT id FROM bad_packs)",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![&id.0[..]], |r| Ok(PackId(blob32(r.get(0)?, "pack id")?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
+    }
+
     /// Records the packs known to be missing from storage or damaged (found by `verify` and
     /// by a backup's start): backups stop deduplicating against their chunks, so the next
     /// backup stores them again, and restore prefers other copies. Replaces the whole set.

@@ -10,11 +10,12 @@
 //! 6 mark        mark the packs unused now (and the repacked ones) for a later prune
 //! ```
 
-use super::{injected, locks, PruneInput, PruneOptions, PrunePlan};
+use super::table::prefix;
+use super::{injected, locks, PartlyUsed, PruneInput, PruneOptions, PrunePlan};
 use crate::error::{Error, ErrorKind, Result};
 use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::pack::{self, PackData, PackWriter, SealedPack};
-use crate::id::{ChunkId, PackId};
+use crate::id::PackId;
 use crate::repo::{pack_path, Repository};
 use bytes::Bytes;
 use std::collections::HashSet;
@@ -50,13 +51,20 @@ pub async fn execute(
         _ => Ok(()),
     };
 
-    // 1. Repack: the new packs and their index file exist before anything is marked.
+    // 1. Repack: the new packs and their index file exist before anything is marked. List-block
+    // packs need only the repository key; data packs a data identity.
     let mut repacked = Vec::new();
-    if plan.can_repack && !plan.repack.is_empty() {
-        let (packs, bytes) = repack(repo, &plan.repack).await?;
-        report.packs_written = packs;
-        report.bytes_written = bytes;
-        repacked = plan.repack.iter().map(|r| r.pack).collect();
+    let (lists, data): (Vec<&PartlyUsed>, Vec<&PartlyUsed>) =
+        plan.repack.iter().partition(|r| r.list);
+    let mut batches = vec![(lists, Sealing::metadata(repo))];
+    if plan.can_repack {
+        batches.push((data, Sealing::data(repo)?));
+    }
+    for (sources, sealing) in batches.into_iter().filter(|(s, _)| !s.is_empty()) {
+        let done = repack(repo, &sources, &sealing).await?;
+        report.packs_written += done.packs;
+        report.bytes_written += done.bytes;
+        repacked.extend(done.sources);
     }
     step_done(1)?;
 
@@ -99,61 +107,115 @@ pub async fn execute(
     Ok(report)
 }
 
+/// Who can read a repacked pack, and with what its source is read.
+struct Sealing {
+    /// Decrypt the source packs' data.
+    identities: Vec<age::x25519::Identity>,
+    /// The new packs' data is sealed to these.
+    recipients: Vec<age::x25519::Recipient>,
+    /// List-block packs: a source that these identities cannot read (a data pack whose live
+    /// chunks happen to be list blocks) is left as it is rather than failing the prune.
+    skip_unreadable: bool,
+}
+
+impl Sealing {
+    /// For list-block packs: the metadata key reads them, and the copies stay readable by a
+    /// backup host. Data identities, when held, also read the rare data pack in the batch.
+    fn metadata(repo: &Repository) -> Sealing {
+        let mut identities = vec![repo.key().metadata_identity().clone()];
+        if let Ok(data) = repo.data_identities("repacking") {
+            identities.extend(data.iter().cloned());
+        }
+        Sealing {
+            identities,
+            recipients: vec![repo.key().metadata_recipient()],
+            skip_unreadable: true,
+        }
+    }
+
+    fn data(repo: &Repository) -> Result<Sealing> {
+        Ok(Sealing {
+            identities: repo.data_identities("repacking partly used packs")?.to_vec(),
+            recipients: repo.data_recipients().to_vec(),
+            skip_unreadable: false,
+        })
+    }
+}
+
+/// What one batch of repacks wrote.
+struct Repacked {
+    packs: u64,
+    bytes: u64,
+    /// The source packs whose live blobs are now in the new packs: to mark.
+    sources: Vec<PackId>,
+}
+
 /// Copies the referenced blobs of `sources` into new packs (as stored: codec byte and
-/// payload), uploads them and writes one index file listing them. Returns (packs, bytes).
-async fn repack(repo: &Repository, sources: &[super::PartlyUsed]) -> Result<(u64, u64)> {
-    let identities = repo.data_identities("repacking partly used packs")?.to_vec();
+/// payload) sealed as `sealing` says, uploads them and writes one index file listing them.
+async fn repack(repo: &Repository, sources: &[&PartlyUsed], sealing: &Sealing) -> Result<Repacked> {
     let metadata = repo.key().metadata_identity().clone();
     let metadata_recipient = repo.key().metadata_recipient();
-    let recipients = repo.data_recipients().to_vec();
     let pack_size = repo.config().pack_size;
     let capacity = usize::try_from(pack_size).unwrap_or(usize::MAX).saturating_add(1 << 20);
-    let mut copied: HashSet<ChunkId> = HashSet::new();
+    // By prefix (see `super::table`): a collision copies a chunk twice, never loses one.
+    let mut copied: HashSet<u64> = HashSet::new();
     let mut writer: Option<PackWriter> = None;
-    let mut sealed: Vec<SealedPack> = Vec::new();
     let mut indexed: Vec<IndexedPack> = Vec::new();
-    let mut bytes_written = 0u64;
+    let mut done = Repacked { packs: 0, bytes: 0, sources: Vec::new() };
     for source in sources {
         let bytes = repo.read_pack(source.pack).await?;
-        let live: HashSet<ChunkId> =
+        let live: HashSet<u64> =
             source.live.iter().filter(|c| !copied.contains(*c)).copied().collect();
-        let (identities2, metadata2, recipients2, recipient2) =
-            (identities.clone(), metadata.clone(), recipients.clone(), metadata_recipient.clone());
+        let (identities, metadata, recipients, recipient) = (
+            sealing.identities.clone(),
+            metadata.clone(),
+            sealing.recipients.clone(),
+            metadata_recipient.clone(),
+        );
         let mut w = writer.take();
-        let source = source.pack;
-        let (w, done, chunks) = tokio::task::spawn_blocking(move || {
-            copy_live_blobs(
+        let pack = source.pack;
+        // The writer always comes back, so blobs of earlier sources are never dropped.
+        let (w, result) = tokio::task::spawn_blocking(move || {
+            let result = copy_live_blobs(
                 &bytes,
-                source,
+                pack,
                 &live,
-                &identities2,
-                &metadata2,
-                &recipients2,
-                &recipient2,
+                &identities,
+                &metadata,
+                &recipients,
+                &recipient,
                 pack_size,
                 capacity,
                 &mut w,
-            )
-            .map(|(done, chunks)| (w, done, chunks))
+            );
+            (w, result)
         })
         .await
-        .map_err(|e| Error::new(ErrorKind::Io, format!("repacking pack {source} failed: {e}")))??;
+        .map_err(|e| Error::new(ErrorKind::Io, format!("repacking pack {pack} failed: {e}")))?;
         writer = w;
+        let (sealed, chunks) = match result {
+            Ok(r) => r,
+            Err(e) if sealing.skip_unreadable && e.kind() == ErrorKind::KeyRejected => {
+                tracing::warn!("pack {pack} is left as it is, not repacked: {e}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         copied.extend(chunks);
-        sealed.extend(done);
-        for pack in sealed.drain(..) {
-            bytes_written += upload(repo, pack, &mut indexed).await?;
+        done.sources.push(pack);
+        for pack in sealed {
+            done.bytes += upload(repo, pack, &mut indexed).await?;
         }
     }
     if let Some(last) = writer.filter(|w| !w.is_empty()) {
         let pack = last.finish(&metadata_recipient)?;
-        bytes_written += upload(repo, pack, &mut indexed).await?;
+        done.bytes += upload(repo, pack, &mut indexed).await?;
     }
-    let packs = indexed.len() as u64;
+    done.packs = indexed.len() as u64;
     if !indexed.is_empty() {
-        bytes_written += repo.write_index_file(&IndexFile { packs: indexed }).await?.1;
+        done.bytes += repo.write_index_file(&IndexFile { packs: indexed }).await?.1;
     }
-    Ok((packs, bytes_written))
+    Ok(done)
 }
 
 async fn upload(
@@ -173,7 +235,7 @@ async fn upload(
 fn copy_live_blobs(
     bytes: &[u8],
     source: PackId,
-    live: &HashSet<ChunkId>,
+    live: &HashSet<u64>,
     identities: &[age::x25519::Identity],
     metadata: &age::x25519::Identity,
     recipients: &[age::x25519::Recipient],
@@ -181,7 +243,7 @@ fn copy_live_blobs(
     pack_size: u64,
     capacity: usize,
     writer: &mut Option<PackWriter>,
-) -> Result<(Vec<SealedPack>, Vec<ChunkId>)> {
+) -> Result<(Vec<SealedPack>, Vec<u64>)> {
     let what = format!("pack {source}");
     let header = pack::read_header(bytes, metadata, &what)?;
     let data = bytes
@@ -194,8 +256,8 @@ fn copy_live_blobs(
     let mut copied = Vec::new();
     let mut entries = header.entries.clone();
     entries.sort_by_key(|e| e.offset);
-    for entry in entries.iter().filter(|e| live.contains(&e.chunk)) {
-        if copied.contains(&entry.chunk) {
+    for entry in entries.iter().filter(|e| live.contains(&prefix(&e.chunk))) {
+        if copied.contains(&prefix(&entry.chunk)) {
             continue;
         }
         let blob = reader.read_blob(entry)?;
@@ -204,7 +266,7 @@ fn copy_live_blobs(
             None => writer.insert(PackWriter::new(recipients, capacity)?),
         };
         w.add(entry.chunk, &blob, entry.raw_length)?;
-        copied.push(entry.chunk);
+        copied.push(prefix(&entry.chunk));
         if w.len() >= pack_size {
             if let Some(full) = writer.take() {
                 sealed.push(full.finish(metadata_recipient)?);

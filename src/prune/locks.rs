@@ -1,7 +1,8 @@
 //! The objects under `locks/` that let prune delete while backups run on other hosts.
 //!
 //! ```text
-//! locks/lease-<16 random bytes, hex>      a running backup (written first, deleted last)
+//! locks/lease-<16 random bytes, hex>      a running backup (written first, rewritten while
+//!                                         it runs, deleted last: lease.rs)
 //! locks/prune                             the prune lock (write-if-absent)
 //! locks/prune-mark-<16 random bytes, hex> packs a prune found unused, and the leases
 //!                                         present when it looked
@@ -24,12 +25,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::id::PackId;
 use crate::repo::Repository;
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 pub const LOCKS_DIR: &str = "locks/";
 pub const PRUNE_LOCK: &str = "locks/prune";
-const LEASE_PREFIX: &str = "locks/lease-";
+pub(super) const LEASE_PREFIX: &str = "locks/lease-";
 const MARK_PREFIX: &str = "locks/prune-mark-";
 const CLOCK_PREFIX: &str = "locks/clock-";
 
@@ -37,7 +37,7 @@ const CLOCK_PREFIX: &str = "locks/clock-";
 /// a prune running longer than this is not protected.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-fn random_name(prefix: &str) -> String {
+pub(super) fn random_name(prefix: &str) -> String {
     let mut bytes = [0u8; 16];
     rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes);
     format!("{prefix}{}", hex::encode(bytes))
@@ -46,7 +46,7 @@ fn random_name(prefix: &str) -> String {
 /// Who holds a lease or the prune lock: for the operator reading `locks/`, never trusted
 /// for timing.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Holder {
+pub(super) struct Holder {
     host: String,
     pid: u32,
     /// The holder's own clock when it started: informational only.
@@ -54,7 +54,7 @@ struct Holder {
 }
 
 impl Holder {
-    fn me() -> Holder {
+    pub(super) fn me() -> Holder {
         Holder {
             host: crate::backup::host_name(),
             pid: std::process::id(),
@@ -63,15 +63,20 @@ impl Holder {
     }
 }
 
+/// `value` as JSON sealed to the metadata recipient: the bytes of a lock object.
+pub(super) fn seal(repo: &Repository, path: &str, value: &impl serde::Serialize) -> Result<Bytes> {
+    let json = serde_json::to_vec(value)
+        .map_err(|e| Error::new(ErrorKind::Io, format!("encoding {path}: {e}")))?;
+    Ok(Bytes::from(repo.key().seal_metadata(&json)?))
+}
+
 async fn write_sealed(
     repo: &Repository,
     path: &str,
     value: &impl serde::Serialize,
     new: bool,
 ) -> Result<()> {
-    let json = serde_json::to_vec(value)
-        .map_err(|e| Error::new(ErrorKind::Io, format!("encoding {path}: {e}")))?;
-    let sealed = Bytes::from(repo.key().seal_metadata(&json)?);
+    let sealed = seal(repo, path, value)?;
     if new {
         repo.storage().write_new(path, sealed).await
     } else {
@@ -100,53 +105,6 @@ fn is_stale(modified: Option<SystemTime>, now: Option<SystemTime>, stale_after: 
     match (modified, now) {
         (Some(m), Some(now)) => now.duration_since(m).is_ok_and(|age| age > stale_after),
         _ => false,
-    }
-}
-
-/// A running backup's lease. Dropping it without [`Lease::release`] leaves the object until
-/// it goes stale (as a crash would).
-#[derive(Debug)]
-pub struct Lease {
-    path: String,
-    /// Marked packs this backup added to the local index's bad packs (to keep them out of
-    /// dedup); taken out again on release.
-    excluded: HashSet<PackId>,
-}
-
-impl Lease {
-    /// Writes the lease, then keeps every pack a prune has marked out of this host's dedup.
-    pub async fn take(repo: &Repository) -> Result<Lease> {
-        let path = random_name(LEASE_PREFIX);
-        write_sealed(repo, &path, &Holder::me(), true).await?;
-        let marked: HashSet<PackId> =
-            read_marks(repo).await?.into_iter().flat_map(|m| m.mark.packs).collect();
-        let mut bad = repo.index().bad_packs()?;
-        let excluded: HashSet<PackId> = marked.difference(&bad).copied().collect();
-        if !excluded.is_empty() {
-            bad.extend(excluded.iter().copied());
-            repo.index().set_bad_packs(&bad)?;
-        }
-        Ok(Lease { path, excluded })
-    }
-
-    /// Deletes the lease; a failure is logged, not returned (the lease then goes stale).
-    pub async fn release(self, repo: &Repository) {
-        if !self.excluded.is_empty() {
-            let restored = repo
-                .index()
-                .bad_packs()
-                .map(|bad| bad.difference(&self.excluded).copied().collect::<HashSet<_>>())
-                .and_then(|bad| repo.index().set_bad_packs(&bad));
-            if let Err(e) = restored {
-                tracing::warn!("could not update the local index after a backup: {e}");
-            }
-        }
-        if let Err(e) = repo.storage().delete(&self.path).await {
-            tracing::warn!(
-                "could not delete backup lease {}: {e}; it goes stale by itself",
-                self.path
-            );
-        }
     }
 }
 

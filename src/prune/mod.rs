@@ -18,25 +18,29 @@
 //!   old ones they replace are deleted; packs only after no index file lists them; a mark is
 //!   deleted only after its packs. A prune stopped at any step leaves a repository that
 //!   verifies clean and restores every backup, and the next prune finishes the job.
-//! - With only the repository key it deletes wholly unused packs and reports what a repack
-//!   would free; repacking (decrypting live blobs) needs a data identity. Blobs are copied as
-//!   stored (codec byte and payload), never decompressed.
+//! - With only the repository key it deletes wholly unused packs, repacks partly used
+//!   list-block packs (version 2: sealed to the metadata key, which it holds) and reports what
+//!   repacking data packs would free; that needs a data identity. Blobs are copied as stored
+//!   (codec byte and payload), never decompressed, into a pack sealed like the one they come
+//!   from: list blocks to the metadata recipient, data to the data recipients.
 //! - `--dry-run` prints the plan that `execute` would carry out, and writes nothing.
 
 mod execute;
+mod lease;
 pub mod locks;
+pub mod table;
 
 pub use execute::{execute, PruneReport};
-pub use locks::{Lease, DEFAULT_STALE_AFTER};
+pub use lease::{Lease, LeaseTiming};
+pub use locks::DEFAULT_STALE_AFTER;
 
 use crate::error::{Error, Result};
-use crate::format::pack::PackEntry;
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::repo::Repository;
-use crate::verify::Inventory;
 use locks::StoredMark;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
+use table::{Entry, PackTable, RefSet};
 
 /// restic's default: repack until unused space is at most 5% of the repository.
 pub const DEFAULT_MAX_UNUSED_PERCENT: f64 = 5.0;
@@ -77,9 +81,12 @@ pub struct PartlyUsed {
     pub size: u64,
     pub used_bytes: u64,
     pub unused_bytes: u64,
-    /// The chunks to copy: those this pack keeps.
+    /// Its live chunks are all list blocks: a metadata pack (version 2), repacked with the
+    /// repository key alone.
+    pub list: bool,
+    /// The chunks to copy (by prefix, see [`table`]): those this pack keeps.
     #[serde(skip)]
-    pub live: Vec<ChunkId>,
+    pub live: Vec<u64>,
 }
 
 /// A mark that cannot be acted on yet.
@@ -113,7 +120,8 @@ pub struct PrunePlan {
     /// Packs nothing references now: marked, deleted by a later prune.
     pub mark_unused: Vec<PackId>,
     pub mark_unused_bytes: u64,
-    /// Partly used packs to repack (needs a data identity); marked once repacked.
+    /// Partly used packs to repack (data packs need a data identity, list-block packs only
+    /// the repository key); marked once repacked.
     pub repack: Vec<PartlyUsed>,
     /// Bytes the repacks free (once their packs are deleted by a later prune).
     pub repack_frees_bytes: u64,
@@ -140,20 +148,16 @@ impl PrunePlan {
     }
 }
 
-/// Every chunk some backup in storage references now.
-pub async fn referenced_chunks(repo: &Repository) -> Result<HashSet<ChunkId>> {
-    Ok(references(repo).await?.0)
-}
-
-/// Every chunk some backup references now, and which of them are list blocks (version 2).
-async fn references(repo: &Repository) -> Result<(HashSet<ChunkId>, HashSet<ChunkId>)> {
-    let (mut set, mut lists) = (HashSet::new(), HashSet::new());
+/// Every chunk some backup references now, and which of them are list blocks (version 2),
+/// by prefix.
+async fn references(repo: &Repository) -> Result<(RefSet, RefSet)> {
+    let (mut set, mut lists) = (RefSet::default(), RefSet::default());
     for backup in repo.index().backup_ids()? {
         let manifest = repo.read_manifest(backup).await?;
         crate::refs::for_each_reference(repo, &manifest, |id, kind| {
-            set.insert(*id);
+            set.insert(id);
             if kind == crate::refs::RefKind::ListBlock {
-                lists.insert(*id);
+                lists.insert(id);
             }
         })
         .await?;
@@ -163,11 +167,16 @@ async fn references(repo: &Repository) -> Result<(HashSet<ChunkId>, HashSet<Chun
 
 /// What [`plan`] reads from the repository, so the plan itself is a pure function.
 pub struct PruneInput {
-    pub inventory: Inventory,
-    pub referenced: HashSet<ChunkId>,
+    pub inventory: PackTable,
+    /// What backups reference, by prefix ([`table`]).
+    pub referenced: RefSet,
     /// The referenced chunks that are list blocks: their packs are sealed to the metadata
     /// key, and repack (which writes data packs) leaves them alone.
-    pub list_blocks: HashSet<ChunkId>,
+    pub list_blocks: RefSet,
+    /// For each referenced chunk of a marked pack (full id), every stored pack that holds
+    /// it, from the local index: exact, so a pack is deleted only when no referenced chunk
+    /// would be left without a copy.
+    pub marked_holders: HashMap<ChunkId, Vec<PackId>>,
     pub marks: Vec<StoredMark>,
     /// Live (not stale) lease names now.
     pub live_leases: HashSet<String>,
@@ -193,7 +202,23 @@ impl PruneInput {
         let marks = locks::read_marks(repo).await?;
         repo.sync().await?;
         let (referenced, list_blocks) = references(repo).await?;
-        let inventory = Inventory::read(repo).await?;
+        let in_marks: HashSet<PackId> =
+            marks.iter().flat_map(|m| m.mark.packs.iter().copied()).collect();
+        let inventory = PackTable::read(repo, &in_marks).await?;
+        // The marked packs themselves from their index entries, the others from the local
+        // index leaving out packs known missing or damaged (they hold no usable copy).
+        let mut marked_holders: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
+        for (pack, chunks) in &inventory.marked {
+            for chunk in chunks.iter().filter(|c| referenced.contains(c)) {
+                marked_holders.entry(*chunk).or_default().push(*pack);
+            }
+        }
+        for (chunk, holders) in marked_holders.iter_mut() {
+            holders.extend(repo.index().packs_holding(chunk)?);
+            holders.retain(|p| inventory.stored.contains_key(p));
+            holders.sort();
+            holders.dedup();
+        }
         let mut listings: HashMap<PackId, BTreeSet<IndexId>> = HashMap::new();
         for pack in inventory.indexed.keys() {
             listings.insert(*pack, repo.index().index_files_listing(pack)?.into_iter().collect());
@@ -203,6 +228,7 @@ impl PruneInput {
             inventory,
             referenced,
             list_blocks,
+            marked_holders,
             marks,
             live_leases,
             stale_leases,
@@ -245,22 +271,15 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
             });
         }
     }
-    // A referenced chunk no pack outside the deletion holds keeps every pack holding it.
-    let mut holders: HashMap<ChunkId, Vec<PackId>> = HashMap::new();
-    for (pack, entries) in &inv.indexed {
-        if !inv.stored.contains_key(pack) {
-            continue;
-        }
-        for e in entries {
-            if input.referenced.contains(&e.chunk) {
-                holders.entry(e.chunk).or_default().push(*pack);
-            }
-        }
-    }
+    // A referenced chunk no pack outside the deletion holds keeps every pack holding it
+    // (full ids: the holders come from the local index).
     let mut keep: BTreeSet<PackId> = BTreeSet::new();
-    for packs in holders.values() {
-        if packs.iter().all(|p| deletable.contains(p)) {
-            keep.extend(packs.iter().copied());
+    for pack in &deletable {
+        for chunk in inv.marked.get(pack).into_iter().flatten() {
+            let Some(packs) = input.marked_holders.get(chunk) else { continue };
+            if packs.iter().all(|p| deletable.contains(p)) {
+                keep.extend(packs.iter().copied());
+            }
         }
     }
     plan.unmarked_packs = keep.iter().copied().collect();
@@ -292,7 +311,7 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
     // What is unused now, among packs no mark holds. A chunk stored twice (a repack that
     // stopped before its mark, a rerun backup) counts as used only in its keeper: the pack
     // holding it that is most used, so the other copy's pack empties out.
-    let live_packs: Vec<(&PackId, &Vec<PackEntry>, u64)> = {
+    let live_packs: Vec<(&PackId, &Vec<Entry>, u64)> = {
         let mut v: Vec<_> = inv
             .indexed
             .iter()
@@ -302,20 +321,33 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
         v.sort_by_key(|(p, _, _)| **p);
         v
     };
-    let fraction = |entries: &[PackEntry]| {
+    let referenced = |e: &Entry| input.referenced.contains_prefix(e.prefix);
+    let fraction = |entries: &[Entry]| {
         let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-        let used: u64 = entries
-            .iter()
-            .filter(|e| input.referenced.contains(&e.chunk))
-            .map(|e| u64::from(e.length))
-            .sum();
+        let used: u64 = entries.iter().filter(|e| referenced(e)).map(|e| u64::from(e.length)).sum();
         used as f64 / total.max(1) as f64
     };
-    let mut keeper: HashMap<ChunkId, (f64, PackId)> = HashMap::new();
+    // Only chunks stored in more than one pack need a keeper: found by sorting prefixes,
+    // so memory stays at 8 bytes a chunk.
+    let shared: HashSet<u64> = {
+        let mut all: Vec<u64> = live_packs
+            .iter()
+            .flat_map(|(_, entries, _)| {
+                let mut own: Vec<u64> =
+                    entries.iter().filter(|e| referenced(e)).map(|e| e.prefix).collect();
+                own.sort_unstable();
+                own.dedup();
+                own
+            })
+            .collect();
+        all.sort_unstable();
+        all.windows(2).filter(|w| w[0] == w[1]).map(|w| w[0]).collect()
+    };
+    let mut keeper: HashMap<u64, (f64, PackId)> = HashMap::new();
     for (pack, entries, _) in &live_packs {
         let f = fraction(entries);
-        for e in entries.iter().filter(|e| input.referenced.contains(&e.chunk)) {
-            let best = keeper.entry(e.chunk).or_insert((f, **pack));
+        for e in entries.iter().filter(|e| shared.contains(&e.prefix) && referenced(e)) {
+            let best = keeper.entry(e.prefix).or_insert((f, **pack));
             if f > best.0 {
                 *best = (f, **pack);
             }
@@ -323,11 +355,15 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
     }
     let mut partly: Vec<PartlyUsed> = Vec::new();
     for (pack, entries, size) in live_packs {
-        let mut live = Vec::new();
+        let mut live: Vec<u64> = Vec::new();
+        let mut seen: HashSet<u64> = HashSet::new();
         let (mut used, mut unused) = (0u64, 0u64);
         for e in entries {
-            if keeper.get(&e.chunk).is_some_and(|(_, k)| k == pack) && !live.contains(&e.chunk) {
-                live.push(e.chunk);
+            let kept_here = referenced(e)
+                && keeper.get(&e.prefix).is_none_or(|(_, k)| k == pack)
+                && seen.insert(e.prefix);
+            if kept_here {
+                live.push(e.prefix);
                 used += u64::from(e.length);
             } else {
                 unused += u64::from(e.length);
@@ -341,9 +377,10 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
             plan.mark_unused_bytes += size;
         } else if unused > 0 {
             plan.unused_bytes += unused;
-            // A list-block pack is sealed to the metadata key; repack writes data packs.
-            // List packs are small: one that is partly used stays as it is.
-            if live.iter().any(|c| input.list_blocks.contains(c)) {
+            // List blocks go to metadata packs, data to data packs. A pack whose live chunks
+            // are both (a data chunk that a list block deduplicated against) stays as it is.
+            let lists = live.iter().filter(|c| input.list_blocks.contains_prefix(**c)).count();
+            if lists > 0 && lists < live.len() {
                 continue;
             }
             partly.push(PartlyUsed {
@@ -351,6 +388,7 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
                 size,
                 used_bytes: used,
                 unused_bytes: unused,
+                list: lists > 0,
                 live,
             });
         }

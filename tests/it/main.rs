@@ -20,6 +20,7 @@ mod list_blocks;
 mod notify;
 mod oplog;
 mod prune;
+mod prune_safety;
 mod qdrant_client;
 mod qdrant_cluster;
 mod qdrant_deploy;

@@ -11,7 +11,7 @@ use qvault::verify::{verify, VerifyOptions};
 use std::io::Read;
 use std::sync::mpsc;
 
-fn data(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn data(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
     (0..len)
         .map(|_| {
@@ -23,7 +23,7 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-fn small_chunks() -> Option<ChunkerConfig> {
+pub(crate) fn small_chunks() -> Option<ChunkerConfig> {
     Some(ChunkerConfig {
         min_size: 16 * 1024,
         avg_size: 32 * 1024,
@@ -61,7 +61,7 @@ fn marks(t: &TestRepo) -> usize {
         .unwrap_or(0)
 }
 
-async fn run(repo: &Repository, options: &PruneOptions) -> PruneReport {
+pub(crate) async fn run(repo: &Repository, options: &PruneOptions) -> PruneReport {
     prune(repo, options).await.unwrap()
 }
 
@@ -69,7 +69,10 @@ fn repack_all() -> PruneOptions {
     PruneOptions { max_unused_percent: 0.0, ..Default::default() }
 }
 
-async fn assert_clean_and_restorable(repo: &Repository, kept: &[(&BackupSummary, &[u8])]) {
+pub(crate) async fn assert_clean_and_restorable(
+    repo: &Repository,
+    kept: &[(&BackupSummary, &[u8])],
+) {
     let report = verify(repo, &VerifyOptions::default()).await.unwrap();
     assert!(report.is_ok(), "verify: {:?}", report.problems);
     for (summary, input) in kept {
@@ -218,11 +221,11 @@ async fn a_prune_stopped_after_any_step_leaves_a_clean_repository_and_the_next_p
 }
 
 /// A stream that hands out `first`, tells the test, waits for its go, then hands out `rest`.
-struct Paused {
-    first: std::io::Cursor<Vec<u8>>,
-    rest: std::io::Cursor<Vec<u8>>,
-    reached: Option<mpsc::Sender<()>>,
-    go: mpsc::Receiver<()>,
+pub(crate) struct Paused {
+    pub(crate) first: std::io::Cursor<Vec<u8>>,
+    pub(crate) rest: std::io::Cursor<Vec<u8>>,
+    pub(crate) reached: Option<mpsc::Sender<()>>,
+    pub(crate) go: mpsc::Receiver<()>,
 }
 
 impl Read for Paused {
@@ -455,4 +458,43 @@ async fn on_s3_prune_marks_then_deletes_and_the_kept_backup_restores() {
     let left: Vec<_> = storage.list("locks/").await.unwrap();
     assert!(left.is_empty(), "{left:?}");
     assert_clean_and_restorable(&repo, &[(&kept, &b)]).await;
+}
+
+#[tokio::test]
+async fn with_only_the_repository_key_prune_repacks_a_partly_used_list_block_pack() {
+    let t = TestRepo::new(small_chunks()).await;
+    let admin = t.open().await;
+    // b1's list-block pack holds the blocks of x and of z; b2 backs up x alone, so its list
+    // block is b1's block of x (the same ids, the same chunk).
+    let (x, z) = (data(800_000, 21), data(800_000, 22));
+    let stream = |name: &str, bytes: &[u8]| StreamSource {
+        name: name.to_string(),
+        kind: qvault::format::manifest::StreamKind::File,
+        reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
+        source: None,
+        expected_sha256: None,
+    };
+    let both = vec![stream("x.bin", &x), stream("z.bin", &z)];
+    let b1 = qvault::backup::backup(&admin, both, &Default::default(), Default::default())
+        .await
+        .unwrap();
+    assert!(b1.manifest.streams.iter().all(|s| s.chunk_count() > 16), "each has a list block");
+    let b2 = support::backup_bytes(&admin, "x.bin", x.clone()).await;
+    admin.delete_manifest(b1.id).await.unwrap();
+
+    let host = support::open_as_backup_host(&admin, &t.storage()).await;
+    let first = run(&host, &repack_all()).await;
+    assert!(!first.plan.can_repack);
+    let lists: Vec<_> = first.plan.repack.iter().filter(|r| r.list).collect();
+    assert_eq!(lists.len(), 1, "{:?}", first.plan);
+    assert_eq!(first.plan.repack.len(), 2, "and the data pack, which needs a data identity");
+    assert_eq!(first.packs_written, 1, "one metadata pack with x's list block");
+    assert_eq!(first.packs_marked as usize, first.plan.mark_unused.len() + 1);
+    let second = run(&host, &repack_all()).await;
+    assert!(second.plan.delete_packs.contains(&lists[0].pack), "{:?}", second.plan);
+    // The copy is sealed to the metadata key: the backup host still walks every list block.
+    let report = verify(&host, &VerifyOptions::default()).await.unwrap();
+    assert!(report.is_ok(), "verify: {:?}", report.problems);
+    admin.sync().await.unwrap();
+    assert_clean_and_restorable(&admin, &[(&b2, &x)]).await;
 }

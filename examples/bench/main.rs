@@ -10,23 +10,28 @@
 //! Steps: generate every version into `DIR/series/vN.snapshot`; back each one up into one
 //! fresh local repository (`DIR/qvault`), then the last one again (the unchanged case);
 //! restore the last version to `DIR/restored` and check its SHA-256; forget all but the last
-//! backup and prune twice (mark, then delete), and compare the repository with a fresh one
-//! holding only the last version; run the references.
+//! backup and prune twice (mark, then delete) — with a data identity, and on a copy opened
+//! with the repository key only — and compare each repository with a fresh one holding only
+//! the last version; run the references (restic: every version, then
+//! `forget --keep-last 1 --prune`, its peak RSS from `/usr/bin/time`).
 //! Every step reports wall and CPU seconds (from `/proc/self/stat`), MB/s (10^6 bytes of
 //! input per wall second), repository bytes added (the backup summary and the directory)
 //! and peak RSS (`VmHWM`, reset before each step through `/proc/self/clear_refs`).
 //!
-//! Ratios against the targets of issue 5 are printed last, each marked ✓ or ✗. Numbers from
-//! a debug build mean nothing.
+//! Ratios against the targets of issues 5 and 13 are printed last, each marked ✓ or ✗.
+//! Numbers from a debug build mean nothing.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod measure;
+mod references;
+mod report;
+mod retention;
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
 
 use qvault::backup::{backup, BackupOptions, Progress, StreamSource};
 use qvault::codec::CodecParams;
@@ -37,6 +42,9 @@ use qvault::restore::{restore_stream, RestoreOptions};
 use qvault::storage::Storage;
 use qvault_synth::{Series, SeriesOptions, Variant};
 use serde_json::json;
+
+use measure::{dir_size, loadavg, mb, mib, reset_peak_rss, Meter, Step};
+use report::{check_ge, check_le, print_table, Check};
 use sha2::Digest;
 
 type BoxError = Box<dyn std::error::Error>;
@@ -121,122 +129,6 @@ fn parse_args() -> Result<Args, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// Process measurements from /proc (Linux only; no libc needed).
-
-/// Clock ticks per second for /proc/*/stat times (USER_HZ, 100 on every Linux we run on).
-const TICKS: f64 = 100.0;
-
-/// (own CPU seconds, CPU seconds of waited-for children) from /proc/self/stat.
-fn cpu_times() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
-    // utime, stime, cutime, cstime are fields 14..=17, i.e. indexes 11..=14 here.
-    let get = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / TICKS;
-    (get(11) + get(12), get(13) + get(14))
-}
-
-/// A `VmXXX:` line of /proc/self/status, in bytes.
-fn vm_status(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Resets VmHWM to the current RSS; false when the kernel refuses.
-fn reset_peak_rss() -> bool {
-    std::fs::write("/proc/self/clear_refs", "5").is_ok()
-}
-
-/// The first three fields of /proc/loadavg: how busy the machine was (other processes).
-fn loadavg() -> String {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map_or(0, |m| m.len()),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-fn mb(bytes: u64) -> f64 {
-    bytes as f64 / 1e6
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-/// One measured step.
-#[derive(Clone, Debug, Default)]
-struct Step {
-    name: String,
-    input: u64,
-    wall: f64,
-    cpu: f64,
-    /// Bytes added according to the tool's own summary.
-    added_summary: Option<u64>,
-    /// Growth of the repository directory.
-    added_dir: Option<u64>,
-    /// zstd output bytes.
-    output: Option<u64>,
-    rss_start: u64,
-    peak_rss: u64,
-}
-
-impl Step {
-    fn mbps(&self) -> f64 {
-        mb(self.input) / self.wall.max(1e-9)
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "step": self.name, "input_bytes": self.input, "wall_s": self.wall, "cpu_s": self.cpu,
-            "mb_per_s": self.mbps(), "added_summary_bytes": self.added_summary,
-            "added_dir_bytes": self.added_dir, "output_bytes": self.output,
-            "rss_start_bytes": self.rss_start, "peak_rss_bytes": self.peak_rss,
-        })
-    }
-}
-
-/// Measures `f` in this process: wall, own CPU, peak RSS.
-struct Meter {
-    started: Instant,
-    cpu: f64,
-    rss_start: u64,
-}
-
-impl Meter {
-    fn start() -> Meter {
-        reset_peak_rss();
-        Meter { started: Instant::now(), cpu: cpu_times().0, rss_start: vm_status("VmRSS:") }
-    }
-
-    fn stop(self, name: impl Into<String>, input: u64) -> Step {
-        Step {
-            name: name.into(),
-            input,
-            wall: self.started.elapsed().as_secs_f64(),
-            cpu: cpu_times().0 - self.cpu,
-            rss_start: self.rss_start,
-            peak_rss: vm_status("VmHWM:"),
-            ..Step::default()
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // The qvault side.
 
 async fn backup_file(
@@ -266,153 +158,6 @@ fn sha256_file(path: &Path) -> Result<String, BoxError> {
         sha.update(&buf[..n]);
     }
     Ok(hex::encode(sha.finalize()))
-}
-
-// ---------------------------------------------------------------------------------------
-// References.
-
-/// `zstd -3 -T0 -c FILE`, counting the output through a pipe. CPU is the child's.
-fn run_zstd(path: &Path, name: &str, input: u64) -> Result<Step, BoxError> {
-    let child_cpu = cpu_times().1;
-    let started = Instant::now();
-    let mut child = Command::new("zstd")
-        .args(["-3", "-T0", "-q", "-c"])
-        .arg(path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let mut out = child.stdout.take().ok_or("zstd has no stdout")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = out.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-    }
-    let status = child.wait()?;
-    if !status.success() {
-        return Err(format!("zstd failed on {}: {status}", path.display()).into());
-    }
-    Ok(Step {
-        name: name.to_string(),
-        input,
-        wall: started.elapsed().as_secs_f64(),
-        cpu: cpu_times().1 - child_cpu,
-        output: Some(bytes),
-        ..Step::default()
-    })
-}
-
-fn restic_version() -> Option<String> {
-    let out = Command::new("restic").arg("version").output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn restic(repo: &Path, cache: &Path) -> Command {
-    let mut c = Command::new("restic");
-    c.env("RESTIC_PASSWORD", "qvault-bench")
-        .arg("--repo")
-        .arg(repo)
-        .arg("--cache-dir")
-        .arg(cache)
-        .arg("--quiet");
-    c
-}
-
-/// `restic backup --json FILE`: data added from its summary line and from the directory.
-fn run_restic(
-    repo: &Path,
-    cache: &Path,
-    path: &Path,
-    name: &str,
-    input: u64,
-) -> Result<Step, BoxError> {
-    let before = dir_size(repo);
-    let child_cpu = cpu_times().1;
-    let started = Instant::now();
-    let out = restic(repo, cache)
-        .args(["backup", "--json", "--host", "bench"])
-        .arg(path)
-        .stderr(Stdio::inherit())
-        .output()?;
-    let wall = started.elapsed().as_secs_f64();
-    if !out.status.success() {
-        return Err(format!("restic backup failed on {}: {}", path.display(), out.status).into());
-    }
-    let summary = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["message_type"] == "summary");
-    // Newer restic splits data_added (before compression) from data_added_packed.
-    let added = summary
-        .as_ref()
-        .and_then(|s| s.get("data_added_packed").or_else(|| s.get("data_added")))
-        .and_then(|v| v.as_u64());
-    Ok(Step {
-        name: name.to_string(),
-        input,
-        wall,
-        cpu: cpu_times().1 - child_cpu,
-        added_summary: added,
-        added_dir: Some(dir_size(repo).saturating_sub(before)),
-        ..Step::default()
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Report.
-
-fn fmt_opt(v: Option<u64>) -> String {
-    v.map_or_else(|| "-".to_string(), |b| format!("{:.2}", mb(b)))
-}
-
-fn print_table(title: &str, steps: &[Step], rss: bool) {
-    println!("\n{title}");
-    print!(
-        "{:<22} {:>9} {:>8} {:>8} {:>9} {:>12} {:>12}",
-        "step", "input MB", "wall s", "CPU s", "MB/s", "added MB", "dir +MB"
-    );
-    if rss {
-        print!(" {:>10} {:>9}", "RSS0 MiB", "peak MiB");
-    } else {
-        print!(" {:>10}", "output MB");
-    }
-    println!();
-    for s in steps {
-        print!(
-            "{:<22} {:>9.1} {:>8.2} {:>8.2} {:>9.0} {:>12} {:>12}",
-            s.name,
-            mb(s.input),
-            s.wall,
-            s.cpu,
-            s.mbps(),
-            fmt_opt(s.added_summary),
-            fmt_opt(s.added_dir)
-        );
-        if rss {
-            print!(" {:>10.1} {:>9.1}", mib(s.rss_start), mib(s.peak_rss));
-        } else {
-            print!(" {:>10}", fmt_opt(s.output));
-        }
-        println!();
-    }
-}
-
-struct Check {
-    what: String,
-    value: f64,
-    target: String,
-    met: bool,
-}
-
-fn check_le(what: impl Into<String>, value: f64, limit: f64) -> Check {
-    Check { what: what.into(), value, target: format!("≤ {limit}"), met: value <= limit }
-}
-
-fn check_ge(what: impl Into<String>, value: f64, limit: f64) -> Check {
-    Check { what: what.into(), value, target: format!("≥ {limit}"), met: value >= limit }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -582,19 +327,32 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     // 3b. Retention (issue 13): forget all but the last backup, prune twice (the first run
     // marks, the second deletes), and compare with a fresh repository holding only the last
-    // version.
-    for id in all_ids.iter().filter(|id| **id != last.id) {
-        repo.delete_manifest(*id).await?;
+    // version. Once with the data identity, once on a copy with the repository key only.
+    let key_only_dir = dir.join("qvault-key-only");
+    if key_only_dir.exists() {
+        std::fs::remove_dir_all(&key_only_dir)?;
     }
-    let prune_options = qvault::prune::PruneOptions::default();
-    let m = Meter::start();
-    qvault::prune::prune(&repo, &prune_options).await?;
-    qvault::prune::prune(&repo, &prune_options).await?;
-    let mut prune_step = m.stop("forget --keep-last 1, prune ×2", qvault_repo);
+    retention::copy_dir(&repo_dir, &key_only_dir)?;
+    let forget: Vec<_> = all_ids.iter().filter(|id| **id != last.id).copied().collect();
+    let mut prune_step =
+        retention::forget_prune(&repo, &forget, "forget --keep-last 1, prune ×2", qvault_repo)
+            .await?;
     let pruned_repo = dir_size(&repo_dir);
     prune_step.added_dir = Some(pruned_repo);
     eprintln!("  {}: {:.2} s", prune_step.name, prune_step.wall);
+    let prune_wall = prune_step.wall;
+    let prune_rss = prune_step.peak_rss;
     qv_steps.push(prune_step);
+    let key_only = retention::open_key_only(&repo, &key_only_dir).await?;
+    let mut key_only_step =
+        retention::forget_prune(&key_only, &forget, "  same, repository key only", qvault_repo)
+            .await?;
+    drop(key_only);
+    let key_only_repo = dir_size(&key_only_dir);
+    key_only_step.added_dir = Some(key_only_repo);
+    eprintln!("  {}: {:.2} s", key_only_step.name, key_only_step.wall);
+    qv_steps.push(key_only_step);
+    std::fs::remove_dir_all(&key_only_dir)?;
     let fresh_dir = dir.join("qvault-fresh");
     if fresh_dir.exists() {
         std::fs::remove_dir_all(&fresh_dir)?;
@@ -610,14 +368,14 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let mut zstd_steps = Vec::new();
     if args.zstd {
         for (v, (path, size)) in files.iter().enumerate() {
-            zstd_steps.push(run_zstd(path, &format!("zstd -3 -T0 v{v}"), *size)?);
+            zstd_steps.push(references::run_zstd(path, &format!("zstd -3 -T0 v{v}"), *size)?);
         }
     }
-    let restic_version = if args.restic { restic_version() } else { None };
+    let restic_version = if args.restic { references::restic_version() } else { None };
     let mut restic_steps = Vec::new();
     if let Some(version) = &restic_version {
         eprintln!("  {version}");
-        let init = restic(&restic_dir, &restic_cache).arg("init").output()?;
+        let init = references::restic(&restic_dir, &restic_cache).arg("init").output()?;
         if !init.status.success() {
             return Err(format!(
                 "restic init failed: {}",
@@ -626,7 +384,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             .into());
         }
         for (v, (path, size)) in files.iter().enumerate() {
-            restic_steps.push(run_restic(
+            restic_steps.push(references::run_restic(
                 &restic_dir,
                 &restic_cache,
                 path,
@@ -636,6 +394,13 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     let restic_repo = dir_size(&restic_dir);
+    let restic_prune = if restic_version.is_some() {
+        let step = references::run_restic_forget_prune(&restic_dir, &restic_cache, restic_repo)?;
+        eprintln!("  {}: {:.2} s", step.name, step.wall);
+        Some(step)
+    } else {
+        None
+    };
 
     // 5. Report.
     let n = files.len();
@@ -691,6 +456,26 @@ async fn run(args: Args) -> Result<(), BoxError> {
         pruned_repo as f64 / fresh_size.max(1) as f64,
         1.10,
     ));
+    checks.push(Check {
+        what: "  same, repository key only".into(),
+        value: key_only_repo as f64 / fresh_size.max(1) as f64,
+        target: "(info)".into(),
+        met: true,
+    });
+    checks.push(check_le("prune ×2 peak RSS MiB", mib(prune_rss), 150.0));
+    if let Some(rp) = &restic_prune {
+        checks.push(check_le(
+            "qvault forget+prune ×2 wall / restic forget --prune wall",
+            prune_wall / rp.wall.max(1e-9),
+            0.5,
+        ));
+        checks.push(Check {
+            what: "restic repository after prune / qvault fresh".into(),
+            value: rp.added_dir.unwrap_or(0) as f64 / fresh_size.max(1) as f64,
+            target: "(info)".into(),
+            met: true,
+        });
+    }
 
     let load_after = loadavg();
     let floor: Vec<u64> = changes.iter().map(|c| c.new_bytes()).collect();
@@ -710,6 +495,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "qvault": steps(&qv_steps),
             "qvault_repository_bytes": qvault_repo,
             "pruned_repository_bytes": pruned_repo,
+            "pruned_key_only_repository_bytes": key_only_repo,
             "fresh_last_repository_bytes": fresh_size,
             "restored_sha256": actual,
             "byte_exact": byte_exact,
@@ -722,6 +508,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             "restic_version": restic_version,
             "restic": steps(&restic_steps),
             "restic_repository_bytes": restic_repo,
+            "restic_forget_prune": restic_prune.as_ref().map(Step::to_json),
             "checks": checks.iter().map(|c| json!({
                 "what": c.what, "value": c.value, "target": c.target, "met": c.met
             })).collect::<Vec<_>>(),
@@ -769,11 +556,25 @@ async fn run(args: Args) -> Result<(), BoxError> {
             (Some(version), _) => {
                 print_table(&format!("{version} (CPU = the child's)"), &restic_steps, false);
                 println!("  sum: {restic_wall:.2} s wall; repository {:.2} MB", mb(restic_repo));
+                if let Some(rp) = &restic_prune {
+                    print_table(
+                        "restic retention (dir +MB = repository after)",
+                        std::slice::from_ref(rp),
+                        true,
+                    );
+                }
             }
             (None, true) => println!("\nrestic: not on PATH, skipped"),
             (None, false) => {}
         }
-        println!("\ntargets (issue 5)");
+        println!(
+            "  repository after forget+prune: {:.2} MB with the data identity, {:.2} MB with \
+             the key only; fresh backup of the last version {:.2} MB",
+            mb(pruned_repo),
+            mb(key_only_repo),
+            mb(fresh_size)
+        );
+        println!("\ntargets (issues 5 and 13)");
         for c in &checks {
             let mark = if c.target == "(info)" {
                 " "

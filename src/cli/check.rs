@@ -22,19 +22,18 @@ pub struct CheckArgs {
     /// source,name,streams, as forget).
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
-    /// Each group's newest verify must have passed and be younger than this. A backup made
-    /// since that verify does not fail the group.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "8d",
-        value_parser = RetentionDuration::parse_short_arg
-    )]
-    pub max_verify_age: RetentionDuration,
+    /// Each group's newest verify must have passed and be younger than this (default 8d, so
+    /// a weekly verify passes). A backup made since that verify does not fail the group.
+    #[arg(long, value_name = "DURATION", value_parser = RetentionDuration::parse_short_arg)]
+    pub max_verify_age: Option<RetentionDuration>,
     /// Do not look at verifies: neither a failed nor a missing or old one fails a group.
     #[arg(long)]
     pub skip_verify: bool,
 }
+
+/// A weekly verify, with a day to spare: the schedule the README's recipe beats.
+const DEFAULT_MAX_VERIFY_AGE: RetentionDuration =
+    RetentionDuration { years: 0, months: 0, weeks: 0, days: 8, hours: 0, minutes: 0, seconds: 0 };
 
 fn parse_percent(s: &str) -> Result<f64, String> {
     let value: f64 = s
@@ -67,7 +66,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         group_by: args.group_by.clone().unwrap_or_default(),
         max_age: args.max_age,
         max_size_change: args.max_size_change,
-        max_verify_age: Some(args.max_verify_age),
+        max_verify_age: Some(args.max_verify_age.unwrap_or(DEFAULT_MAX_VERIFY_AGE)),
         skip_verify: args.skip_verify,
     };
     let report = check(&repo, &options).await?;

@@ -183,6 +183,15 @@ async fn cli_check_passes_a_backup_made_after_the_verify() {
     ok(&t.cli().args(["backup", "--file"]).arg(&input).output().unwrap());
     let out = t.cli().args(["--json", "check", "--max-age", "90min"]).output().unwrap();
     assert_eq!(json(&out)["ok"], true);
+    // A verify older than max_verify_age (here from the config file) fails the group.
+    let config = t.dir.path().join("config.toml");
+    std::fs::write(&config, "max_verify_age = \"1s\"\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = t.cli().arg("--config").arg(&config).args(["--json", "check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let why = report["groups"][0]["failures"][0].as_str().unwrap();
+    assert!(why.contains("more than --max-verify-age 1s"), "{why}");
     let out = t.cli().args(["check", "--max-age", "90m"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(

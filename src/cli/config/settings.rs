@@ -148,6 +148,19 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "max_verify_age",
+        kind: Kind::ShortDuration,
+        env: Some("QVAULT_MAX_VERIFY_AGE"),
+        flag: Some("--max-verify-age"),
+        meaning: "check fails when a group's newest verify is older (default 8d).",
+        apply: |cli, v| {
+            if let (Command::Check(a), Some(d)) = (&mut cli.command, short_duration(v)) {
+                a.max_verify_age.get_or_insert(d);
+            }
+            Ok(())
+        },
+    },
+    Setting {
         key: "max_size_change",
         kind: Kind::Percent,
         env: None,

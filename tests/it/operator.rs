@@ -86,6 +86,22 @@ async fn named_jobs_commands_and_same_named_files_are_separate_groups() {
     assert_eq!(commands.count(), 2, "{keys:?}");
     // The command line is not in the key (it may carry a token): a digest is.
     assert!(keys.iter().all(|k| !k.contains("f1.bin") && !k.contains("v1.bin")), "{keys:?}");
+    // Stdin has nothing but the name to tell jobs apart: a backup without one warns.
+    for (name, warns) in [(None, true), (Some("docs"), false)] {
+        let mut cmd = t.cli();
+        cmd.args(["backup", "-"]).args(name.map(|n| ["--name", n]).iter().flatten());
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&pseudo_random(5_000, 4)).unwrap();
+        let out = child.wait_with_output().unwrap();
+        ok(&out);
+        assert_eq!(stderr(&out).contains("reading stdin without --name"), warns, "{name:?}");
+    }
     // Nothing is removed: every group holds one backup.
     let out = t.cli().args(["--json", "forget", "--keep-last", "1"]).output().unwrap();
     assert_eq!(json(&out)["removed"].as_array().map(Vec::len), Some(0), "{}", stderr(&out));

@@ -1,10 +1,12 @@
 //! `check`: is every group of backups healthy, for cron and alerting?
 //!
 //! Per group (retention's grouping, [`crate::retention::GroupBy`]), the latest backup must be
-//! younger than `max_age`, its size must have changed by at most `max_size_change` against
-//! the previous backup of the group, and the newest verify that checked it (from the
-//! operation log, [`crate::oplog`]) must have found it restorable. Every failing group is
-//! reported with every reason, not just the first.
+//! younger than `max_age`, and its size must have changed by at most `max_size_change`
+//! against the previous backup of the group. The group's newest verify (from the operation
+//! log, [`crate::oplog`]: the newest that checked any of its backups) must have found every
+//! backup it checked there restorable, and be younger than `max_verify_age`. A backup made
+//! since that verify is not a failure by itself: hourly backups and a nightly verify pass all
+//! day. Every failing group is reported with every reason, not just the first.
 //!
 //! [`evaluate`] is pure (backups, log, options, now in; report out), so every rule is tested
 //! without storage; [`check`] reads what it needs from the repository.
@@ -25,17 +27,22 @@ pub struct CheckOptions {
     /// Largest allowed change of the latest backup's size against the previous one, in
     /// percent of the previous size (either direction).
     pub max_size_change: Option<f64>,
-    /// Do not require a passing verify of the latest backup.
+    /// The group's newest passing verify must be younger than this; `None`: any age.
+    pub max_verify_age: Option<RetentionDuration>,
+    /// Do not look at verifies at all.
     pub skip_verify: bool,
 }
 
-/// The newest verify that checked a backup.
+/// The newest verify that checked a backup of the group.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LastVerify {
     pub time: String,
     pub what: String,
-    /// Whether that verify found this backup restorable.
+    /// Whether that verify found every backup of the group it checked restorable.
     pub passed: bool,
+    /// The group's backups that verify found damaged (short ids).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
 }
 
 /// One group's verdict.
@@ -71,14 +78,26 @@ impl CheckReport {
     }
 }
 
-/// The newest verify record naming `id`, oldest-first `log`.
-fn last_verify(log: &[LogEntry], id: &BackupId) -> Option<LastVerify> {
+/// The newest verify record naming any of `ids`, in oldest-first `log`, and its verdict on
+/// them: a group is as restorable as the worst of its backups that verify checked.
+fn last_verify(log: &[LogEntry], ids: &[BackupId]) -> Option<LastVerify> {
     log.iter().rev().find_map(|e| {
         let r = &e.record;
-        r.verdict(id).map(|passed| LastVerify {
+        let verdicts: Vec<(BackupId, bool)> =
+            ids.iter().filter_map(|id| r.verdict(id).map(|ok| (*id, ok))).collect();
+        if verdicts.is_empty() {
+            return None;
+        }
+        let failed: Vec<String> = verdicts
+            .iter()
+            .filter(|(id, ok)| !ok && r.failed_backups.contains(id))
+            .map(|(id, _)| id.short())
+            .collect();
+        Some(LastVerify {
             time: r.time.clone(),
             what: r.what.clone(),
-            passed,
+            passed: verdicts.iter().all(|(_, ok)| *ok),
+            failed,
         })
     })
 }
@@ -137,21 +156,10 @@ pub fn evaluate(
                 ));
             }
         }
-        let last = last_verify(log, &latest.id);
+        let ids: Vec<BackupId> = members.iter().map(|b| b.0.id).collect();
+        let last = last_verify(log, &ids);
         if !options.skip_verify {
-            match &last {
-                None => failures.push(format!(
-                    "the latest backup ({}) has not been verified: run `qvault verify` \
-                     (e.g. --read-data-subset) after backups",
-                    latest.id.short()
-                )),
-                Some(v) if !v.passed => failures.push(format!(
-                    "the last verify of the latest backup ({}, {}) found it cannot be restored \
-                     whole: see `qvault verify`, then `qvault repair`",
-                    v.time, v.what
-                )),
-                Some(_) => {}
-            }
+            failures.extend(verify_failure(last.as_ref(), latest, options, &anchor, now));
         }
         out.push(GroupCheck {
             group,
@@ -168,6 +176,50 @@ pub fn evaluate(
     }
     let ok = out.iter().all(|g| g.failures.is_empty());
     CheckReport { ok, problem: None, groups: out }
+}
+
+/// Why the group's verify history fails it, if it does.
+fn verify_failure(
+    last: Option<&LastVerify>,
+    latest: &BackupInfo,
+    options: &CheckOptions,
+    anchor: &jiff::Zoned,
+    now: Timestamp,
+) -> Option<String> {
+    let Some(v) = last else {
+        return Some(format!(
+            "the group has not been verified (latest backup {}): run `qvault verify` \
+             (e.g. --read-data-subset) on a schedule",
+            latest.id.short()
+        ));
+    };
+    if !v.passed {
+        let which = if v.failed.is_empty() {
+            "it stopped before it could name a damaged backup".to_string()
+        } else {
+            format!("backup {}", v.failed.join(", "))
+        };
+        return Some(format!(
+            "the last verify of the group ({}, {}) found it cannot be restored whole ({which}): \
+             see `qvault verify`, then `qvault repair`",
+            v.time, v.what
+        ));
+    }
+    let max = options.max_verify_age.as_ref()?;
+    // A log time that does not parse counts as too old: it proves no recent verify.
+    let time = v.time.parse::<Timestamp>().ok();
+    if time.is_some_and(|t| t > max.boundary(anchor)) {
+        return None;
+    }
+    let age = time.map_or_else(
+        || "of unknown age".into(),
+        |t| format!("{} ago", human_age(now.duration_since(t).as_secs())),
+    );
+    Some(format!(
+        "the group's last passing verify ({}, {}) was {age}, more than --max-verify-age {max}: \
+         is the verify job still running?",
+        v.time, v.what
+    ))
 }
 
 /// Reads the backups and the operation log, then [`evaluate`]s them.

@@ -44,7 +44,7 @@ pub struct CheckRun {
     pub duration_seconds: f64,
 }
 
-/// One group of backups (the retention grouping: source and stream names by default).
+/// One group of backups (the retention grouping: source, name and stream names by default).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ReportGroup {
     pub key: String,
@@ -82,8 +82,9 @@ pub struct Report {
     /// RFC 3339 UTC.
     pub generated: String,
     pub backups: usize,
-    /// Sum of every backup's stream bytes, and of what they added: original vs stored.
+    /// Sum of every backup's stream bytes.
     pub original_bytes: u64,
+    /// The repository's packs, as `qvault stats` counts them ([`crate::stats::stored_bytes`]).
     pub stored_bytes: u64,
     pub max_age_seconds: Option<i64>,
     /// The recovery time objective, when one was given.
@@ -118,7 +119,7 @@ pub async fn build_with(
         generated: now.to_string(),
         backups: 0,
         original_bytes: 0,
-        stored_bytes: 0,
+        stored_bytes: crate::stats::stored_bytes(repo).await?,
         max_age_seconds,
         rto_seconds: options.rto_seconds,
         groups: Vec::new(),
@@ -137,7 +138,6 @@ pub async fn build_with(
         };
         report.backups += 1;
         report.original_bytes += backup.bytes;
-        report.stored_bytes += backup.bytes_added;
         groups.entry(group_by.key(&info)).or_default().push((info.time, backup));
     }
     for (key, mut backups) in groups {
@@ -474,7 +474,7 @@ pub fn prometheus(report: &Report) -> String {
     family(
         "qvault_repository_stored_bytes",
         "gauge",
-        "Bytes the backups added to the repository (before prune).",
+        "Bytes of the repository's packs, as qvault stats counts them.",
         vec![(total.clone(), report.stored_bytes as f64)],
     );
     family(

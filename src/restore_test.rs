@@ -3,11 +3,13 @@
 //! location, read back from disk and compared with what the manifest recorded (size, SHA-256,
 //! BLAKE3), and the time each restore took is reported: the recovery time operators plan for.
 //!
-//! Guarantees: what is compared is what landed on disk, read back after the restore finished
-//! (not the bytes on their way); a directory stream is extracted and then re-read as the same
-//! deterministic tar stream `backup --dir` makes, so the comparison covers the extraction
-//! too. Every stream is tested even when an earlier one fails. The scratch location is
-//! removed afterwards.
+//! Guarantees: a file or stdin stream is compared as it landed on disk, read back after the
+//! restore finished (not the bytes on their way). A directory stream is compared as the
+//! stream it restores to (the tar stream handed to the extractor, hashed as it goes) and
+//! must also extract whole. Re-reading the extracted tree would compare ownership too, and a
+//! drill run as another user than the tree's owner (a Qdrant storage directory owned by uid
+//! 1000) cannot restore that: it would fail a stream that restores. Every stream is tested
+//! even when an earlier one fails. The scratch location is removed afterwards.
 //!
 //! Qdrant streams need a Qdrant node: given a [`QdrantDriller`] (`qdrant::drill`, for
 //! `--qdrant URL`) they are restored into a scratch collection there and compared; without
@@ -22,7 +24,7 @@ use crate::restore::{execute, restore_to_file, RestoreOptions, RestorePlan};
 use crate::retention::GroupBy;
 use sha2::Digest;
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -214,16 +216,21 @@ async fn drill(repo: &Repository, id: BackupId, stream: &StreamRecord, place: &P
     let started = Instant::now();
     let restored = restore_to(repo, id, stream, place).await;
     test.restore_ms = started.elapsed().as_millis() as u64;
-    if let Err(e) = restored {
-        test.error = Some(format!("the restore failed: {e}"));
-        return test;
-    }
+    let extracted = match restored {
+        Err(e) => {
+            test.error = Some(format!("the restore failed: {e}"));
+            return test;
+        }
+        Ok(extracted) => extracted,
+    };
     let started = Instant::now();
     let path = place.to_path_buf();
-    let directory = stream.kind == StreamKind::Directory;
-    let digest = tokio::task::spawn_blocking(move || read_back(&path, directory))
-        .await
-        .unwrap_or_else(|e| Err(Error::new(crate::ErrorKind::Io, format!("hashing failed: {e}"))));
+    let digest = match extracted {
+        Some(digest) => Ok(digest),
+        None => tokio::task::spawn_blocking(move || read_back(&path)).await.unwrap_or_else(|e| {
+            Err(Error::new(crate::ErrorKind::Io, format!("hashing failed: {e}")))
+        }),
+    };
     test.compare_ms = started.elapsed().as_millis() as u64;
     match digest {
         Err(e) => test.error = Some(format!("reading the restored copy back failed: {e}")),
@@ -248,52 +255,82 @@ async fn drill(repo: &Repository, id: BackupId, stream: &StreamRecord, place: &P
     test
 }
 
+/// Restores the stream to `place`; a directory stream also returns the digest of the tar
+/// stream it extracted (a file is read back from disk instead).
 async fn restore_to(
     repo: &Repository,
     id: BackupId,
     stream: &StreamRecord,
     place: &Path,
-) -> Result<()> {
+) -> Result<Option<StreamDigest>> {
     let plan = RestorePlan::new(repo, id, stream).await?;
     let options = RestoreOptions::default();
     if stream.kind == StreamKind::Directory {
-        let extractor = crate::dirtar::DirExtractor::new(place)?;
+        let extractor = Hashing::new(crate::dirtar::DirExtractor::new(place)?);
         let (extractor, _) = execute(repo, &plan, extractor, &options).await?;
+        let (extractor, digest) = extractor.finish();
         extractor.finish()?;
+        Ok(Some(digest))
     } else {
         restore_to_file(repo, &plan, place, false, &options).await?;
+        Ok(None)
     }
-    Ok(())
 }
 
-/// Size, SHA-256 and BLAKE3 of a restored file, or of a restored directory as its tar stream.
-fn read_back(path: &Path, directory: bool) -> Result<StreamDigest> {
-    let mut reader: Box<dyn Read + Send> = if directory {
-        crate::dirtar::tar_reader(path)?
-    } else {
-        Box::new(
-            std::fs::File::open(path)
-                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-        )
-    };
-    let mut sha = sha2::Sha256::new();
-    let mut b3 = blake3::Hasher::new();
-    let mut size = 0u64;
+/// Size, SHA-256 and BLAKE3 of what passes through.
+struct Hashing<W> {
+    inner: W,
+    sha: sha2::Sha256,
+    b3: blake3::Hasher,
+    size: u64,
+}
+
+impl<W> Hashing<W> {
+    fn new(inner: W) -> Self {
+        Hashing { inner, sha: sha2::Sha256::new(), b3: blake3::Hasher::new(), size: 0 }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.b3.update(bytes);
+        self.size += bytes.len() as u64;
+    }
+
+    fn finish(self) -> (W, StreamDigest) {
+        let digest = StreamDigest {
+            size: self.size,
+            sha256: hex::encode(self.sha.finalize()),
+            blake3: self.b3.finalize().to_hex().to_string(),
+        };
+        (self.inner, digest)
+    }
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Size, SHA-256 and BLAKE3 of a restored file, read back from disk.
+fn read_back(path: &Path) -> Result<StreamDigest> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut hashing = Hashing::new(());
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let n =
+            file.read(&mut buf).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if n == 0 {
             break;
         }
-        sha.update(&buf[..n]);
-        b3.update(&buf[..n]);
-        size += n as u64;
+        hashing.update(&buf[..n]);
     }
-    Ok(StreamDigest {
-        size,
-        sha256: hex::encode(sha.finalize()),
-        blake3: b3.finalize().to_hex().to_string(),
-    })
+    Ok(hashing.finish().1)
 }

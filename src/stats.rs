@@ -3,9 +3,10 @@
 
 use crate::error::Result;
 use crate::id::BackupId;
+use crate::id::PackId;
 use crate::prune::{self, PruneOptions, PrunePlan};
 use crate::repo::Repository;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One backup's size and what it added.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -45,6 +46,18 @@ pub struct RepositoryStats {
     pub prune: PrunePlan,
 }
 
+/// What the repository stores: the bytes of every pack listed under `data/`, referenced or
+/// not, until prune deletes it. `stats` (pack bytes), `report` and the
+/// `qvault_repository_stored_bytes` metric all count it here: what surviving backups once
+/// added undercounts after forget, since shared and not-yet-pruned data stays.
+pub async fn stored_bytes(repo: &Repository) -> Result<u64> {
+    Ok(pack_total(&crate::index::sync::stored_packs(repo).await?))
+}
+
+fn pack_total(stored: &HashMap<PackId, u64>) -> u64 {
+    stored.values().sum()
+}
+
 fn ratio(a: u64, b: u64) -> Option<f64> {
     (b > 0).then(|| a as f64 / b as f64)
 }
@@ -79,7 +92,7 @@ pub async fn stats(repo: &Repository) -> Result<RepositoryStats> {
         }
     }
     let original_bytes = per_backup.iter().map(|b| b.bytes).sum();
-    let pack_bytes = inventory.stored.values().sum();
+    let pack_bytes = pack_total(&inventory.stored);
     let marked_bytes = pack_bytes - plan.pack_bytes.min(pack_bytes);
     Ok(RepositoryStats {
         repository_bytes,

@@ -99,7 +99,7 @@ impl StreamSource {
             name: name_of(path, "file"),
             kind: StreamKind::File,
             reader: Box::new(reader),
-            source: Some(serde_json::json!({ "path": path })),
+            source: Some(serde_json::json!({ "path": absolute(path) })),
             expected_sha256: None,
         };
         Ok((source, size))
@@ -123,7 +123,7 @@ impl StreamSource {
             name: name_of(dir, "directory"),
             kind: StreamKind::Directory,
             reader: crate::dirtar::tar_reader(dir)?,
-            source: Some(serde_json::json!({ "path": dir })),
+            source: Some(serde_json::json!({ "path": absolute(dir) })),
             expected_sha256: None,
         })
     }
@@ -159,6 +159,12 @@ impl StreamSource {
             expected_sha256: None,
         })
     }
+}
+
+/// The path as recorded: absolute, so `x.snap` backed up from two directories is two
+/// sources (retention groups by it), whatever the working directory was.
+fn absolute(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// What tells a file's versions apart cheaply.

@@ -130,7 +130,16 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
             let (source, size) = StreamSource::file(path, on_change)?;
             Ok((test_hook::grow_file_during_read(source, path), Some(size)))
         }
-        (None, Some("-")) => Ok((StreamSource::stdin(), None)),
+        (None, Some("-")) => {
+            if args.name.is_none() {
+                // Nothing else tells two stdin jobs apart: forget would thin them as one.
+                warn(
+                    "reading stdin without --name: forget, check and report group every unnamed \
+                     stdin backup of this host as one job; give each job its own --name",
+                );
+            }
+            Ok((StreamSource::stdin(), None))
+        }
         (None, Some(other)) => Err(qvault::Error::invalid_input(format!(
             "unexpected argument {other:?}: give --file PATH, or - to read stdin"
         ))

@@ -10,21 +10,30 @@ use qvault::retention::{GroupBy, RetentionDuration};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// The latest backup of each group must be younger than this (26h, 2d, 1w).
-    #[arg(long, value_name = "DURATION")]
+    /// The latest backup of each group must be younger than this (90min, 26h, 2d, 1w; `m`
+    /// is refused: write min or mo).
+    #[arg(long, value_name = "DURATION", value_parser = RetentionDuration::parse_short_arg)]
     pub max_age: Option<RetentionDuration>,
     /// Largest change of the latest backup's size against the previous one, in percent
     /// (20 or 20%), either direction.
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     pub max_size_change: Option<f64>,
     /// Group backups by these fields: source, host, name, tags, streams (default
-    /// source,streams, as forget).
+    /// source,name,streams, as forget).
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
-    /// Do not require that the latest backup of each group passed a verify.
+    /// Each group's newest verify must have passed and be younger than this (default 8d, so
+    /// a weekly verify passes). A backup made since that verify does not fail the group.
+    #[arg(long, value_name = "DURATION", value_parser = RetentionDuration::parse_short_arg)]
+    pub max_verify_age: Option<RetentionDuration>,
+    /// Do not look at verifies: neither a failed nor a missing or old one fails a group.
     #[arg(long)]
     pub skip_verify: bool,
 }
+
+/// A weekly verify, with a day to spare: the schedule the README's recipe beats.
+const DEFAULT_MAX_VERIFY_AGE: RetentionDuration =
+    RetentionDuration { years: 0, months: 0, weeks: 0, days: 8, hours: 0, minutes: 0, seconds: 0 };
 
 fn parse_percent(s: &str) -> Result<f64, String> {
     let value: f64 = s
@@ -57,6 +66,7 @@ pub async fn run(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
         group_by: args.group_by.clone().unwrap_or_default(),
         max_age: args.max_age,
         max_size_change: args.max_size_change,
+        max_verify_age: Some(args.max_verify_age.unwrap_or(DEFAULT_MAX_VERIFY_AGE)),
         skip_verify: args.skip_verify,
     };
     let report = check(&repo, &options).await?;

@@ -59,8 +59,8 @@ pub struct ForgetArgs {
     /// Keep backups with this name; repeatable.
     #[arg(long = "keep-name", value_name = "NAME", help_heading = "Policy")]
     pub keep_names: Vec<String>,
-    /// Group backups by these, comma-separated: source (Qdrant URL, else host), host,
-    /// name, tags, streams. Default: source,streams.
+    /// Group backups by these, comma-separated: source (Qdrant URL, else host and the paths
+    /// or command read), host, name, tags, streams. Default: source,name,streams.
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
     /// Zone of the calendar buckets: an IANA name (Europe/Berlin), UTC, or local.

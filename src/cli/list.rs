@@ -46,7 +46,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
             .map(|s| {
                 serde_json::json!({
                     "name": s.name, "kind": s.kind, "size": s.size, "sha256": s.sha256,
-                    "blake3": s.blake3, "chunks": s.chunks.len(), "source": s.source,
+                    "blake3": s.blake3, "chunks": s.chunk_count(), "source": s.source,
                 })
             })
             .collect();
@@ -78,7 +78,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
             "  size   {} ({} bytes), {} chunks",
             common::human_bytes(s.size),
             s.size,
-            s.chunks.len()
+            s.chunk_count()
         );
         println!("  sha256 {}", s.sha256);
         println!("  blake3 {}", s.blake3);

@@ -13,15 +13,16 @@ pub struct ReportArgs {
     /// Write the report as one HTML page (no network needed to view it) to this file.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    /// Mark a group stale when its latest backup is older than this (e.g. 2h, 1d).
-    #[arg(long, value_name = "DURATION")]
+    /// Mark a group stale when its latest backup is older than this (e.g. 90min, 2h, 1d;
+    /// `m` is refused: write min or mo).
+    #[arg(long, value_name = "DURATION", value_parser = RetentionDuration::parse_short_arg)]
     pub max_age: Option<RetentionDuration>,
     /// Group backups by these fields (source, host, name, tags, streams).
     #[arg(long, value_name = "FIELDS")]
     pub group_by: Option<GroupBy>,
-    /// Recovery time objective (e.g. 15m, 1h): each group's last restore-test time is
+    /// Recovery time objective (e.g. 15min, 1h): each group's last restore-test time is
     /// compared with it.
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = RetentionDuration::parse_short_arg)]
     pub rto: Option<RetentionDuration>,
 }
 

@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
-    /// Backup id (or a unique prefix, or `latest`).
+    /// Backup id, a unique prefix, or `latest`: the newest backup of the repository or,
+    /// with --stream, the newest backup that holds that stream.
     pub id: String,
     /// Output file, or `-` for stdout.
     #[arg(long, required_unless_present_any = ["qdrant", "serve", "to_dir"], conflicts_with_all = ["qdrant", "serve", "to_dir"])]
@@ -81,14 +82,39 @@ pub struct RestoreArgs {
 /// before anything is written or sent.
 async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, RestorePlan)> {
     let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
+    let (id, manifest) = resolve(&repo, &args.id, args.stream.as_deref()).await?;
     let stream = match args.stream.as_deref() {
         Some(wanted) => find_stream(&manifest, wanted)?,
         None => manifest.stream(None)?,
     };
     let plan = RestorePlan::new(&repo, id, stream).await?;
     Ok((repo, plan))
+}
+
+/// The backup `spec` names, and its manifest. With a stream, `latest` is the newest backup
+/// that holds it: backups of other jobs in the same repository must not hide it.
+async fn resolve(
+    repo: &Repository,
+    spec: &str,
+    stream: Option<&str>,
+) -> Result<(BackupId, Manifest)> {
+    let Some(wanted) = stream.filter(|_| spec == "latest") else {
+        let id = repo.resolve_backup(spec)?;
+        return Ok((id, repo.read_manifest(id).await?));
+    };
+    // Newest first, as the index lists them oldest first.
+    for listing in repo.backups()?.into_iter().rev() {
+        let manifest = repo.read_manifest(listing.id).await?;
+        if find_stream(&manifest, wanted).is_ok() {
+            return Ok((listing.id, manifest));
+        }
+    }
+    Err(qvault::Error::not_found(format!(
+        "no backup in {} holds a stream {wanted:?}: list them with `qvault backups` and \
+         `qvault show ID`",
+        repo.storage().location()
+    ))
+    .into())
 }
 
 /// Every stream a Qdrant restore takes, each planned and checked against the node before
@@ -233,8 +259,7 @@ async fn run_serve(
 
 async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
     let repo = common::open(global).await?;
-    let id = repo.resolve_backup(&args.id)?;
-    let manifest = repo.read_manifest(id).await?;
+    let (id, manifest) = resolve(&repo, &args.id, args.stream.as_deref()).await?;
     let cluster_backup = args.stream.is_none() && is_cluster_backup(&manifest);
     if args.qdrant.qdrant.len() > 1 || cluster_backup {
         return run_cluster(global, args, &repo, id, &manifest).await;

@@ -31,7 +31,7 @@ pub struct VerifyArgs {
     /// Where --restore-test puts its scratch copies (default: the temporary directory).
     #[arg(long, value_name = "DIR", requires = "restore_test")]
     pub scratch: Option<std::path::PathBuf>,
-    /// Groups for --restore-test, as for forget (default source,streams).
+    /// Groups for --restore-test, as for forget (default source,name,streams).
     #[arg(long, value_name = "FIELDS", requires = "restore_test")]
     pub group_by: Option<qvault::retention::GroupBy>,
     /// The node for --restore-test's Qdrant streams.

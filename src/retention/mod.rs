@@ -9,8 +9,8 @@
 //! Guarantees:
 //! - [`plan`] is a pure function of (backups, options, now): the same input always gives the
 //!   same plan, and `--dry-run` prints exactly what [`execute`] would do.
-//! - Backups are grouped (by default by source and stream names) and each group gets its
-//!   policy on its own; a backup is kept if any rule keeps it, and the plan names each rule.
+//! - Backups are grouped (by default by source, name and stream names) and each group gets
+//!   its policy on its own; a backup is kept if any rule keeps it, and the plan names each rule.
 //! - A policy that would remove every backup of a group is refused unless `allow_empty`;
 //!   an empty policy is refused (it would say nothing), unless explicit ids are given.
 //! - Forgetting removes manifests only: no chunk, pack or index file is touched, so it
@@ -46,7 +46,8 @@ pub struct BackupInfo {
     /// Stream names, sorted.
     pub streams: Vec<String>,
     /// The Qdrant URL the streams came from (a cluster's: its nodes' URLs, sorted, comma
-    /// separated), else the host.
+    /// separated), else the host and what it read: `host:/abs/path` for files and
+    /// directories, `host:command#<digest>` for a command's output, the host alone for stdin.
     pub source: String,
 }
 
@@ -73,6 +74,7 @@ impl BackupInfo {
             }
             source.get("qdrant")?.get("url")?.as_str().map(str::to_string)
         });
+        let source = qdrant_url.unwrap_or_else(|| local_source(m));
         Ok(BackupInfo {
             id,
             time,
@@ -80,9 +82,36 @@ impl BackupInfo {
             name: m.name.clone(),
             tags: m.tags.clone(),
             streams,
-            source: qdrant_url.unwrap_or_else(|| m.host.clone()),
+            source,
         })
     }
+}
+
+/// The source of a backup that read no Qdrant: the host, and each path or command it read.
+/// Stream names alone are basenames and program names: `/a/x.snap` and `/b/x.snap`, or two
+/// jobs running `curl`, would otherwise be one history, and forget would thin one job by
+/// the other's backups. A command is named by a digest of its argv: command lines carry
+/// tokens and URLs with passwords, and group keys reach logs and metric labels.
+fn local_source(m: &Manifest) -> String {
+    let mut origins: Vec<String> = m
+        .streams
+        .iter()
+        .filter_map(|s| {
+            let source = s.source.as_ref()?;
+            if let Some(path) = source.get("path").and_then(|p| p.as_str()) {
+                return Some(path.to_string());
+            }
+            let argv = source.get("command")?;
+            let digest = blake3::hash(argv.to_string().as_bytes()).to_hex();
+            Some(format!("command#{}", &digest[..8]))
+        })
+        .collect();
+    origins.sort();
+    origins.dedup();
+    if origins.is_empty() {
+        return m.host.clone();
+    }
+    format!("{}:{}", m.host, origins.join(","))
 }
 
 /// One property backups are grouped by.
@@ -102,9 +131,11 @@ pub enum GroupField {
 pub struct GroupBy(pub BTreeSet<GroupField>);
 
 impl Default for GroupBy {
-    /// Source and stream names: one Qdrant's collection (or shard) is one history.
+    /// Source, name and stream names: one Qdrant's collection (or shard) is one history, and
+    /// so is each named job. `forget`, `check`, `report`, `metrics` and `verify
+    /// --restore-test` all start from this one default.
     fn default() -> Self {
-        GroupBy([GroupField::Source, GroupField::Streams].into())
+        GroupBy([GroupField::Source, GroupField::Name, GroupField::Streams].into())
     }
 }
 
@@ -163,8 +194,8 @@ impl GroupField {
     }
 }
 
-/// A group's key as text, `source=http://qdrant:6333 streams=products`: printed by the
-/// plan, and what the config file's per-group policies are keyed by.
+/// A group's key as text, `source=http://qdrant:6333 name=nightly streams=products`: printed
+/// by the plan, and what the config file's per-group policies are keyed by.
 impl GroupBy {
     /// The group `b` belongs to, as `field=value` words (`all` with no fields).
     pub fn key(&self, b: &BackupInfo) -> String {
@@ -176,8 +207,15 @@ fn group_key(group_by: &GroupBy, b: &BackupInfo) -> String {
     if group_by.0.is_empty() {
         return "all".into();
     }
-    let parts: Vec<String> =
-        group_by.0.iter().map(|g| format!("{}={}", g.word(), g.value(b))).collect();
+    // An unnamed backup leaves `name` out of a key with other fields: its key is the one it
+    // had before the default grouped by name, so per-group policies keep matching.
+    let unnamed = b.name.is_none() && group_by.0.len() > 1;
+    let parts: Vec<String> = group_by
+        .0
+        .iter()
+        .filter(|g| !(unnamed && **g == GroupField::Name))
+        .map(|g| format!("{}={}", g.word(), g.value(b)))
+        .collect();
     parts.join(" ")
 }
 

@@ -11,11 +11,17 @@ use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
-/// A calendar length in restic's form `1y2m3w4d5h` (years, months, weeks, days, hours).
+/// A calendar length in restic's form `1y2m3w4d5h` (years, months, weeks, days, hours),
+/// plus `mo` (months), `min` (minutes) and `s` (seconds).
 ///
 /// Subtracted from a time in the policy's time zone, largest unit first: years and months
 /// are calendar months (2026-03-31 minus `1m` is 2026-02-28, clamped to the month's end),
-/// days are calendar days (23 or 25 hours across a DST change), hours are exact hours.
+/// days are calendar days (23 or 25 hours across a DST change), hours, minutes and seconds
+/// are exact.
+///
+/// Bare `m` is months, as restic reads it, only where restic's syntax is expected (the
+/// keep-within rules, [`FromStr`]); where a short span is meant (RTO, `--max-age`),
+/// [`RetentionDuration::parse_short`] refuses it, since `30m` there means minutes to a reader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RetentionDuration {
     pub years: u32,
@@ -23,6 +29,8 @@ pub struct RetentionDuration {
     pub weeks: u32,
     pub days: u32,
     pub hours: u32,
+    pub minutes: u32,
+    pub seconds: u32,
 }
 
 impl RetentionDuration {
@@ -32,7 +40,9 @@ impl RetentionDuration {
             .try_months(i64::from(self.months))?
             .try_weeks(i64::from(self.weeks))?
             .try_days(i64::from(self.days))?
-            .try_hours(i64::from(self.hours))
+            .try_hours(i64::from(self.hours))?
+            .try_minutes(i64::from(self.minutes))?
+            .try_seconds(i64::from(self.seconds))
     }
 
     /// How many seconds this duration spans when counted back from `now` in UTC (months and
@@ -50,61 +60,94 @@ impl RetentionDuration {
             .map(|z| z.timestamp())
             .unwrap_or(Timestamp::MIN)
     }
+
+    /// Parses a duration where bare `m` would be read as minutes (an RTO, a maximum age):
+    /// `30min`, `90s`, `2h`, `1d`, and `mo` for months; `30m` is refused as ambiguous.
+    pub fn parse_short(s: &str) -> Result<Self> {
+        parse(s, false)
+    }
+
+    /// [`RetentionDuration::parse_short`] for clap's `value_parser`.
+    pub fn parse_short_arg(s: &str) -> std::result::Result<Self, String> {
+        Self::parse_short(s).map_err(|e| e.message().to_string())
+    }
 }
 
 impl FromStr for RetentionDuration {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| {
-            Error::invalid_input(format!(
-                "duration {s:?} {why}: write it as restic does, e.g. 7d, 6m, 2y, 1y2m3d4h \
-                 (y years, m months, w weeks, d days, h hours)"
-            ))
-        };
-        let mut out = RetentionDuration::default();
-        let mut digits = String::new();
-        let mut seen = String::new();
-        for c in s.trim().chars() {
-            if c.is_ascii_digit() {
-                digits.push(c);
-                continue;
-            }
-            let field = match c {
-                'y' => &mut out.years,
-                'm' => &mut out.months,
-                'w' => &mut out.weeks,
-                'd' => &mut out.days,
-                'h' => &mut out.hours,
-                _ => return Err(bad(&format!("has the unknown unit {c:?}"))),
-            };
-            if digits.is_empty() {
-                return Err(bad(&format!("has no number before {c:?}")));
-            }
-            if seen.contains(c) {
-                return Err(bad(&format!("gives {c:?} twice")));
-            }
-            seen.push(c);
-            *field = digits.parse().map_err(|_| bad("has a number that is too large"))?;
-            digits.clear();
-        }
-        if !digits.is_empty() {
-            return Err(bad("ends in a number without a unit"));
-        }
-        if out == RetentionDuration::default() {
-            return Err(bad("is empty or zero"));
-        }
-        Ok(out)
+        parse(s, true)
     }
 }
 
+/// Both syntaxes: `m_is_months` is restic's reading of a bare `m`; without it, `m` is refused.
+fn parse(s: &str, m_is_months: bool) -> Result<RetentionDuration> {
+    let bad = |why: &str| {
+        let form = if m_is_months {
+            "write it as restic does, e.g. 7d, 6m, 2y, 1y2m3d4h (y years, m or mo months, \
+             w weeks, d days, h hours, min minutes, s seconds)"
+        } else {
+            "e.g. 30min, 90s, 2h, 1d, 1d12h (min minutes, s seconds, h hours, d days, w weeks, \
+             mo months, y years)"
+        };
+        Error::invalid_input(format!("duration {s:?} {why}: {form}"))
+    };
+    let mut out = RetentionDuration::default();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut rest = s.trim();
+    while !rest.is_empty() {
+        let digits_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let (digits, after) = rest.split_at(digits_end);
+        let unit_end = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_end);
+        if unit.is_empty() {
+            return Err(bad("ends in a number without a unit"));
+        }
+        let field = match unit {
+            "y" => &mut out.years,
+            "mo" => &mut out.months,
+            "m" if m_is_months => &mut out.months,
+            "m" => {
+                return Err(bad(&format!(
+                    "is ambiguous: write {digits}min for minutes or {digits}mo for months"
+                )))
+            }
+            "w" => &mut out.weeks,
+            "d" => &mut out.days,
+            "h" => &mut out.hours,
+            "min" => &mut out.minutes,
+            "s" => &mut out.seconds,
+            _ => return Err(bad(&format!("has the unknown unit {unit:?}"))),
+        };
+        if digits.is_empty() {
+            return Err(bad(&format!("has no number before {unit:?}")));
+        }
+        // `m` and `mo` are one unit: months given twice either way.
+        let canonical = if unit == "m" { "mo" } else { unit };
+        if seen.contains(&canonical) {
+            return Err(bad(&format!("gives {unit:?} twice")));
+        }
+        seen.push(canonical);
+        *field = digits.parse().map_err(|_| bad("has a number that is too large"))?;
+        rest = next;
+    }
+    if out == RetentionDuration::default() {
+        return Err(bad("is empty or zero"));
+    }
+    Ok(out)
+}
+
 impl fmt::Display for RetentionDuration {
+    /// Restic's form (`m` is months), with `min` and `s` for minutes and seconds.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let parts = [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.weeks, 'w'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
+            (self.years, "y"),
+            (self.months, "m"),
+            (self.weeks, "w"),
+            (self.days, "d"),
+            (self.hours, "h"),
+            (self.minutes, "min"),
+            (self.seconds, "s"),
         ];
         for (n, unit) in parts.into_iter().filter(|(n, _)| *n > 0) {
             write!(f, "{n}{unit}")?;

@@ -299,6 +299,8 @@ fn every_rule_that_keeps_a_backup_is_named() {
         ),
         "UTC",
     );
+    // One history although only one is named: the default grouping now separates names.
+    let options = ForgetOptions { group_by: "source,streams".parse().unwrap(), ..options };
     let plan = plan(&backups, &options, ts("2026-06-02T00:00:00Z")).unwrap();
     let reasons: Vec<_> = plan.groups[0].backups.iter().map(|b| b.keep.clone()).collect();
     assert_eq!(
@@ -464,7 +466,18 @@ fn the_source_is_the_qdrant_url_else_the_host() {
 #[test]
 fn durations_parse_as_restic_writes_them() {
     let d: RetentionDuration = "1y2m3w4d5h".parse().unwrap();
-    assert_eq!(d, RetentionDuration { years: 1, months: 2, weeks: 3, days: 4, hours: 5 });
+    assert_eq!(
+        d,
+        RetentionDuration {
+            years: 1,
+            months: 2,
+            weeks: 3,
+            days: 4,
+            hours: 5,
+            minutes: 0,
+            seconds: 0
+        }
+    );
     assert_eq!(d.to_string(), "1y2m3w4d5h");
     assert_eq!("6m".parse::<RetentionDuration>().unwrap().to_string(), "6m");
     for bad in ["", "5", "d", "1x", "1d1d", "0d", "99999999999d"] {
@@ -475,6 +488,34 @@ fn durations_parse_as_restic_writes_them() {
     let huge = options(policy("keep-within = \"9999y\""), "UTC");
     let backups = infos(&["1990-01-01T00:00:00Z", "2026-01-01T00:00:00Z"]);
     assert_eq!(kept(&backups, &huge, "2026-01-02T00:00:00Z").len(), 2);
+}
+
+#[test]
+fn short_durations_take_minutes_and_seconds_and_refuse_a_bare_m() {
+    // The README's `rto = "30m"` read as 30 months: where a short span is meant, `m` is
+    // refused instead of silently meaning months.
+    let err = RetentionDuration::parse_short("30m").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(
+        err.message().contains("is ambiguous: write 30min for minutes or 30mo for months"),
+        "{}",
+        err.message()
+    );
+    let now: Timestamp = "2026-11-30T06:00:00Z".parse().unwrap();
+    let thirty = RetentionDuration::parse_short("30min").unwrap();
+    assert_eq!(thirty.seconds_before(now), 1800);
+    assert_eq!(thirty.to_string(), "30min");
+    assert_eq!(RetentionDuration::parse_short("1h30min15s").unwrap().seconds_before(now), 5415);
+    assert_eq!(RetentionDuration::parse_short("90s").unwrap().seconds_before(now), 90);
+    assert_eq!(RetentionDuration::parse_short("2mo").unwrap().months, 2);
+    // Restic's syntax keeps `m` as months, and takes the new units too.
+    assert_eq!("6m".parse::<RetentionDuration>().unwrap().months, 6);
+    assert_eq!("6mo".parse::<RetentionDuration>().unwrap().months, 6);
+    assert_eq!("45min".parse::<RetentionDuration>().unwrap().minutes, 45);
+    for bad in ["1m1mo", "5min5min", "1mi", "min"] {
+        let err = bad.parse::<RetentionDuration>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+    }
 }
 
 #[test]

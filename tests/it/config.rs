@@ -164,7 +164,7 @@ fn config_check_names_the_line_and_column_of_every_problem_and_exits_2() {
         (at(5, 10), "s3.region must be a string, not integer"),
         (at(6, 1), "unknown key \"s3.endpont\" (did you mean \"s3.endpoint\"?)"),
         (at(8, 21), "forget.keep-within-daily duration \"30 days\""),
-        (at(10, 11), "max_age must be a duration (7d, 1y2m, 26h), not boolean"),
+        (at(10, 11), "max_age must be a duration (30min, 26h, 7d), not boolean"),
     ];
     assert_eq!(lines.len(), expect.len(), "{lines:#?}");
     for (line, (place, message)) in lines.iter().zip(&expect) {
@@ -203,7 +203,7 @@ fn config_check_of_a_good_file_exits_0_with_a_summary() {
         "good.toml",
         &format!(
             "repository = \"s3://backups/qdrant\"\nidentity = {identity:?}\n\
-             group_by = \"source,streams\"\nrto = \"15m\"\n\
+             group_by = \"source,streams\"\nrto = \"15min\"\n\
              [qdrant]\nurl = [\"http://qdrant-0:6333\"]\n\
              [forget]\nkeep-last = 3\ntime-zone = \"Europe/Berlin\"\n\
              [forget.groups.\"source=vm streams=a.bin\"]\nkeep-daily = 7\n\

@@ -186,7 +186,7 @@ async fn json_report_has_the_plan_and_what_was_removed_with_the_bundled_zone_dat
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["dry_run"], false);
     assert_eq!(report["plan"]["time_zone"], "Europe/Berlin");
-    assert_eq!(report["plan"]["group_by"], "source,streams");
+    assert_eq!(report["plan"]["group_by"], "source,name,streams");
     let group = &report["plan"]["groups"][0];
     assert!(group["key"].as_str().unwrap().ends_with(" streams=data.bin"), "{group}");
     assert_eq!(group["policy"], serde_json::json!({"keep-within-hourly": "7d"}));

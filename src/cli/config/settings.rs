@@ -129,12 +129,12 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "max_age",
-        kind: Kind::Duration,
+        kind: Kind::ShortDuration,
         env: Some("QVAULT_MAX_AGE"),
         flag: Some("--max-age"),
         meaning: "check fails, and report marks a group stale, when its latest backup is older.",
         apply: |cli, v| {
-            let Some(d) = duration(v) else { return Ok(()) };
+            let Some(d) = short_duration(v) else { return Ok(()) };
             match &mut cli.command {
                 Command::Check(a) => {
                     a.max_age.get_or_insert(d);
@@ -143,6 +143,19 @@ pub static SETTINGS: &[Setting] = &[
                     a.max_age.get_or_insert(d);
                 }
                 _ => {}
+            }
+            Ok(())
+        },
+    },
+    Setting {
+        key: "max_verify_age",
+        kind: Kind::ShortDuration,
+        env: Some("QVAULT_MAX_VERIFY_AGE"),
+        flag: Some("--max-verify-age"),
+        meaning: "check fails when a group's newest verify is older (default 8d).",
+        apply: |cli, v| {
+            if let (Command::Check(a), Some(d)) = (&mut cli.command, short_duration(v)) {
+                a.max_verify_age.get_or_insert(d);
             }
             Ok(())
         },
@@ -162,13 +175,13 @@ pub static SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "rto",
-        kind: Kind::Duration,
+        kind: Kind::ShortDuration,
         env: Some("QVAULT_RTO"),
         flag: Some("--rto"),
         meaning: "Recovery time objective: report compares each group's last restore-test \
                   time with it.",
         apply: |cli, v| {
-            if let (Command::Report(a), Some(d)) = (&mut cli.command, duration(v)) {
+            if let (Command::Report(a), Some(d)) = (&mut cli.command, short_duration(v)) {
                 a.rto.get_or_insert(d);
             }
             Ok(())
@@ -427,7 +440,7 @@ pub static SETTINGS: &[Setting] = &[
         kind: Kind::Fields,
         env: None,
         flag: Some("--group-by"),
-        meaning: "forget's grouping (default: group_by, then source,streams).",
+        meaning: "forget's grouping (default: group_by, then source,name,streams).",
         apply: |_, _| Ok(()),
     },
     Setting {
@@ -497,8 +510,8 @@ fn fill_bool(slot: &mut bool, v: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn duration(v: &Value) -> Option<RetentionDuration> {
-    v.text().and_then(|t| t.parse().ok())
+fn short_duration(v: &Value) -> Option<RetentionDuration> {
+    v.text().and_then(|t| RetentionDuration::parse_short(t).ok())
 }
 
 /// The Qdrant connection of a command that reads from Qdrant: `backup` with no other

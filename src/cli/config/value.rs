@@ -25,6 +25,8 @@ pub enum Kind {
     Count,
     /// `7d`, `1y2m`, `26h` (as the keep-within flags).
     Duration,
+    /// `30min`, `26h`, `7d`: a bare `m` is refused (an RTO, a maximum age).
+    ShortDuration,
     /// Grouping fields, comma-separated: source, host, name, tags, streams.
     Fields,
     /// An IANA time zone, UTC or local.
@@ -88,7 +90,8 @@ impl Kind {
             Kind::Bool => "boolean",
             Kind::Count => "integer ≥ 0",
             Kind::Duration => "duration (7d, 1y2m, 26h)",
-            Kind::Fields => "grouping (source,streams)",
+            Kind::ShortDuration => "duration (30min, 26h, 7d)",
+            Kind::Fields => "grouping (source,name,streams)",
             Kind::Zone => "time zone",
             Kind::Percent => "percent (20 or \"20%\")",
             Kind::Strings => "string or array of strings",
@@ -156,6 +159,10 @@ impl Kind {
             Kind::File | Kind::Path if s.is_empty() => Err("must not be empty".into()),
             Kind::Url | Kind::Urls => url(s).and_then(|()| ok()),
             Kind::Duration => match s.parse::<RetentionDuration>() {
+                Ok(_) => ok(),
+                Err(e) => Err(e.message().to_string()),
+            },
+            Kind::ShortDuration => match RetentionDuration::parse_short(s) {
                 Ok(_) => ok(),
                 Err(e) => Err(e.message().to_string()),
             },

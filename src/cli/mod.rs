@@ -108,7 +108,7 @@ pub struct GlobalArgs {
     )]
     pub notify: Option<String>,
     /// With --notify: also when the command succeeds.
-    #[arg(long, requires = "notify", global = true)]
+    #[arg(long, global = true)]
     pub notify_always: bool,
     /// After the command, write Prometheus metrics (the command's exit code and duration,
     /// the repository's per group) to this file atomically, for node_exporter's textfile
@@ -177,6 +177,54 @@ pub enum Command {
     /// The config file: `config check [FILE]`, `config reference`, `config show`.
     #[command(subcommand)]
     Config(config::command::ConfigCommand),
+}
+
+/// Flags that only mean something with a partner the config file or the environment may
+/// give (`--notify-always` and `notify`, backup's Qdrant flags and `[qdrant] url`): clap's
+/// `requires` sees the command line only, so they are checked here, once the file is read.
+/// A flag counts only when it was typed, not when it holds its default.
+pub fn check_partners(matches: &clap::ArgMatches, cli: &Cli) -> anyhow::Result<()> {
+    let typed = |m: &clap::ArgMatches, id: &str| {
+        m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    let mut missing: Vec<(&str, &str)> = Vec::new();
+    if typed(matches, "notify_always") && cli.global.notify.is_none() {
+        missing.push(("--notify-always", "--notify URL (or QVAULT_NOTIFY_URL, or `notify`)"));
+    }
+    if let (Command::Backup(a), Some(m)) = (&cli.command, matches.subcommand_matches("backup")) {
+        let scope = !a.collections.is_empty() || a.all_collections || a.full_storage;
+        let needs = [
+            ("shards", "--shard", scope),
+            ("snapshot", "--snapshot", scope),
+            ("keep_remote", "--keep-remote", scope),
+            ("poll_snapshot", "--poll-snapshot", scope),
+            ("snapshot_timeout", "--snapshot-timeout", scope),
+            ("sample_points", "--sample-points", !a.qdrant.qdrant.is_empty()),
+            ("no_sample", "--no-sample", !a.qdrant.qdrant.is_empty()),
+            ("streamed", "--streamed", !a.collections.is_empty()),
+            ("allow_partial", "--allow-partial", !a.collections.is_empty()),
+        ];
+        for (id, flag, partnered) in needs {
+            if typed(m, id) && !partnered {
+                missing.push((flag, partner_of(id)));
+            }
+        }
+    }
+    match missing.first() {
+        None => Ok(()),
+        Some((flag, partner)) => Err(qvault::Error::invalid_input(format!(
+            "{flag} needs {partner}, given as a flag or in the environment or the config file"
+        ))
+        .into()),
+    }
+}
+
+fn partner_of(id: &str) -> &'static str {
+    match id {
+        "sample_points" | "no_sample" => "--qdrant URL (or `[qdrant] url`)",
+        "streamed" | "allow_partial" => "--collection NAME (or `[backup] collections`)",
+        _ => "a Qdrant scope: --collection, --all-collections or --full-storage",
+    }
 }
 
 impl std::fmt::Debug for GlobalArgs {

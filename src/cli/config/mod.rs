@@ -104,8 +104,10 @@ fn read(path: &Path) -> Result<Document> {
 }
 
 pub(crate) fn read_document(path: &Path) -> Result<(Document, Vec<Problem>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| qvault::Error::io(format!("reading config file {}", path.display()), e))?;
+    let bytes = super::common::read_named_file(path, "config file", "--config or QVAULT_CONFIG")?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        qvault::Error::invalid_input(format!("config file {} is not UTF-8 text", path.display()))
+    })?;
     Ok(document::parse(&text))
 }
 

@@ -129,6 +129,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     cli::logging::init(cli.global.verbose);
+    cli::remember_typed_globals(&matches);
     // Before --notify and --metrics-file are read: the file may give them. `config …`
     // reads the file itself, so that a broken one can be checked; completions and man
     // pages need no settings, so a broken file or variable does not stop them.

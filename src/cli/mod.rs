@@ -179,6 +179,47 @@ pub enum Command {
     Config(config::command::ConfigCommand),
 }
 
+/// The global flags typed on the command line (not from the environment or a default), for
+/// `config show`, which reports them as in effect.
+static TYPED_GLOBALS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+/// Global flag ids `config show` can report.
+const SHOWN_GLOBALS: &[&str] = &[
+    "repo",
+    "identity",
+    "key",
+    "expect_key",
+    "cache_dir",
+    "no_cache",
+    "notify",
+    "notify_always",
+    "metrics_file",
+    "s3_endpoint",
+    "s3_region",
+    "azure_endpoint",
+];
+
+/// Records which global flags were typed (at any level: `qvault --repo X config show` and
+/// `qvault config show --repo X` alike).
+pub fn remember_typed_globals(matches: &clap::ArgMatches) {
+    let mut typed = Vec::new();
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        for id in SHOWN_GLOBALS {
+            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                typed.push(*id);
+            }
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    let _ = TYPED_GLOBALS.set(typed);
+}
+
+/// Whether the global flag `id` was typed on the command line.
+pub fn typed_global(id: &str) -> bool {
+    TYPED_GLOBALS.get().is_some_and(|typed| typed.contains(&id))
+}
+
 /// Flags that only mean something with a partner the config file or the environment may
 /// give (`--notify-always` and `notify`, backup's Qdrant flags and `[qdrant] url`): clap's
 /// `requires` sees the command line only, so they are checked here, once the file is read.

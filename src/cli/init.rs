@@ -62,7 +62,7 @@ fn default_identity_path(recipient: &str) -> PathBuf {
 
 /// A local repository goes into a new or empty directory: a file there would fail later
 /// as a storage error, and a directory of other data would get qvault's objects mixed in.
-/// `lost+found` (a fresh volume's) does not count.
+/// `lost+found` (a fresh volume's) and qvault's own temporary directory do not count.
 fn refuse_unfit_directory(root: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
@@ -76,8 +76,12 @@ fn refuse_unfit_directory(root: &Path) -> Result<()> {
         }
         Err(e) => return Err(qvault::Error::io(format!("reading {}", root.display()), e).into()),
     };
-    let mut others = entries.filter_map(|e| e.ok()).map(|e| e.file_name());
-    if let Some(name) = others.find(|n| n != "lost+found") {
+    let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    // A repository (refused next, as one) or what a failed init left.
+    if names.iter().any(|n| n == "config") {
+        return Ok(());
+    }
+    if let Some(name) = names.iter().find(|n| *n != "lost+found" && *n != ".qvault-tmp") {
         return Err(qvault::Error::new(
             qvault::ErrorKind::Refused,
             format!(
@@ -121,6 +125,10 @@ fn existing_identity_hint(error: anyhow::Error, path: &Path) -> anyhow::Error {
 
 pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let storage = common::storage(global)?;
+    // Before anything opens the directory (and leaves its temporary directory there).
+    if let Some(root) = storage.local_root() {
+        refuse_unfit_directory(root)?;
+    }
     // Refuse early, before generating an identity nobody needs.
     if Repository::read_config(&storage).await.is_ok() {
         return Err(qvault::Error::new(
@@ -131,9 +139,6 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
             ),
         )
         .into());
-    }
-    if let Some(root) = storage.local_root() {
-        refuse_unfit_directory(root)?;
     }
     let source = copy_source(global, args).await?;
     let mut recipients = args

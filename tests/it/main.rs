@@ -18,6 +18,7 @@ mod golden_v2;
 mod help;
 mod list_blocks;
 mod notify;
+mod operator;
 mod oplog;
 mod prune;
 mod qdrant_client;

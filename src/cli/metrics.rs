@@ -65,8 +65,9 @@ pub async fn write_file(path: &Path, global: &GlobalArgs, command: &str, code: u
             .filter(|line| label(line, "command").is_some_and(|c| c != command))
             .map(str::to_string)
             .collect();
-        samples.push(format!("{name}{{command=\"{}\"}} {value}", command.replace('"', "")));
         samples.sort_by_key(|line| label(line, "command").map(str::to_string));
+        // The run that just ended first: a reader taking the first sample gets it.
+        samples.insert(0, format!("{name}{{command=\"{}\"}} {value}", command.replace('"', "")));
         let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} gauge");
         for line in samples {
             let _ = writeln!(text, "{line}");

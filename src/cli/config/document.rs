@@ -124,7 +124,7 @@ impl Reader<'_> {
     fn problem(&mut self, span: Range<usize>, message: &str) {
         let at = self.at(span.start);
         let message = match &self.profile {
-            Some(profile) => format!("in [profiles.{profile}]: {message}"),
+            Some(profile) => format!("{message} (in [profiles.{profile}])"),
             None => message.to_string(),
         };
         self.problems.push(Problem { at, message });

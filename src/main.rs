@@ -5,7 +5,20 @@ mod cli;
 use clap::{CommandFactory, FromArgMatches};
 use cli::{Cli, Command};
 use qvault::ErrorKind;
+use std::io::Write;
 use std::process::ExitCode;
+
+/// The reader of stdout went away (`qvault backups | head -1`): the command stops quietly.
+#[derive(Debug)]
+struct ClosedStdout;
+
+impl std::fmt::Display for ClosedStdout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed before the output was written")
+    }
+}
+
+impl std::error::Error for ClosedStdout {}
 
 /// Exit codes scripts can rely on (documented in README.md).
 fn exit_code(error: &anyhow::Error) -> u8 {
@@ -80,6 +93,33 @@ pub(crate) fn error_text(error: &anyhow::Error) -> String {
     text
 }
 
+/// Runs the command; `print!` panics when stdout's reader has gone (it is how std reports
+/// EPIPE, SIGPIPE being ignored so that network writes fail instead of killing us): that
+/// one panic becomes [`ClosedStdout`], in this one place, so no verb handles it.
+fn run_catching_closed_stdout(runtime: &tokio::runtime::Runtime, cli: Cli) -> anyhow::Result<()> {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(run(cli))));
+    match outcome {
+        Ok(result) => result,
+        Err(payload) if cli::logging::is_closed_stdout(payload.as_ref()) => {
+            Err(ClosedStdout.into())
+        }
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
+/// With `--json`, a failure is a JSON object on stdout too, unless the command already
+/// printed its own (`check`, `config check` print their verdict, then fail):
+/// `{"error": {"exit_code", "kind", "message"}}`.
+fn json_error(code: u8, kind: Option<&str>, message: &str) {
+    let value = serde_json::json!({
+        "error": { "exit_code": code, "kind": kind, "message": message }
+    });
+    // Not print_json: stdout may be the closed pipe, and this must not panic.
+    let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+    let _ = writeln!(std::io::stdout(), "{text}");
+}
+
 fn main() -> ExitCode {
     qvault::alloc::bound_retained_memory();
     let matches = Cli::command().get_matches();
@@ -89,12 +129,13 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     cli::logging::init(cli.global.verbose);
+    cli::remember_typed_globals(&matches);
     // Before --notify and --metrics-file are read: the file may give them. `config …`
     // reads the file itself, so that a broken one can be checked; completions and man
     // pages need no settings, so a broken file or variable does not stop them.
     let configured = match cli.command {
         Command::Config(_) | Command::Completions(_) | Command::Man(_) => Ok(()),
-        _ => cli::config::configure(&mut cli),
+        _ => cli::config::configure(&mut cli).and_then(|()| cli::check_partners(&matches, &cli)),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -106,18 +147,24 @@ fn main() -> ExitCode {
     let notify = cli.global.notify.clone().map(|url| (url, cli.global.notify_always));
     let metrics = cli.global.metrics_file.clone().map(|path| (path, cli.global.clone()));
     let repository = cli.global.repo.as_deref().map(qvault::redact::url);
+    let json = cli.global.json;
     let started = std::time::Instant::now();
     let result = match configured {
-        Ok(()) => runtime.block_on(run(cli)),
+        Ok(()) => run_catching_closed_stdout(&runtime, cli),
         Err(e) => Err(e),
     };
     let (code, error) = match &result {
         Ok(()) => (0, None),
+        Err(e) if e.downcast_ref::<ClosedStdout>().is_some() => (1, None),
         Err(e) => {
             let text = cli::logging::scrub(&error_text(e));
             eprintln!("qvault: error: {text}");
             let kind = e.downcast_ref::<qvault::Error>().map(|q| format!("{:?}", q.kind()));
-            (exit_code(e), Some((kind, text)))
+            let code = exit_code(e);
+            if json && !cli::common::printed_json() {
+                json_error(code, kind.as_deref(), &text);
+            }
+            (code, Some((kind, text)))
         }
     };
     if let Some((path, global)) = metrics {

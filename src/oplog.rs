@@ -129,12 +129,35 @@ impl OpRecord {
     }
 }
 
-/// The user name for records: `$USER`, else `$LOGNAME`, else `unknown`.
+/// The user name for records: `$USER`, else `$LOGNAME`, else the process's uid as
+/// /etc/passwd names it, else `uid N` (cron and containers often set neither variable).
 pub fn user_name() -> String {
     ["USER", "LOGNAME"]
         .iter()
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .or_else(uid_name)
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The name of the uid this process runs as, or `uid N` when /etc/passwd lacks it.
+fn uid_name() -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // /proc/self belongs to the process's (real) uid: no unsafe getuid() needed.
+        let uid = std::fs::metadata("/proc/self").ok()?.uid();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let name = passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        });
+        Some(name.unwrap_or_else(|| format!("uid {uid}")))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Appends a record to the log of the repository at `storage`: seals it to

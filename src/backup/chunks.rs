@@ -175,7 +175,7 @@ pub(super) async fn archive_stream(
     if size == 0 && !cx.allow_empty {
         return Err(Error::invalid_input(format!(
             "stream {name:?} is empty (0 bytes): a failed producer looks like this; \
-             pass --allow-empty (BackupOptions::allow_empty) if an empty stream is expected"
+             pass --allow-empty if an empty stream is expected"
         )));
     }
     let record =

@@ -61,39 +61,39 @@ pub struct BackupArgs {
     #[arg(long)]
     pub full_storage: bool,
     /// Shard snapshots of this shard of the one --collection; repeatable.
-    #[arg(long = "shard", value_name = "ID", requires = "qdrant_scope")]
+    #[arg(long = "shard", value_name = "ID")]
     pub shards: Vec<u32>,
     /// Archive this existing snapshot instead of creating one (it is left on the node).
-    #[arg(long, value_name = "NAME", requires = "qdrant_scope")]
+    #[arg(long, value_name = "NAME")]
     pub snapshot: Option<String>,
     /// Leave the snapshots qvault created on the node.
-    #[arg(long, requires = "qdrant_scope")]
+    #[arg(long)]
     pub keep_remote: bool,
     /// Create snapshots with `wait=false` and poll until they are listed, instead of one
     /// request held open while Qdrant writes (for big collections behind a proxy).
-    #[arg(long, requires = "qdrant_scope")]
+    #[arg(long)]
     pub poll_snapshot: bool,
     /// How long to wait for a snapshot to appear when polling, or after a create that
     /// failed while Qdrant may still be writing it (then it is found and deleted).
-    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "qdrant_scope")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub snapshot_timeout: u64,
     /// Points to sample for `verify --restore-test` (with --qdrant): their ids, a hash of
     /// each one's vectors and payload, and a few probe queries are recorded in the backup
     /// (0: none, as --no-sample).
-    #[arg(long, value_name = "N", default_value_t = 256, requires = "qdrant")]
+    #[arg(long, value_name = "N", default_value_t = 256)]
     pub sample_points: usize,
     /// Record no point sample: a restore test then compares the point count and the vectors
     /// config only.
-    #[arg(long, requires = "qdrant", conflicts_with = "sample_points")]
+    #[arg(long, conflicts_with = "sample_points")]
     pub no_sample: bool,
     /// Read each shard with Qdrant's streamed shard snapshot: nothing is stored on the
     /// node's disk (a shard snapshot is created only where streaming is refused). Implied
     /// by several --qdrant (a cluster: one Active replica of every shard is read).
-    #[arg(long, requires = "collections")]
+    #[arg(long)]
     pub streamed: bool,
     /// Cluster backup: when a shard has no reachable Active replica, record the other
     /// shards anyway (the backup says which it lacks) instead of failing.
-    #[arg(long, requires = "collections")]
+    #[arg(long)]
     pub allow_partial: bool,
     /// A name for the backup.
     #[arg(long)]

@@ -9,6 +9,7 @@ use qvault::storage::{Storage, StorageOptions};
 use qvault::trust;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 pub fn repo_location(global: &GlobalArgs) -> Result<&str> {
     global.repo.as_deref().ok_or_else(|| {
@@ -83,9 +84,8 @@ pub fn passphrase(prompt: &str) -> Result<Secret<String>> {
 }
 
 /// Reads a key or identity file, unwrapping it with a passphrase when it is protected.
-fn read_protected(path: &Path, what: &str) -> Result<Secret<Vec<u8>>> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| qvault::Error::io(format!("reading {what} {}", path.display()), e))?;
+fn read_protected(path: &Path, what: &str, flag: &str) -> Result<Secret<Vec<u8>>> {
+    let bytes = read_named_file(path, what, flag)?;
     if crypto::is_age_file(&bytes) {
         let pass = passphrase(&format!("Passphrase for {}: ", path.display()))?;
         let label = format!("{what} {}", path.display());
@@ -97,16 +97,68 @@ fn read_protected(path: &Path, what: &str) -> Result<Secret<Vec<u8>>> {
     Ok(Secret::new(bytes))
 }
 
+/// Reads a file the operator named: a missing one is their input to fix (exit 2), not an
+/// I/O failure, and the error says which flag or variable named it.
+pub fn read_named_file(path: &Path, what: &str, flag: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            qvault::Error::invalid_input(format!(
+                "{what} {} does not exist: fix {flag}",
+                path.display()
+            ))
+        } else {
+            qvault::Error::io(format!("reading {what} {}", path.display()), e)
+        }
+        .into()
+    })
+}
+
+/// A key file that is not even JSON was given by mistake (an identity, a key id, anything):
+/// that is the operator's input (exit 2), not damage (exit 5), which a key file that is JSON
+/// but fails its checks still is.
+fn not_a_key_file(bytes: &[u8], path: &Path) -> Option<qvault::Error> {
+    if serde_json::from_slice::<serde_json::Value>(bytes).is_ok() {
+        return None;
+    }
+    let looks_like_identity = String::from_utf8_lossy(bytes).contains("AGE-SECRET-KEY-");
+    Some(qvault::Error::invalid_input(format!(
+        "key file {} is not a qvault repository key file{}",
+        path.display(),
+        if looks_like_identity {
+            ": it holds an age identity, which goes to --identity (QVAULT_IDENTITY)"
+        } else {
+            ": give --key (QVAULT_KEY) the file `qvault key export` wrote"
+        }
+    )))
+}
+
+/// `--expect-key` must be a repository key fingerprint: anything else would be compared,
+/// differ, and read as "the repository's key was replaced".
+fn expected_key(global: &GlobalArgs) -> Result<Option<&str>> {
+    let Some(expected) = global.expect_key.as_deref() else { return Ok(None) };
+    if age::x25519::Recipient::from_str(expected.trim()).is_err() {
+        return Err(qvault::Error::invalid_input(format!(
+            "--expect-key (QVAULT_EXPECT_KEY) {expected:?} is not a repository key fingerprint: \
+             give the age1… that `qvault init` or `qvault key list` prints"
+        ))
+        .into());
+    }
+    Ok(Some(expected))
+}
+
 pub fn credentials(global: &GlobalArgs) -> Result<Credentials> {
     let mut credentials = Credentials::default();
     if let Some(path) = &global.identity {
-        let text = read_protected(path, "identity file")?;
+        let text = read_protected(path, "identity file", "--identity or QVAULT_IDENTITY")?;
         let text = String::from_utf8_lossy(text.expose()).to_string();
         credentials.identities =
             crypto::parse_identities(&text, &format!("identity file {}", path.display()))?;
     }
     if let Some(path) = &global.key {
-        let bytes = read_protected(path, "key file")?;
+        let bytes = read_protected(path, "key file", "--key or QVAULT_KEY")?;
+        if let Some(e) = not_a_key_file(bytes.expose(), path) {
+            return Err(e.into());
+        }
         credentials.key =
             Some(keyfile::decode(bytes.expose(), &format!("key file {}", path.display()))?);
     }
@@ -114,6 +166,7 @@ pub fn credentials(global: &GlobalArgs) -> Result<Credentials> {
 }
 
 pub async fn open(global: &GlobalArgs) -> Result<Repository> {
+    let expected = expected_key(global)?;
     let storage = storage(global)?;
     let credentials = credentials(global)?;
     // A key file *is* the repository key; an identity only unwraps whatever `keys/` holds,
@@ -124,7 +177,7 @@ pub async fn open(global: &GlobalArgs) -> Result<Repository> {
     if identity_only {
         let location = repo.storage().location().to_string();
         let fingerprint = repo.key().metadata_recipient().to_string();
-        match &global.expect_key {
+        match expected {
             Some(expected) => trust::check_expected(&location, expected, &fingerprint)?,
             None => remember(global, &repo)?,
         }
@@ -206,9 +259,19 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Human-readable bytes (binary units).
 pub use qvault::report::human_bytes;
 
+/// Set once a command printed its JSON result, so that a failure after it does not add a
+/// second document to stdout.
+static PRINTED_JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    PRINTED_JSON.store(true, std::sync::atomic::Ordering::Relaxed);
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// Whether [`print_json`] printed anything in this process.
+pub fn printed_json() -> bool {
+    PRINTED_JSON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Whether informational lines go to stderr.

@@ -132,8 +132,11 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     }
     let report = retention::execute(&repo, plan, args.dry_run).await;
     super::log::note(0, report.removed.clone(), vec![]);
-    // Prune even when nothing was forgotten now: an earlier run's marks may be ready.
-    let pruned = if args.prune && report.failed.is_empty() {
+    // Prune even when nothing was forgotten now: an earlier run's marks may be ready. A dry
+    // run forgot nothing, so prune's plan would show the data of the backups it would
+    // forget as still used: no plan beats a wrong one then.
+    let prune_plan_wrong = args.dry_run && !report.plan.removals().is_empty();
+    let pruned = if args.prune && report.failed.is_empty() && !prune_plan_wrong {
         let prune_args = super::prune::PruneArgs { dry_run: args.dry_run, ..Default::default() };
         Some(super::prune::run_on(&repo, &prune_args).await)
     } else {
@@ -145,9 +148,14 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
         }
         (_, true) => common::print_json(&report)?,
         (_, false) => {
-            print_report(&report);
+            print_report(&report, args.prune);
             if let Some(Ok(pruned)) = &pruned {
                 super::prune::print_report(pruned);
+            } else if args.prune && prune_plan_wrong {
+                println!(
+                    "dry run: what prune would free depends on this forget having run; see \
+                     `qvault prune --dry-run` after it"
+                );
             }
         }
     }
@@ -171,7 +179,7 @@ pub async fn run(global: &GlobalArgs, args: &ForgetArgs) -> Result<()> {
     .into())
 }
 
-fn print_report(report: &ForgetReport) {
+fn print_report(report: &ForgetReport, pruning: bool) {
     let plan = &report.plan;
     for group in &plan.groups {
         println!("group {}  ({})", group.key, group.policy);
@@ -199,9 +207,10 @@ fn print_report(report: &ForgetReport) {
         );
     } else {
         println!(
-            "forgot {} backups, kept {}; their data stays until prune",
+            "forgot {} backups, kept {}; {}",
             report.removed.len(),
-            plan.kept_count()
+            plan.kept_count(),
+            if pruning { "prune follows" } else { "their data stays until prune" }
         );
     }
 }

@@ -7,7 +7,7 @@ use clap::Args;
 use qvault::codec::CodecParams;
 use qvault::crypto;
 use qvault::repo::{InitOptions, Repository};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct InitArgs {
@@ -60,8 +60,75 @@ fn default_identity_path(recipient: &str) -> PathBuf {
         .join(format!("identity-{}.txt", &recipient[4..16]))
 }
 
+/// A local repository goes into a new or empty directory: a file there would fail later
+/// as a storage error, and a directory of other data would get qvault's objects mixed in.
+/// `lost+found` (a fresh volume's) and qvault's own temporary directory do not count.
+fn refuse_unfit_directory(root: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) if root.exists() && !root.is_dir() => {
+            return Err(qvault::Error::invalid_input(format!(
+                "{} is a file, not a directory: give --repo a new or empty directory",
+                root.display()
+            ))
+            .into())
+        }
+        Err(e) => return Err(qvault::Error::io(format!("reading {}", root.display()), e).into()),
+    };
+    let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    // A repository (refused next, as one) or what a failed init left.
+    if names.iter().any(|n| n == "config") {
+        return Ok(());
+    }
+    if let Some(name) = names.iter().find(|n| *n != "lost+found" && *n != ".qvault-tmp") {
+        return Err(qvault::Error::new(
+            qvault::ErrorKind::Refused,
+            format!(
+                "{} is not empty ({} and maybe more) and holds no qvault repository: init into a \
+                 new or empty directory, or move its contents away",
+                root.display(),
+                name.to_string_lossy()
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// init writes a new identity to --identity (or QVAULT_IDENTITY): when that file is already
+/// there, the operator most likely meant to reuse it, which is what --recipient is for.
+fn existing_identity_hint(error: anyhow::Error, path: &Path) -> anyhow::Error {
+    let exists = error
+        .downcast_ref::<qvault::Error>()
+        .is_some_and(|e| e.kind() == qvault::ErrorKind::AlreadyExists);
+    if !exists {
+        return error;
+    }
+    let public = std::fs::read_to_string(path).ok().and_then(|text| {
+        let ids = crypto::parse_identities(&text, "identity file").ok()?;
+        Some(ids.first()?.to_public().to_string())
+    });
+    let recipient = public.unwrap_or_else(|| "age1…".to_string());
+    qvault::Error::new(
+        qvault::ErrorKind::AlreadyExists,
+        format!(
+            "the identity file {} (from --identity or QVAULT_IDENTITY) already exists, and init \
+             writes a new identity there, refusing to overwrite a key file: to encrypt the new \
+             repository to that identity, give its public key with --recipient {recipient}; for \
+             a new identity, unset QVAULT_IDENTITY or give --identity a new path",
+            path.display()
+        ),
+    )
+    .into()
+}
+
 pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let storage = common::storage(global)?;
+    // Before anything opens the directory (and leaves its temporary directory there).
+    if let Some(root) = storage.local_root() {
+        refuse_unfit_directory(root)?;
+    }
     // Refuse early, before generating an identity nobody needs.
     if Repository::read_config(&storage).await.is_ok() {
         return Err(qvault::Error::new(
@@ -96,7 +163,7 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
         };
         // The identity is saved before the repository exists, so no repository can be
         // created whose only key was lost.
-        write_secret_file(&path, &bytes)?;
+        write_secret_file(&path, &bytes).map_err(|e| existing_identity_hint(e, &path))?;
         created_identity = Some(path);
         recipients.push(recipient);
     }

@@ -151,7 +151,7 @@ pub async fn run(global: &GlobalArgs, args: &LogArgs) -> Result<()> {
             if restores.is_empty() { String::new() } else { format!(" restored{restores}") }
         );
     }
-    if entries.is_empty() && common::chatty(global) {
+    if entries.is_empty() && common::chatty(global) && args.last != Some(0) {
         eprintln!("the operation log of {} is empty", repo.storage().location());
     }
     Ok(())

@@ -62,12 +62,23 @@ pub fn init(verbose: u8) {
         .fold(Targets::new().with_default(LevelFilter::TRACE), |t, (target, level)| {
             t.with_target(*target, *level)
         });
-    let layer = tracing_subscriber::fmt::layer()
+    let base = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(ScrubbedLine::default)
-        .with_filter(filter.and(cap));
+        .with_writer(ScrubbedLine::default);
+    // Without -v or RUST_LOG, a warning reads like the CLI's own (`qvault: warning: …`);
+    // timestamps and module paths are for whoever asked for logs.
+    let plain = verbose == 0 && std::env::var_os("RUST_LOG").is_none();
+    let layer = if plain {
+        base.event_format(Plain).with_filter(filter.and(cap)).boxed()
+    } else {
+        base.with_filter(filter.and(cap)).boxed()
+    };
     tracing_subscriber::registry().with(layer).init();
     std::panic::set_hook(Box::new(|info| {
+        // Reported by main as a quiet exit, not as a crash.
+        if is_closed_stdout(info.payload()) {
+            return;
+        }
         let mut text = format!("qvault: {info}\n");
         let backtrace = std::backtrace::Backtrace::capture();
         if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
@@ -75,6 +86,45 @@ pub fn init(verbose: u8) {
         }
         let _ = std::io::stderr().write_all(scrub(&text).as_bytes());
     }));
+}
+
+/// Whether a panic is `print!` finding stdout closed by its reader (`qvault backups | head`).
+pub fn is_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    let broken = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+    text.starts_with("failed printing to stdout")
+        && (text.contains(&broken.to_string())
+            || text.contains(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string()))
+}
+
+/// `qvault: warning: message` (error, note, debug by level), fields after the message.
+struct Plain;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Plain
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let word = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "note",
+            _ => "debug",
+        };
+        write!(writer, "qvault: {word}: ")?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Adds a value to scrub from every later log line.

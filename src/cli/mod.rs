@@ -108,7 +108,7 @@ pub struct GlobalArgs {
     )]
     pub notify: Option<String>,
     /// With --notify: also when the command succeeds.
-    #[arg(long, requires = "notify", global = true)]
+    #[arg(long, global = true)]
     pub notify_always: bool,
     /// After the command, write Prometheus metrics (the command's exit code and duration,
     /// the repository's per group) to this file atomically, for node_exporter's textfile
@@ -177,6 +177,95 @@ pub enum Command {
     /// The config file: `config check [FILE]`, `config reference`, `config show`.
     #[command(subcommand)]
     Config(config::command::ConfigCommand),
+}
+
+/// The global flags typed on the command line (not from the environment or a default), for
+/// `config show`, which reports them as in effect.
+static TYPED_GLOBALS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+
+/// Global flag ids `config show` can report.
+const SHOWN_GLOBALS: &[&str] = &[
+    "repo",
+    "identity",
+    "key",
+    "expect_key",
+    "cache_dir",
+    "no_cache",
+    "notify",
+    "notify_always",
+    "metrics_file",
+    "s3_endpoint",
+    "s3_region",
+    "azure_endpoint",
+];
+
+/// Records which global flags were typed (at any level: `qvault --repo X config show` and
+/// `qvault config show --repo X` alike).
+pub fn remember_typed_globals(matches: &clap::ArgMatches) {
+    let mut typed = Vec::new();
+    let mut level = Some(matches);
+    while let Some(m) = level {
+        for id in SHOWN_GLOBALS {
+            if m.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+                typed.push(*id);
+            }
+        }
+        level = m.subcommand().map(|(_, sub)| sub);
+    }
+    let _ = TYPED_GLOBALS.set(typed);
+}
+
+/// Whether the global flag `id` was typed on the command line.
+pub fn typed_global(id: &str) -> bool {
+    TYPED_GLOBALS.get().is_some_and(|typed| typed.contains(&id))
+}
+
+/// Flags that only mean something with a partner the config file or the environment may
+/// give (`--notify-always` and `notify`, backup's Qdrant flags and `[qdrant] url`): clap's
+/// `requires` sees the command line only, so they are checked here, once the file is read.
+/// A flag counts only when it was typed, not when it holds its default.
+pub fn check_partners(matches: &clap::ArgMatches, cli: &Cli) -> anyhow::Result<()> {
+    let typed = |m: &clap::ArgMatches, id: &str| {
+        m.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    };
+    let mut missing: Vec<(&str, &str)> = Vec::new();
+    if typed(matches, "notify_always") && cli.global.notify.is_none() {
+        missing.push(("--notify-always", "--notify URL (or QVAULT_NOTIFY_URL, or `notify`)"));
+    }
+    if let (Command::Backup(a), Some(m)) = (&cli.command, matches.subcommand_matches("backup")) {
+        let scope = !a.collections.is_empty() || a.all_collections || a.full_storage;
+        let needs = [
+            ("shards", "--shard", scope),
+            ("snapshot", "--snapshot", scope),
+            ("keep_remote", "--keep-remote", scope),
+            ("poll_snapshot", "--poll-snapshot", scope),
+            ("snapshot_timeout", "--snapshot-timeout", scope),
+            ("sample_points", "--sample-points", !a.qdrant.qdrant.is_empty()),
+            ("no_sample", "--no-sample", !a.qdrant.qdrant.is_empty()),
+            ("streamed", "--streamed", !a.collections.is_empty()),
+            ("allow_partial", "--allow-partial", !a.collections.is_empty()),
+        ];
+        for (id, flag, partnered) in needs {
+            if typed(m, id) && !partnered {
+                missing.push((flag, partner_of(id)));
+            }
+        }
+    }
+    match missing.first() {
+        None => Ok(()),
+        Some((flag, partner)) => Err(qvault::Error::invalid_input(format!(
+            "{flag} needs {partner}, given as a flag or in the environment or the config file"
+        ))
+        .into()),
+    }
+}
+
+fn partner_of(id: &str) -> &'static str {
+    match id {
+        "sample_points" | "no_sample" => "--qdrant URL (or `[qdrant] url`)",
+        "streamed" | "allow_partial" => "--collection NAME (or `[backup] collections`)",
+        _ => "a Qdrant scope: --collection, --all-collections or --full-storage",
+    }
 }
 
 impl std::fmt::Debug for GlobalArgs {

@@ -61,6 +61,15 @@ pub(crate) fn parse(input: &str) -> Result<ParsedLocation> {
         )));
     }
     let Some((scheme, rest)) = trimmed.split_once("://") else {
+        if let Some(scheme) = mistyped_scheme(trimmed) {
+            // `s3:/bucket` would otherwise become a local directory named `s3:`.
+            return Err(Error::invalid_input(format!(
+                "repository location {scheme}:… is not a valid URL: it is written \
+                 {scheme}://…, two slashes after the colon (e.g. {}); for a local \
+                 directory whose name has a colon, write ./{scheme}:…",
+                example(scheme)
+            )));
+        }
         // No scheme: a plain local path, absolute or relative.
         return Ok(ParsedLocation {
             location: Location::Fs { root: PathBuf::from(trimmed) },
@@ -168,6 +177,40 @@ pub(crate) fn parse(input: &str) -> Result<ParsedLocation> {
     }
 }
 
+/// Checks `input` as [`parse`] does, without keeping the result: for `config check`, which
+/// must refuse exactly what opening the repository refuses.
+pub fn check(input: &str) -> Result<()> {
+    parse(input).map(|_| ())
+}
+
+/// The schemes [`parse`] knows, compiled in or not.
+const SCHEMES: &[&str] =
+    &["file", "s3", "azblob", "gcs", "webdav", "webdav+http", "webdav+https", "sftp"];
+
+/// The scheme of a location that starts like a URL but lacks the `//`: a known scheme and a
+/// colon (`s3:bucket`, `s3:/bucket`), or any scheme-like word and `:/` (`ftp:/x`). One
+/// letter before the colon is a Windows drive, not a scheme.
+fn mistyped_scheme(input: &str) -> Option<&str> {
+    let (scheme, rest) = input.split_once(':')?;
+    let scheme_like = scheme.len() > 1
+        && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'));
+    let known = SCHEMES.contains(&scheme.to_ascii_lowercase().as_str());
+    (scheme_like && (known || rest.starts_with('/'))).then_some(scheme)
+}
+
+/// A well-formed location of `scheme`, for error messages.
+fn example(scheme: &str) -> &'static str {
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" => "file:///srv/backups",
+        "azblob" => "azblob://container/prefix",
+        "gcs" => "gcs://bucket/prefix",
+        "sftp" => "sftp://user@host/path",
+        s if s.starts_with("webdav") => "webdav://host/path",
+        _ => "s3://bucket/prefix",
+    }
+}
+
 /// `bucket/prefix/more` → (`bucket`, `prefix/more/`), or an error for an empty bucket.
 /// The error shows only the scheme: a malformed URL may hold credentials.
 fn split_bucket(scheme: &str, rest: &str) -> Result<(String, String)> {
@@ -235,6 +278,7 @@ mod tests {
         let l = parse("azblob://c/p").unwrap();
         assert_eq!(l.location, Location::Azblob { container: "c".into(), prefix: "/p/".into() });
         assert_eq!(parse("s3:///x").unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(parse("s3://").unwrap_err().kind(), ErrorKind::InvalidInput);
         let e = parse("s3://key:secret@bucket/x").unwrap_err();
         assert!(!e.message().contains("secret"), "{}", e.message());
     }
@@ -279,6 +323,21 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::InvalidInput);
         assert!(!e.message().contains(":pw@"));
         assert_eq!(parse("sftp://host:notaport/x").unwrap_err().kind(), ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_url_missing_its_slashes_is_refused_not_taken_for_a_directory() {
+        for input in ["s3:/bucket", "s3:bucket/x", "S3:/b", "gcs:/b", "file:/srv", "ftp:/x"] {
+            let e = parse(input).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput, "{input}");
+            assert!(e.message().contains("two slashes after the colon"), "{}", e.message());
+        }
+        let e = parse("s3:/bucket").unwrap_err();
+        assert!(e.message().contains("s3://bucket/prefix"), "{}", e.message());
+        // A drive letter and a colon deeper in a relative path stay paths.
+        for p in ["C:/repo", "./s3:/bucket", "backups/2024:01"] {
+            assert_eq!(parse(p).unwrap().location, Location::Fs { root: PathBuf::from(p) });
+        }
     }
 
     #[test]

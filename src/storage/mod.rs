@@ -40,6 +40,7 @@ use location::Location;
 pub use errors::BackendError;
 pub use faults::FaultPlan;
 pub use fs::{StaleTemporaries, STALE_TMP_AGE};
+pub use location::check as check_location;
 
 /// Default number of retries of a failed operation (with exponential backoff and jitter).
 const DEFAULT_RETRIES: usize = 5;
@@ -267,6 +268,14 @@ impl Storage {
     /// The location for display: as given, with any password replaced by `***`.
     pub fn location(&self) -> &str {
         &self.inner.display
+    }
+
+    /// The directory of a filesystem location; `None` for object stores.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        match &self.inner.ops {
+            Ops::Fs { root, .. } => Some(root),
+            _ => None,
+        }
     }
 
     /// Creates the repository directory (and its parents) for a filesystem location; a

@@ -19,6 +19,7 @@ mod help;
 mod list_blocks;
 mod notify;
 mod operator;
+mod operator_cli;
 mod oplog;
 mod prune;
 mod prune_safety;

@@ -121,8 +121,54 @@ fn check(global: &GlobalArgs, args: &CheckArgs) -> Result<()> {
     .into())
 }
 
+/// The global flags typed on the command line, as the settings they beat.
+fn typed_flags(global: &GlobalArgs) -> Vec<(&'static str, &'static str, super::Value)> {
+    use super::Value;
+    let text = |v: &Option<String>| v.clone().map(Value::Text);
+    let path = |v: &Option<PathBuf>| v.as_ref().map(|p| Value::Text(p.display().to_string()));
+    let candidates = [
+        ("repo", "repository", "--repo", text(&global.repo)),
+        ("identity", "identity", "--identity", path(&global.identity)),
+        ("key", "key", "--key", path(&global.key)),
+        ("expect_key", "expect_key", "--expect-key", text(&global.expect_key)),
+        ("cache_dir", "cache_dir", "--cache-dir", path(&global.cache_dir)),
+        ("no_cache", "no_cache", "--no-cache", Some(Value::Bool(global.no_cache))),
+        ("notify", "notify", "--notify", text(&global.notify)),
+        (
+            "notify_always",
+            "notify_always",
+            "--notify-always",
+            Some(Value::Bool(global.notify_always)),
+        ),
+        ("metrics_file", "metrics_file", "--metrics-file", path(&global.metrics_file)),
+        ("s3_endpoint", "s3.endpoint", "--s3-endpoint", text(&global.s3_endpoint)),
+        ("s3_region", "s3.region", "--s3-region", text(&global.s3_region)),
+        ("azure_endpoint", "azure.endpoint", "--azure-endpoint", text(&global.azure_endpoint)),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(id, ..)| crate::cli::typed_global(id))
+        .filter_map(|(_, key, flag, value)| Some((key, flag, value?)))
+        .collect()
+}
+
+/// What a command would run with: the resolved file and environment, then the flags typed
+/// on this command line over them.
+fn in_effect(global: &GlobalArgs) -> Result<Resolved> {
+    let mut resolved: Resolved = super::load(global)?;
+    for (key, flag, value) in typed_flags(global) {
+        resolved.values.retain(|(s, _, _)| s.key != key);
+        if let Some(setting) = super::settings::find(key) {
+            resolved.values.push((setting, value, Origin::Flag(flag)));
+        }
+    }
+    let order = |key: &str| SETTINGS.iter().position(|s| s.key == key);
+    resolved.values.sort_by_key(|(s, _, _)| order(s.key));
+    Ok(resolved)
+}
+
 fn show(global: &GlobalArgs) -> Result<()> {
-    let resolved: Resolved = super::load(global)?;
+    let resolved = in_effect(global)?;
     // Secrets hidden, and URLs redacted: a webhook or a location can carry a token.
     let shown = |kind: Kind, v: &super::Value| -> serde_json::Value {
         match (kind, v) {
@@ -163,6 +209,7 @@ fn show(global: &GlobalArgs) -> Result<()> {
 
 fn origin_word(origin: &Origin) -> String {
     match origin {
+        Origin::Flag(flag) => format!("flag:{flag}"),
         Origin::Env(var) => format!("env:{var}"),
         Origin::Profile(name) => format!("profile:{name}"),
         Origin::File => "file".to_string(),

@@ -67,7 +67,7 @@ pub struct Document {
 /// Reads `text`; the document holds every value that passed, the problems every one that
 /// did not.
 pub fn parse(text: &str) -> (Document, Vec<Problem>) {
-    let mut reader = Reader { text, problems: Vec::new() };
+    let mut reader = Reader { text, problems: Vec::new(), profile: None };
     let mut doc = Document::default();
     let root = match DeTable::parse(text) {
         Ok(root) => root,
@@ -90,9 +90,11 @@ pub fn parse(text: &str) -> (Document, Vec<Problem>) {
                     continue;
                 };
                 let level = doc.profiles.entry(name.get_ref().to_string()).or_default();
+                reader.profile = Some(name.get_ref().to_string());
                 for (k, v) in table.iter() {
                     reader.entry(k, v, "", level);
                 }
+                reader.profile = None;
             }
         } else {
             reader.entry(key, value, "", &mut doc.top);
@@ -105,6 +107,9 @@ pub fn parse(text: &str) -> (Document, Vec<Problem>) {
 struct Reader<'t> {
     text: &'t str,
     problems: Vec<Problem>,
+    /// The profile being read: its problems name it, as the same key may be valid at the
+    /// top level.
+    profile: Option<String>,
 }
 
 impl Reader<'_> {
@@ -118,7 +123,11 @@ impl Reader<'_> {
 
     fn problem(&mut self, span: Range<usize>, message: &str) {
         let at = self.at(span.start);
-        self.problems.push(Problem { at, message: message.to_string() });
+        let message = match &self.profile {
+            Some(profile) => format!("{message} (in [profiles.{profile}])"),
+            None => message.to_string(),
+        };
+        self.problems.push(Problem { at, message });
     }
 
     /// One key of a table at `prefix` (empty at the top level).

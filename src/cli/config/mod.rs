@@ -42,6 +42,8 @@ use value::{Kind, Value};
 /// Where a setting's value came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
+    /// Typed on the command line (`config show` reports the global flags it was given).
+    Flag(&'static str),
     Env(&'static str),
     Profile(String),
     File,
@@ -50,6 +52,7 @@ pub enum Origin {
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
             Origin::Env(var) => write!(f, "environment {var}"),
             Origin::Profile(name) => write!(f, "profile {name}"),
             Origin::File => f.write_str("config file"),
@@ -104,8 +107,10 @@ fn read(path: &Path) -> Result<Document> {
 }
 
 pub(crate) fn read_document(path: &Path) -> Result<(Document, Vec<Problem>)> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| qvault::Error::io(format!("reading config file {}", path.display()), e))?;
+    let bytes = super::common::read_named_file(path, "config file", "--config or QVAULT_CONFIG")?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        qvault::Error::invalid_input(format!("config file {} is not UTF-8 text", path.display()))
+    })?;
     Ok(document::parse(&text))
 }
 
@@ -140,6 +145,9 @@ pub fn resolve(
         values: Vec::new(),
         forget: chosen.and_then(|l| l.forget.clone()).or_else(|| doc.top.forget.clone()),
     };
+    // The profile's [forget] replaces the top level's as a whole: none of its keys show
+    // through.
+    let own_forget = chosen.is_some_and(|l| l.forget.is_some());
     for setting in SETTINGS {
         let from_env = setting.env.and_then(|var| Some((var, env(var)?)));
         let found = if let Some((var, text)) = from_env {
@@ -152,6 +160,8 @@ pub fn resolve(
             Some((value, Origin::Env(var)))
         } else if let Some(f) = chosen.and_then(|l| l.values.get(setting.key)) {
             Some((f.value.clone(), Origin::Profile(profile.unwrap_or_default().to_string())))
+        } else if own_forget && setting.key.starts_with("forget.") {
+            None
         } else {
             doc.top.values.get(setting.key).map(|f| (f.value.clone(), Origin::File))
         };
@@ -311,6 +321,12 @@ mod tests {
         assert_eq!((prod.keep_hourly, prod.keep_last, prod.keep_daily), (24, 0, 0));
         let dev = forget(Some("dev"));
         assert_eq!((dev.keep_hourly, dev.keep_last, dev.keep_daily), (0, 3, 7));
+        let keys = |profile| -> Vec<&str> {
+            let resolved = resolve(&doc, None, profile, &|_| None).unwrap();
+            resolved.values.iter().map(|(s, _, _)| s.key).collect()
+        };
+        assert_eq!(keys(Some("prod")), ["forget.keep-hourly"]);
+        assert_eq!(keys(Some("dev")), ["repository", "forget.keep-last", "forget.keep-daily"]);
     }
 
     #[test]

@@ -72,10 +72,6 @@ impl Value {
     }
 }
 
-/// The schemes of repository URLs (docs/backends.md).
-const SCHEMES: &[&str] =
-    &["file", "s3", "azblob", "gcs", "webdav", "webdav+http", "webdav+https", "sftp"];
-
 impl Kind {
     /// The type as the reference names it.
     pub fn name(self) -> &'static str {
@@ -207,18 +203,10 @@ fn url(s: &str) -> Result<(), String> {
     }
 }
 
-/// A path, or a URL whose scheme qvault knows; the rest is checked when the repository is
-/// opened (it needs the backend's credentials).
+/// A location as opening the repository parses it (one parser, so `config check` passes
+/// exactly what a command accepts); only the backend's credentials are left to that moment.
 fn location(s: &str) -> Result<(), String> {
-    if s.trim().is_empty() {
-        return Err("must not be empty".into());
-    }
-    match s.split_once("://") {
-        Some((scheme, _)) if !SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) => Err(
-            format!("{scheme}:// is not a repository scheme; use one of {}", SCHEMES.join(", ")),
-        ),
-        _ => Ok(()),
-    }
+    qvault::storage::check_location(s).map_err(|e| e.message().to_string())
 }
 
 #[cfg(test)]
@@ -235,6 +223,9 @@ mod tests {
         assert!(Kind::Url.check(&s("ftp://x")).is_err());
         assert!(Kind::Location.check(&s("ftp://x/y")).is_err());
         assert_eq!(Kind::Location.check(&s("/srv/repo")), Ok(Value::Text("/srv/repo".into())));
+        for malformed in ["s3:/bucket", "s3://", "file://relative"] {
+            assert!(Kind::Location.check(&s(malformed)).is_err(), "{malformed}");
+        }
         assert_eq!(Kind::Count.check(&toml::Value::Integer(-1)).map_err(|_| ()), Err(()));
         assert_eq!(Kind::Percent.check(&s("20%")), Ok(Value::Number(20.0)));
         assert_eq!(Kind::Bool.check(&s("yes")), Err("must be a boolean, not string".to_string()));

@@ -58,10 +58,7 @@ impl Dedup {
 
     /// True when the repository holds the chunk in a pack this backup may reference.
     fn stored(&self, id: &ChunkId) -> Result<bool> {
-        if self.marked.is_empty() {
-            return self.index.contains_chunk(id);
-        }
-        Ok(self.index.packs_holding(id)?.iter().any(|p| !self.marked.contains(p)))
+        self.index.holds_outside(id, &self.marked)
     }
 
     /// True when the chunk must be stored (and claims it, so no other worker stores it).

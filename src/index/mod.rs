@@ -270,6 +270,15 @@ impl LocalIndex {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
+    /// True when a pack outside `excluded` (and not known missing or damaged) holds `id`:
+    /// what a backup or a copy under a lease asks, `excluded` being the packs a prune marked.
+    pub fn holds_outside(&self, id: &ChunkId, excluded: &HashSet<PackId>) -> Result<bool> {
+        if excluded.is_empty() {
+            return self.contains_chunk(id);
+        }
+        Ok(self.packs_holding(id)?.iter().any(|p| !excluded.contains(p)))
+    }
+
     /// Records the packs known to be missing from storage or damaged (found by `verify` and
     /// by a backup's start): backups stop deduplicating against their chunks, so the next
     /// backup stores them again, and restore prefers other copies. Replaces the whole set.

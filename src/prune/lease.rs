@@ -105,6 +105,12 @@ fn lock(health: &Mutex<Health>) -> MutexGuard<'_, Health> {
     health.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The packs every prune mark in storage holds: what a backup or copy leaves out of its
+/// dedup (a dry run reads them without taking a lease).
+pub async fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
+    Ok(read_marks(repo).await?.into_iter().flat_map(|m| m.mark.packs).collect())
+}
+
 /// A running backup's lease. Dropping it without [`Lease::release`] stops the refreshing and
 /// leaves the object until it goes stale (as a crash would).
 #[derive(Debug)]
@@ -132,8 +138,7 @@ impl Lease {
         let sealed = seal(repo, &path, &Holder::me())?;
         let started = Stamp::now();
         repo.storage().write_new(&path, sealed.clone()).await?;
-        let marked: HashSet<PackId> =
-            read_marks(repo).await?.into_iter().flat_map(|m| m.mark.packs).collect();
+        let marked = marked_packs(repo).await?;
         let health =
             Arc::new(Mutex::new(Health { last_ok: started, last_error: None, lost: None }));
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -329,3 +329,41 @@ async fn a_rerun_after_a_kill_reuses_the_packs_the_killed_copy_uploaded() {
     let report = qvault::verify::verify(&target, &Default::default()).await.unwrap();
     assert!(report.is_ok(), "{:?}", report.problems);
 }
+
+/// A prune of the target marked the packs holding a backup's chunks (the target's copy of
+/// it was forgotten); copying the backup again must not reference those packs, which the
+/// next prune deletes: the chunks are copied again and the copy restores after that prune.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_never_dedups_against_packs_a_prune_of_the_target_marked() {
+    use qvault::prune::{prune, PruneOptions};
+    let source_dir = TestRepo::new(None).await;
+    let source = source_dir.open().await;
+    let target_dir = tempfile::tempdir().unwrap();
+    let root = target_dir.path().join("copy");
+    let storage = Storage::open(root.to_str().unwrap(), &Default::default()).unwrap();
+    let (target, _) = make_target(&source, storage).await;
+    let data = noise(500_000, 7);
+    let summary = backup_bytes(&source, "a.bin", data.clone()).await;
+
+    let first = copy(&source, &target, &all(), false).await.unwrap();
+    target.delete_manifest(first.copied[&summary.id]).await.unwrap();
+    let marked = prune(&target, &PruneOptions::default()).await.unwrap();
+    assert!(marked.packs_marked > 0 && marked.packs_deleted == 0, "{marked:?}");
+
+    let again = copy(&source, &target, &all(), false).await.unwrap();
+    assert_eq!(again.chunks_copied, first.chunks_copied, "marked packs count as missing");
+    let deleted = prune(&target, &PruneOptions::default()).await.unwrap();
+    assert_eq!(deleted.packs_deleted, marked.packs_marked, "{deleted:?}");
+
+    let mut in_target = summary.clone();
+    in_target.id = again.copied[&summary.id];
+    assert_eq!(restore_bytes(&target, &in_target).await.unwrap(), data);
+    assert!(
+        std::fs::read_dir(root.join("locks")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("lease")),
+        "the copy's lease is released"
+    );
+}

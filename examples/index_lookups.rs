@@ -7,8 +7,8 @@
 //! ```
 //!
 //! Fills a local index file with `--chunks` synthetic chunk ids (256 per pack, 16 packs per
-//! index file, as backups write them), then looks up random ids that are present (a
-//! backup of unchanged data) and absent (new data).
+//! index file, as backups write them) the way a sync does (`BulkLoad`), then looks up random
+//! ids that are present (a backup of unchanged data) and absent (new data).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -124,6 +124,7 @@ fn main() -> Result<(), BoxError> {
     let started = Instant::now();
     let packs = chunks.div_ceil(CHUNKS_PER_PACK);
     let mut n = 0u64;
+    let mut load = index.bulk_load()?;
     for file in 0..packs.div_ceil(PACKS_PER_FILE) {
         let mut listed = Vec::new();
         for p in 0..PACKS_PER_FILE {
@@ -142,8 +143,9 @@ fn main() -> Result<(), BoxError> {
                 listed.push(IndexedPack { pack, entries });
             }
         }
-        index.add_index_file(IndexId(id(file, b"index")), &IndexFile { packs: listed })?;
+        load.stage([(IndexId(id(file, b"index")), &IndexFile { packs: listed })])?;
     }
+    load.finish()?;
     let fill = started.elapsed().as_secs_f64();
     let size = std::fs::metadata(&path)?.len()
         + std::fs::metadata(tmp.path().join("index.sqlite-wal")).map(|m| m.len()).unwrap_or(0);

@@ -113,7 +113,10 @@ impl<'a> BulkLoad<'a> {
         .map_err(|e| index.err(e))?;
         // Recreated from SCHEMA (a no-op when it was kept).
         tx.execute_batch(SCHEMA).map_err(|e| index.err(e))?;
-        tx.commit().map_err(|e| index.err(e))
+        tx.commit().map_err(|e| index.err(e))?;
+        // The write-ahead log of one big transaction is as large as what it wrote and
+        // stays that size on disk (1.5 GB at 10M chunks) unless truncated now.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| index.err(e))
     }
 }
 
@@ -135,9 +138,8 @@ mod tests {
     fn staged_files_are_recorded_at_finish_only_and_a_new_load_drops_a_stopped_one() {
         let idx = LocalIndex::in_memory().unwrap();
         let (a, b) = (file(1, 0..3), file(2, 3..5));
-        let mut load = idx.bulk_load().unwrap();
-        load.stage([(IndexId([10; 32]), &a)]).unwrap();
-        drop(load); // stopped: never finished
+        // A load stopped before it finished.
+        idx.bulk_load().unwrap().stage([(IndexId([10; 32]), &a)]).unwrap();
         assert!(idx.index_files().unwrap().is_empty());
         assert!(idx.locate(&ChunkId([0; 32])).unwrap().is_none());
 

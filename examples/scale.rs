@@ -13,6 +13,11 @@
 //! each step), the manifest's stored bytes, what the backup added, the index files' and the
 //! local index's bytes, and what the same manifest would take in format version 1 (its
 //! chunk ids inline: the v1 plaintext plus the same age overhead).
+//!
+//! Memory is measured as the `qvault` binary runs: glibc's allocator tuned the same way
+//! (`qvault::alloc`), each size in a process of its own, and the restore in a process that
+//! only restores (its peak is what `qvault restore` of that backup holds, not what the
+//! backups before it left in the heap).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -195,10 +200,61 @@ async fn manifest_bytes(
     Ok((stored, v1_plain + stored - v2_plain))
 }
 
+/// Restores the first stream of `backup` into a sink in a child process (see the module
+/// docs) and returns its step.
+fn restore_in_child(tmp: &Path, backup: qvault::BackupId) -> Result<Step, BoxError> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(["--restore-child".as_ref(), tmp.as_os_str(), backup.to_hex().as_ref()])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("the restore child failed: {}", out.status).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let field = |k: &str| v[k].as_f64().ok_or(format!("restore child: no {k}"));
+    Ok(Step {
+        name: "restore (to sink)",
+        bytes: field("bytes")? as u64,
+        seconds: field("seconds")?,
+        peak_rss: field("peak_rss")? as u64,
+    })
+}
+
+/// The child's side of [`restore_in_child`]: prints its step as JSON.
+async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
+    let identity: age::x25519::Identity =
+        std::fs::read_to_string(tmp.join("identity.txt"))?.trim().parse()?;
+    let storage = Storage::open(tmp.join("repo").to_str().ok_or("path")?, &Default::default())?;
+    let credentials = Credentials { identities: vec![identity], key: None };
+    let repo = Repository::open(storage, credentials, &Cache::Dir(tmp.join("cache"))).await?;
+    let id = qvault::BackupId::from_hex(backup)?;
+    let manifest = repo.read_manifest(id).await?;
+    reset_peak_rss();
+    let started = Instant::now();
+    let (_, restored) = qvault::restore::restore_stream(
+        &repo,
+        id,
+        &manifest.streams[0],
+        std::io::sink(),
+        &Default::default(),
+    )
+    .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"bytes": restored.bytes, "seconds": seconds, "peak_rss": peak_rss()})
+    );
+    Ok(())
+}
+
 async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Value, BoxError> {
     let tmp = tempfile::tempdir_in(base)?;
     let repo_dir = tmp.path().join("repo");
     let identity = age::x25519::Identity::generate();
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(tmp.path().join("identity.txt"), identity.to_string().expose_secret())?;
+    }
     let storage = Storage::open(repo_dir.to_str().ok_or("path")?, &Default::default())?;
     storage.create_root().await?;
     let cache = Cache::Dir(tmp.path().join("cache"));
@@ -212,18 +268,7 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
     let (first, s1) = timed_backup("backup (new)", &repo, &series, 0).await?;
     let (unchanged, s2) = timed_backup("backup (unchanged)", &repo, &series, 0).await?;
     let (changed, s3) = timed_backup("backup (1% changed)", &repo, &series, 1).await?;
-    reset_peak_rss();
-    let started = Instant::now();
-    let stream = &s2.manifest.streams[0];
-    let (_, restored) =
-        qvault::restore::restore_stream(&repo, s2.id, stream, std::io::sink(), &Default::default())
-            .await?;
-    let restore = Step {
-        name: "restore (to sink)",
-        bytes: restored.bytes,
-        seconds: started.elapsed().as_secs_f64(),
-        peak_rss: peak_rss(),
-    };
+    let restore = restore_in_child(tmp.path(), s2.id)?;
     restore.print();
 
     let (m1, m1_v1) = manifest_bytes(&repo, &repo_dir, &s1).await?;
@@ -263,6 +308,13 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    qvault::alloc::bound_retained_memory();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, tmp, backup] = &args[..] {
+        if flag == "--restore-child" {
+            return restore_child(Path::new(tmp), backup).await;
+        }
+    }
     let mut sizes = vec![1024u64, 4096];
     let mut dir = std::env::temp_dir();
     let mut seed = 1u64;
@@ -278,10 +330,21 @@ async fn main() -> Result<(), BoxError> {
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
-    let mut results = Vec::new();
-    for size in sizes {
-        results.push(run_size(&dir, size, seed).await?);
+    if let [size] = sizes[..] {
+        let result = run_size(&dir, size, seed).await?;
+        println!("{}", serde_json::to_string(&[result])?);
+        return Ok(());
     }
-    println!("{}", serde_json::to_string(&results)?);
+    // Several sizes: each in a process of its own (see the module docs).
+    for size in sizes {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(["--sizes-mb", &size.to_string(), "--dir"])
+            .arg(&dir)
+            .args(["--seed", &seed.to_string()])
+            .status()?;
+        if !status.success() {
+            return Err(format!("the {size} MiB run failed: {status}").into());
+        }
+    }
     Ok(())
 }

@@ -5,7 +5,8 @@
 //! plan:    selected backups ─► not yet in the target? ─► refs::for_each_chunk ─► chunks the
 //!          target's index lacks ─► grouped by the source pack holding them
 //! execute: source pack ─► decrypt (data identity) ─► check chunk id ─► packer (target's data
-//!          recipients) ─► uploads + index files ─► manifests, last
+//!          recipients; list blocks: the target's metadata recipient) ─► uploads + index
+//!          files ─► manifests, last
 //! ```
 //!
 //! Guarantees:
@@ -17,6 +18,13 @@
 //!   only what is missing.
 //! - Blobs are moved as stored (compressed or raw), each checked against its chunk id on the
 //!   way: the copy never spreads a damaged chunk.
+//! - List blocks (format version 2) go into packs sealed to the target's metadata key, as a
+//!   backup writes them: a host holding only the target's repository key walks every copied
+//!   backup's references (prune, copy and verify there need it).
+//! - Safe against a prune of the target: the copy holds a lease in the target's `locks/`
+//!   (refreshed while it runs, checked before each manifest, as a backup's), and a chunk the
+//!   target holds only in packs a prune marked counts as missing, so it is copied again
+//!   rather than referenced in a pack about to be deleted.
 //! - Needs a target made with `qvault init --copy-from` (same chunk-id key, chunker seed and
 //!   chunker parameters); any other target is refused before anything is read
 //!   (docs/copy.md says what copying between unrelated repositories would cost).
@@ -30,6 +38,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::format::manifest::Manifest;
 use crate::format::pack::{self, PackData, PackEntry};
 use crate::id::{BackupId, ChunkId, PackId};
+use crate::prune::{marked_packs, Lease};
+use crate::refs::RefKind;
 use crate::repo::{InitOptions, Repository};
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -69,6 +79,9 @@ pub struct CopyPlan {
     /// Source packs to read, in the order the backups need them.
     #[serde(skip)]
     packs: Vec<(PackId, Vec<PackEntry>)>,
+    /// The chunks to transfer that are list blocks: they go into metadata packs.
+    #[serde(skip)]
+    list_blocks: Arc<HashSet<ChunkId>>,
     pub source_packs: u64,
 }
 
@@ -169,11 +182,13 @@ async fn target_manifests(
 }
 
 /// Works out what to transfer. Indexes the target's unlisted packs first, so what a killed
-/// run uploaded counts as there.
+/// run uploaded counts as there; a chunk the target holds only in `marked` packs (a prune's
+/// marks) counts as missing.
 pub async fn plan(
     source: &Repository,
     target: &Repository,
     options: &CopyOptions,
+    marked: &HashSet<PackId>,
 ) -> Result<(CopyPlan, Vec<(BackupId, Manifest)>)> {
     check_compatible(source, target)?;
     crate::index::sync::reconcile_packs(target).await?;
@@ -184,11 +199,15 @@ pub async fn plan(
     let mut to_write = Vec::new();
     let mut needed: Vec<ChunkId> = Vec::new();
     let mut seen: HashSet<ChunkId> = HashSet::new();
+    let mut lists: HashSet<ChunkId> = HashSet::new();
     for listing in selected {
         let manifest = source.read_manifest(listing.id).await?;
         let in_target = present.get(&manifest.encode()?).copied();
         if in_target.is_none() {
-            crate::refs::for_each_chunk(source, &manifest, |c| {
+            crate::refs::for_each_reference(source, &manifest, |c, kind| {
+                if kind == RefKind::ListBlock {
+                    lists.insert(*c);
+                }
                 if seen.insert(*c) {
                     needed.push(*c);
                 }
@@ -206,9 +225,13 @@ pub async fn plan(
     let mut by_pack: HashMap<PackId, usize> = HashMap::new();
     let mut packs: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
     let (mut chunks, mut blob_bytes) = (0u64, 0u64);
+    let mut list_blocks = HashSet::new();
     for chunk in needed {
-        if target.index().contains_chunk(&chunk)? {
+        if target.index().holds_outside(&chunk, marked)? {
             continue;
+        }
+        if lists.contains(&chunk) {
+            list_blocks.insert(chunk);
         }
         let location = source.index().locate(&chunk)?.ok_or_else(|| {
             let owner = to_write.first().map(|(id, _)| id.to_string()).unwrap_or_default();
@@ -227,23 +250,27 @@ pub async fn plan(
         packs[slot].1.push(location.entry);
     }
     let source_packs = packs.len() as u64;
-    Ok((CopyPlan { backups, chunks, blob_bytes, packs, source_packs }, to_write))
+    let list_blocks = Arc::new(list_blocks);
+    Ok((CopyPlan { backups, chunks, blob_bytes, packs, list_blocks, source_packs }, to_write))
 }
 
-/// Carries out a plan: blobs into new target packs, then the manifests.
+/// Carries out a plan under `lease` (taken in the target before the plan): blobs into new
+/// target packs, then the manifests, each only while the lease is sound.
 pub async fn execute(
     source: &Repository,
     target: &Repository,
     plan: CopyPlan,
     manifests: Vec<(BackupId, Manifest)>,
     options: &CopyOptions,
+    lease: &Lease,
 ) -> Result<CopyReport> {
+    let marked = lease.marked_packs();
     let started = std::time::Instant::now();
     let concurrency = options.concurrency.max(1);
     let mut report = CopyReport::start(plan, false);
     if !report.plan.packs.is_empty() {
-        let (read, written, chunks) =
-            transfer(source, target, report.plan.packs.clone(), concurrency).await?;
+        let (packs, lists) = (report.plan.packs.clone(), report.plan.list_blocks.clone());
+        let (read, written, chunks) = transfer(source, target, packs, lists, concurrency).await?;
         report.bytes_read = read;
         report.bytes_written = written;
         report.chunks_copied = chunks;
@@ -253,7 +280,7 @@ pub async fn execute(
         let mut check = Ok(());
         crate::refs::for_each_chunk(source, &manifest, |c| {
             if check.is_ok() {
-                match target.index().contains_chunk(c) {
+                match target.index().holds_outside(c, &marked) {
                     Ok(false) => missing += 1,
                     Ok(true) => {}
                     Err(e) => check = Err(e),
@@ -269,6 +296,8 @@ pub async fn execute(
                 target.storage().location()
             )));
         }
+        // As a backup does: a lease a prune may have judged stale protects nothing.
+        lease.check()?;
         let new_id = target.write_manifest(&manifest).await?;
         report.copied.insert(id, new_id);
     }
@@ -305,30 +334,62 @@ pub async fn copy(
     options: &CopyOptions,
     dry: bool,
 ) -> Result<CopyReport> {
-    let (plan, manifests) = plan(source, target, options).await?;
     if dry {
-        return Ok(dry_run(plan));
+        // A dry run writes nothing to the target, so it takes no lease.
+        let marked = marked_packs(target).await?;
+        return Ok(dry_run(plan(source, target, options, &marked).await?.0));
     }
-    execute(source, target, plan, manifests, options).await
+    // The lease keeps a prune of the target from deleting a pack this copy dedups against,
+    // from the plan until the last manifest.
+    let lease = Lease::take(target).await?;
+    let result = async {
+        let (plan, manifests) = plan(source, target, options, &lease.marked_packs()).await?;
+        execute(source, target, plan, manifests, options, &lease).await
+    }
+    .await;
+    lease.release(target).await;
+    result
 }
 
-/// Reads the source packs in order, hands their needed blobs to the target's packer and
-/// uploads what it seals. Returns (bytes read, bytes written, chunks copied).
+/// Reads the source packs in order, hands their needed blobs to the target's packers (data,
+/// and metadata for `list_blocks`) and uploads what they seal. Returns (bytes read, bytes
+/// written, chunks copied).
 async fn transfer(
     source: &Repository,
     target: &Repository,
     packs: Vec<(PackId, Vec<PackEntry>)>,
+    list_blocks: Arc<HashSet<ChunkId>>,
     concurrency: usize,
 ) -> Result<(u64, u64, u64)> {
-    let identities = Arc::new(source.data_identities("copy")?.to_vec());
+    // List-block packs in the source are sealed to its metadata key, data packs to its data
+    // recipients: each pack opens with one of these.
+    let mut identities = source.data_identities("copy")?.to_vec();
+    identities.push(source.key().metadata_identity().clone());
+    let identities = Arc::new(identities);
     let (blob_tx, blob_rx) = crossbeam_channel::bounded::<NewBlob>(64);
+    let (list_tx, list_rx) = crossbeam_channel::bounded::<NewBlob>(8);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel(1);
+    let list_pack_tx = pack_tx.clone();
     let recipients = target.data_recipients().to_vec();
     let metadata_recipient = target.key().metadata_recipient();
     let pack_size = target.config().pack_size;
-    let packer = tokio::task::spawn_blocking(move || {
-        packer::run_packer(blob_rx, pack_tx, &recipients, &metadata_recipient, pack_size)
-    });
+    let packers = {
+        let list_recipient = metadata_recipient.clone();
+        let data = tokio::task::spawn_blocking(move || {
+            packer::run_packer(blob_rx, pack_tx, &recipients, &metadata_recipient, pack_size)
+        });
+        let lists = tokio::task::spawn_blocking(move || {
+            let recipients = [list_recipient.clone()];
+            packer::run_packer(list_rx, list_pack_tx, &recipients, &list_recipient, pack_size)
+        });
+        async move {
+            let join = |e| Error::new(ErrorKind::Io, format!("the copy packer failed: {e}"));
+            let (data, lists) = tokio::join!(data, lists);
+            data.map_err(join)??;
+            lists.map_err(join)?
+        }
+    };
+    let sinks = Sinks { data: blob_tx, lists: list_tx, list_blocks };
     let progress = Progress::default();
     let produce = async {
         let mut read = 0u64;
@@ -342,18 +403,16 @@ async fn transfer(
             let bytes = bytes?;
             read += bytes.len() as u64;
             chunks += entries.len() as u64;
-            let (tx, ids, key) = (blob_tx.clone(), identities.clone(), source.key().clone());
+            let (sinks, ids, key) = (sinks.clone(), identities.clone(), source.key().clone());
             let metadata = source.key().metadata_identity().clone();
             tokio::task::spawn_blocking(move || {
-                extract(pack, &bytes, &entries, &ids, &metadata, &key, &tx)
+                extract(pack, &bytes, &entries, &ids, &metadata, &key, &sinks)
             })
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("a copy worker failed: {e}")))??;
         }
-        drop(blob_tx);
-        packer
-            .await
-            .map_err(|e| Error::new(ErrorKind::Io, format!("the copy packer failed: {e}")))??;
+        drop(sinks);
+        packers.await?;
         Ok::<_, Error>((read, chunks))
     };
     let upload = upload::upload_packs(target, pack_rx, concurrency, &progress);
@@ -361,6 +420,14 @@ async fn transfer(
     let (read, chunks) = produced.map_err(|e| e.context("copy failed, no backup copied"))?;
     let written = uploaded.map_err(|e| e.context("copy failed, no backup copied"))?;
     Ok((read, written, chunks))
+}
+
+/// Where extracted blobs go: list blocks to the metadata packer, the rest to the data one.
+#[derive(Clone)]
+struct Sinks {
+    data: crossbeam_channel::Sender<NewBlob>,
+    lists: crossbeam_channel::Sender<NewBlob>,
+    list_blocks: Arc<HashSet<ChunkId>>,
 }
 
 /// Decrypts the blobs `entries` name from one whole source pack, checks each against its
@@ -372,7 +439,7 @@ fn extract(
     identities: &[age::x25519::Identity],
     metadata: &age::x25519::Identity,
     key: &crate::crypto::RepositoryKey,
-    tx: &crossbeam_channel::Sender<NewBlob>,
+    sinks: &Sinks,
 ) -> Result<()> {
     let what = format!("pack {pack}");
     let header = pack::read_header(bytes, metadata, &what)?;
@@ -393,6 +460,7 @@ fn extract(
             )));
         }
         let blob = NewBlob { id: entry.chunk, blob, raw_length: entry.raw_length };
+        let tx = if sinks.list_blocks.contains(&entry.chunk) { &sinks.lists } else { &sinks.data };
         tx.send(blob).map_err(|_| Error::new(ErrorKind::Io, "the copy packer stopped"))?;
     }
     Ok(())

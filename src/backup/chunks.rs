@@ -3,7 +3,8 @@
 //! compress them for the packer.
 //!
 //! Guarantees: each chunk id is claimed by one worker only, so a chunk new to the repository
-//! is stored once even when it occurs twice in the backup; the stream's chunk list is in
+//! is stored once even when it occurs twice in the backup (memory for that stays bounded:
+//! see `Queued`); the stream's chunk list is in
 //! stream order whatever order the workers finish in (an ids thread puts them back in order
 //! from a buffer bounded by the chunks in flight); in a version-2 repository the ids stream
 //! into list blocks ([`ListWriter`]) that go through the same dedup and codec to the list
@@ -39,11 +40,39 @@ pub(super) struct Dedup {
     key: RepositoryKey,
     index: Arc<LocalIndex>,
     /// Chunks this backup already queued: two identical new chunks are stored once.
-    queued: Arc<Mutex<HashSet<ChunkId>>>,
+    queued: Arc<Mutex<Queued>>,
     codec: CodecParams,
     /// Packs a prune has marked (read from storage under the backup's lease): a chunk only
     /// they hold is stored again.
     marked: Arc<HashSet<PackId>>,
+}
+
+/// Chunk ids queued in this backup and not yet known to be in the local index, in two
+/// generations of at most [`QUEUED_GENERATION`] ids: a queued chunk is in the local index
+/// once the index file naming its pack is written (every 16 packs), long before 65,536
+/// more new chunks are queued (a pipeline holds ~6,000 of 64 KiB), so the older generation
+/// is dropped whole instead of holding every new id of the backup (17 MiB at 16 GiB of new
+/// data, ~1 GiB at 1 TB; docs/benchmarks.md "Scale"). With chunks far smaller than the
+/// default, a repeat of a dropped id still in flight is stored twice: never lost.
+#[derive(Default)]
+struct Queued {
+    current: HashSet<ChunkId>,
+    previous: HashSet<ChunkId>,
+}
+
+const QUEUED_GENERATION: usize = 1 << 16;
+
+impl Queued {
+    /// Whether `id` is new to this backup (and remembers it).
+    fn insert(&mut self, id: ChunkId) -> bool {
+        if self.previous.contains(&id) || !self.current.insert(id) {
+            return false;
+        }
+        if self.current.len() >= QUEUED_GENERATION {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        true
+    }
 }
 
 impl Dedup {
@@ -53,7 +82,7 @@ impl Dedup {
         codec: CodecParams,
         marked: Arc<HashSet<PackId>>,
     ) -> Dedup {
-        Dedup { key, index, queued: Arc::new(Mutex::new(HashSet::new())), codec, marked }
+        Dedup { key, index, queued: Arc::default(), codec, marked }
     }
 
     /// True when the repository holds the chunk in a pack this backup may reference.
@@ -229,5 +258,25 @@ fn collect_ids(
             Ok((Vec::new(), Some(list)))
         }
         None => Ok((inline, None)),
+    }
+}
+
+#[cfg(test)]
+mod queued_tests {
+    use super::*;
+
+    #[test]
+    fn queued_ids_stay_within_two_generations_and_recent_repeats_are_refused() {
+        let mut queued = Queued::default();
+        let id = |n: usize| ChunkId(*blake3::hash(&n.to_le_bytes()).as_bytes());
+        for n in 0..QUEUED_GENERATION * 2 + 10 {
+            assert!(queued.insert(id(n)), "{n}");
+            assert!(!queued.insert(id(n)), "{n} again");
+        }
+        assert!(queued.current.len() + queued.previous.len() <= 2 * QUEUED_GENERATION);
+        // The last generation and the one before are remembered; older ids are dropped.
+        assert!(!queued.insert(id(QUEUED_GENERATION * 2 + 9)));
+        assert!(!queued.insert(id(QUEUED_GENERATION + 5)));
+        assert!(queued.insert(id(5)));
     }
 }

@@ -5,13 +5,15 @@
 //! know is dropped and rebuilt, not migrated.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::format::index::IndexFile;
+use crate::format::index::{IndexFile, IndexedPack};
 use crate::format::manifest::Manifest;
 use crate::format::pack::PackEntry;
 use crate::id::{BackupId, ChunkId, IndexId, PackId};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 
+mod bulk;
 pub mod sync;
+pub use bulk::BulkLoad;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -186,12 +188,8 @@ impl LocalIndex {
                 )
                 .map_err(|e| self.err(e))?;
             for p in &file.packs {
-                // Blobs are contiguous from offset 0 and the index file lists all of a pack's
-                // entries, so the furthest end is the data plaintext length.
-                let plaintext_len =
-                    p.entries.iter().map(|e| e.offset + u64::from(e.length)).max().unwrap_or(0);
                 pack_stmt
-                    .execute(params![&p.pack.0[..], plaintext_len as i64])
+                    .execute(params![&p.pack.0[..], plaintext_len(p) as i64])
                     .map_err(|e| self.err(e))?;
                 listing_stmt.execute(params![&id.0[..], &p.pack.0[..]]).map_err(|e| self.err(e))?;
                 for e in &p.entries {
@@ -210,6 +208,11 @@ impl LocalIndex {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Starts recording many index files at once (a sync): see [`BulkLoad`].
+    pub fn bulk_load(&self) -> Result<BulkLoad<'_>> {
+        BulkLoad::start(self)
     }
 
     /// Forgets an index file that is gone from the repository, and the packs (with their
@@ -310,29 +313,42 @@ impl LocalIndex {
         rows.collect::<rusqlite::Result<_>>().map_err(|e| self.err(e))
     }
 
+    /// Where `id` is: in a pack not known to be bad when there is one, else in a bad one.
     pub fn locate(&self, id: &ChunkId) -> Result<Option<ChunkLocation>> {
         let conn = self.conn()?;
+        // One probe of bad_packs per row (usually one row): a fifth faster than sorting
+        // the rows by `pack IN (SELECT …)` at 10M chunks (examples/index_lookups.rs).
         let mut stmt = conn
             .prepare_cached(
-                "SELECT c.pack, c.offset, c.length, c.raw_length, p.plaintext_len
-                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1
-                 ORDER BY c.pack IN (SELECT id FROM bad_packs) LIMIT 1",
+                "SELECT c.pack, c.offset, c.length, c.raw_length, p.plaintext_len,
+                 EXISTS (SELECT 1 FROM bad_packs b WHERE b.id = c.pack)
+                 FROM chunks c JOIN packs p ON p.id = c.pack WHERE c.id = ?1",
             )
             .map_err(|e| self.err(e))?;
-        stmt.query_row(params![&id.0[..]], |r| {
-            Ok(ChunkLocation {
-                pack: PackId(blob32(r.get(0)?, "pack id")?),
-                entry: PackEntry {
-                    chunk: *id,
-                    offset: r.get::<_, i64>(1)? as u64,
-                    length: r.get(2)?,
-                    raw_length: r.get(3)?,
-                },
-                pack_plaintext_len: r.get::<_, i64>(4)? as u64,
-            })
-        })
-        .optional()
-        .map_err(|e| self.err(e))
+        let mut rows = stmt.query(params![&id.0[..]]).map_err(|e| self.err(e))?;
+        let mut bad = None;
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let row = || -> rusqlite::Result<(ChunkLocation, bool)> {
+                let location = ChunkLocation {
+                    pack: PackId(blob32(r.get(0)?, "pack id")?),
+                    entry: PackEntry {
+                        chunk: *id,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        length: r.get(2)?,
+                        raw_length: r.get(3)?,
+                    },
+                    pack_plaintext_len: r.get::<_, i64>(4)? as u64,
+                };
+                Ok((location, r.get(5)?))
+            };
+            match row().map_err(|e| self.err(e))? {
+                (location, false) => return Ok(Some(location)),
+                (location, true) => {
+                    bad.get_or_insert(location);
+                }
+            }
+        }
+        Ok(bad)
     }
 
     pub fn chunk_count(&self) -> Result<u64> {
@@ -401,6 +417,12 @@ impl LocalIndex {
         backups.sort_by_cached_key(|b| (instant(b), b.id));
         Ok(backups)
     }
+}
+
+/// Blobs are contiguous from offset 0 and an index file lists all of a pack's entries, so
+/// the furthest end is the pack's data plaintext length.
+pub(crate) fn plaintext_len(pack: &IndexedPack) -> u64 {
+    pack.entries.iter().map(|e| e.offset + u64::from(e.length)).max().unwrap_or(0)
 }
 
 #[cfg(test)]

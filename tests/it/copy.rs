@@ -367,3 +367,53 @@ async fn a_copy_never_dedups_against_packs_a_prune_of_the_target_marked() {
         "the copy's lease is released"
     );
 }
+
+/// List blocks go into packs sealed to the target's metadata key, as a backup writes them: a
+/// host holding only the target's repository key walks every copied backup's references, finds
+/// each in its index, and a prune there reads them all and deletes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_list_blocks_are_readable_with_the_target_key_alone() {
+    // The smallest chunks FastCDC allows: a few MB need two levels of list blocks.
+    let tiny = qvault::format::config::ChunkerConfig {
+        min_size: 64,
+        avg_size: 256,
+        max_size: 1024,
+        tar_aware: false,
+        ..Default::default()
+    };
+    let t = TestRepo::new(Some(tiny)).await;
+    let source = t.open().await;
+    let a = backup_bytes(&source, "a", qvault_synth::pseudo_random(3 << 20, 41)).await;
+    let b = backup_bytes(&source, "b", qvault_synth::pseudo_random(2 << 20, 42)).await;
+    let levels = a.manifest.streams[0].list.as_ref().map(|l| l.levels);
+    assert!(levels >= Some(1), "{levels:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let storage =
+        Storage::open(dir.path().join("copy").to_str().unwrap(), &Default::default()).unwrap();
+    let (target, _) = make_target(&source, storage.clone()).await;
+    let report = copy(&source, &target, &all(), false).await.unwrap();
+    assert_eq!(report.copied.len(), 2);
+
+    let host = support::open_as_backup_host(&target, &storage).await;
+    for summary in [&a, &b] {
+        let manifest = host.read_manifest(report.copied[&summary.id]).await.unwrap();
+        let mut lists = 0;
+        let mut refs = std::collections::HashSet::new();
+        qvault::refs::for_each_reference(&host, &manifest, |id, kind| {
+            lists += usize::from(kind == qvault::refs::RefKind::ListBlock);
+            refs.insert(*id);
+        })
+        .await
+        .unwrap();
+        assert!(lists > 1, "{lists}");
+        assert_eq!(refs, qvault::refs::chunk_set(&source, &summary.manifest).await.unwrap());
+        for id in &refs {
+            assert!(host.index().contains_chunk(id).unwrap(), "{id} missing in the target");
+        }
+    }
+    let pruned = qvault::prune::prune(&host, &Default::default()).await.unwrap();
+    assert!(pruned.plan.delete_packs.is_empty(), "{:?}", pruned.plan);
+    assert!(pruned.plan.mark_unused.is_empty(), "{:?}", pruned.plan);
+    let report = qvault::verify::verify(&host, &Default::default()).await.unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}

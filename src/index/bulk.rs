@@ -1,11 +1,10 @@
 //! Recording many index files at once (a fresh machine's sync): staged, then moved into the
 //! local index sorted.
 
-use super::{plaintext_len, LocalIndex, SCHEMA};
+use super::{LocalIndex, Rows, SCHEMA};
 use crate::error::Result;
 use crate::format::index::IndexFile;
 use crate::id::IndexId;
-use rusqlite::params;
 
 /// Temporary tables (this connection only) that a [`BulkLoad`] fills, emptied at its start:
 /// what a stopped load staged is never half-recorded.
@@ -51,37 +50,9 @@ impl<'a> BulkLoad<'a> {
         let mut conn = index.conn()?;
         let tx = conn.transaction().map_err(|e| index.err(e))?;
         {
-            let prepare = |sql| tx.prepare(sql).map_err(|e| index.err(e));
-            let mut file_stmt = prepare("INSERT INTO temp.staged_files (id) VALUES (?1)")?;
-            let mut pack_stmt =
-                prepare("INSERT INTO temp.staged_packs (id, plaintext_len) VALUES (?1, ?2)")?;
-            let mut listing_stmt =
-                prepare("INSERT INTO temp.staged_listings (index_file, pack) VALUES (?1, ?2)")?;
-            let mut chunk_stmt = prepare(
-                "INSERT INTO temp.staged_chunks (id, pack, offset, length, raw_length)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut rows = Rows::prepare(&tx, &Rows::STAGED).map_err(|e| index.err(e))?;
             for (id, file) in files {
-                for p in &file.packs {
-                    pack_stmt
-                        .execute(params![&p.pack.0[..], plaintext_len(p) as i64])
-                        .map_err(|e| index.err(e))?;
-                    listing_stmt
-                        .execute(params![&id.0[..], &p.pack.0[..]])
-                        .map_err(|e| index.err(e))?;
-                    for e in &p.entries {
-                        chunk_stmt
-                            .execute(params![
-                                &e.chunk.0[..],
-                                &p.pack.0[..],
-                                e.offset as i64,
-                                e.length,
-                                e.raw_length
-                            ])
-                            .map_err(|e| index.err(e))?;
-                    }
-                }
-                file_stmt.execute(params![&id.0[..]]).map_err(|e| index.err(e))?;
+                rows.record(id, file).map_err(|e| index.err(e))?;
             }
         }
         tx.commit().map_err(|e| index.err(e))

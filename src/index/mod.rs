@@ -174,39 +174,9 @@ impl LocalIndex {
     pub fn add_index_file(&self, id: IndexId, file: &IndexFile) -> Result<()> {
         let mut conn = self.conn()?;
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut pack_stmt = tx
-                .prepare("INSERT OR IGNORE INTO packs (id, plaintext_len) VALUES (?1, ?2)")
-                .map_err(|e| self.err(e))?;
-            let mut listing_stmt = tx
-                .prepare("INSERT OR IGNORE INTO listings (index_file, pack) VALUES (?1, ?2)")
-                .map_err(|e| self.err(e))?;
-            let mut chunk_stmt = tx
-                .prepare(
-                    "INSERT OR IGNORE INTO chunks (id, pack, offset, length, raw_length)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(|e| self.err(e))?;
-            for p in &file.packs {
-                pack_stmt
-                    .execute(params![&p.pack.0[..], plaintext_len(p) as i64])
-                    .map_err(|e| self.err(e))?;
-                listing_stmt.execute(params![&id.0[..], &p.pack.0[..]]).map_err(|e| self.err(e))?;
-                for e in &p.entries {
-                    chunk_stmt
-                        .execute(params![
-                            &e.chunk.0[..],
-                            &p.pack.0[..],
-                            e.offset as i64,
-                            e.length,
-                            e.raw_length
-                        ])
-                        .map_err(|e| self.err(e))?;
-                }
-            }
-            tx.execute("INSERT OR IGNORE INTO index_files (id) VALUES (?1)", params![&id.0[..]])
-                .map_err(|e| self.err(e))?;
-        }
+        Rows::prepare(&tx, &Rows::LIVE)
+            .and_then(|mut rows| rows.record(id, file))
+            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 
@@ -423,6 +393,77 @@ impl LocalIndex {
 /// the furthest end is the pack's data plaintext length.
 pub(crate) fn plaintext_len(pack: &IndexedPack) -> u64 {
     pack.entries.iter().map(|e| e.offset + u64::from(e.length)).max().unwrap_or(0)
+}
+
+/// Where an index file's rows go: the live tables (duplicates ignored: an index file may
+/// repeat what another lists) or a sync's staging tables.
+pub(super) struct Tables {
+    insert: &'static str,
+    files: &'static str,
+    packs: &'static str,
+    listings: &'static str,
+    chunks: &'static str,
+}
+
+/// The statements that record index files' rows, prepared once per transaction.
+pub(super) struct Rows<'c> {
+    file: rusqlite::Statement<'c>,
+    pack: rusqlite::Statement<'c>,
+    listing: rusqlite::Statement<'c>,
+    chunk: rusqlite::Statement<'c>,
+}
+
+impl<'c> Rows<'c> {
+    const LIVE: Tables = Tables {
+        insert: "INSERT OR IGNORE INTO",
+        files: "index_files",
+        packs: "packs",
+        listings: "listings",
+        chunks: "chunks",
+    };
+    pub(super) const STAGED: Tables = Tables {
+        insert: "INSERT INTO",
+        files: "temp.staged_files",
+        packs: "temp.staged_packs",
+        listings: "temp.staged_listings",
+        chunks: "temp.staged_chunks",
+    };
+
+    pub(super) fn prepare(
+        tx: &'c rusqlite::Transaction<'_>,
+        t: &Tables,
+    ) -> rusqlite::Result<Rows<'c>> {
+        let i = t.insert;
+        Ok(Rows {
+            file: tx.prepare(&format!("{i} {} (id) VALUES (?1)", t.files))?,
+            pack: tx.prepare(&format!("{i} {} (id, plaintext_len) VALUES (?1, ?2)", t.packs))?,
+            listing: tx
+                .prepare(&format!("{i} {} (index_file, pack) VALUES (?1, ?2)", t.listings))?,
+            chunk: tx.prepare(&format!(
+                "{i} {} (id, pack, offset, length, raw_length) VALUES (?1, ?2, ?3, ?4, ?5)",
+                t.chunks
+            ))?,
+        })
+    }
+
+    /// Records index file `id`: its packs, its listing of them, every chunk, then the file.
+    pub(super) fn record(&mut self, id: IndexId, file: &IndexFile) -> rusqlite::Result<()> {
+        for p in &file.packs {
+            self.pack.execute(params![&p.pack.0[..], plaintext_len(p) as i64])?;
+            self.listing.execute(params![&id.0[..], &p.pack.0[..]])?;
+            for e in &p.entries {
+                self.chunk.execute(params![
+                    &e.chunk.0[..],
+                    &p.pack.0[..],
+                    e.offset as i64,
+                    e.length,
+                    e.raw_length
+                ])?;
+            }
+        }
+        self.file.execute(params![&id.0[..]])?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench/procfs.rs"]
+mod procfs;
+use procfs::peak_rss;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
@@ -70,15 +74,6 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(a)
 }
 
-fn vm_hwm() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
@@ -118,7 +113,7 @@ async fn prune_child(dir: &Path, cold: bool, run: usize) -> Result<(), BoxError>
     let line = serde_json::json!({
         "wall_s": started.elapsed().as_secs_f64(),
         "open_s": opened,
-        "peak_rss_bytes": vm_hwm(),
+        "peak_rss_bytes": peak_rss(),
         "packs": report.plan.packs,
         "packs_marked": report.packs_marked,
         "packs_deleted": report.packs_deleted,

@@ -21,6 +21,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench/procfs.rs"]
+mod procfs;
+use procfs::{dir_size, peak_rss, reset_peak_rss};
+
 use qvault::backup::{BackupSummary, StreamSource};
 use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
@@ -30,31 +34,6 @@ use std::path::Path;
 use std::time::Instant;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64

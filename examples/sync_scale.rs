@@ -18,6 +18,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "bench/procfs.rs"]
+mod procfs;
+use procfs::dir_size;
+
 use futures::stream::{self, StreamExt, TryStreamExt};
 use qvault::format::index::{IndexFile, IndexedPack};
 use qvault::format::pack::PackWriter;
@@ -30,18 +34,6 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Packs per index file, as a backup writes them (`backup/upload.rs`).
 const PACKS_PER_INDEX_FILE: usize = 16;
-
-fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_size(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
 
 fn storage(dir: &Path, s3: bool) -> Result<Storage, BoxError> {
     if !s3 {

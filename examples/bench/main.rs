@@ -24,6 +24,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod measure;
+mod procfs;
 mod references;
 mod report;
 mod retention;

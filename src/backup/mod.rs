@@ -355,7 +355,7 @@ async fn backup_leased<S: StreamSources>(
             duration_ms: started.elapsed().as_millis() as u64,
         },
     };
-    lease.check()?;
+    lease.check(repo).await?;
     let id = repo.write_manifest(&manifest).await?;
     Ok(BackupSummary { id, manifest })
 }

@@ -170,14 +170,32 @@ impl Lease {
         Arc::clone(&self.marked)
     }
 
-    /// `Ok` while no prune can have taken the lease for dead: what a backup checks right
-    /// before it writes its manifest.
-    pub fn check(&self) -> Result<()> {
-        let health = lock(&self.health);
-        if let Some((kind, text)) = &health.lost {
-            return Err(Error::new(*kind, text.clone()));
+    /// `Ok` while no prune can have taken the lease for dead: what a backup (or copy)
+    /// checks right before it writes its manifest. Besides this process's own record of its
+    /// refreshes, the lease object must still be in storage: a prune that judged it stale
+    /// (or an operator) deleted it, and the packs it protected may be gone — between this
+    /// check and the manifest write, a prune would first have to see the lease stale, which
+    /// its age rules out (module docs).
+    pub async fn check(&self, repo: &Repository) -> Result<()> {
+        {
+            let health = lock(&self.health);
+            if let Some((kind, text)) = &health.lost {
+                return Err(Error::new(*kind, text.clone()));
+            }
+            too_old(&self.path, &health, self.timing)?;
         }
-        too_old(&self.path, &health, self.timing)
+        if repo.storage().exists(&self.path).await? {
+            return Ok(());
+        }
+        let e = lost_lease(
+            &self.path,
+            ErrorKind::Refused,
+            "is gone from storage (a prune took it for a dead backup's, or it was deleted)"
+                .to_string(),
+            self.timing,
+        );
+        lock(&self.health).lost = Some((e.kind(), e.to_string()));
+        Err(e)
     }
 
     /// Stops refreshing, then deletes the lease; a failure to delete is logged, not returned

@@ -211,6 +211,37 @@ async fn a_lease_removed_while_its_backup_runs_is_never_written_again_and_the_ba
     assert_eq!(backups_recorded(&repo).await, 0);
 }
 
+/// The attack a tester found: a backup that dedups against packs a prune then marks and,
+/// once the backup's lease is gone (deleted by hand, or judged stale), deletes. No refresh
+/// runs in between (the default 6 h cadence), so only the check before the manifest can see
+/// that the lease is gone: the backup must record nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_whose_lease_was_deleted_records_nothing_even_before_any_refresh() {
+    let t = TestRepo::new(small_chunks()).await;
+    let admin = t.open().await;
+    let old = data(300_000, 6);
+    let gone = support::backup_bytes(&admin, "old.bin", old.clone()).await;
+    let paused =
+        PausedBackup::start(t.open().await, &old, &data(100_000, 7), BackupOptions::default())
+            .await;
+    admin.delete_manifest(gone.id).await.unwrap();
+    let marked = run(&admin, &PruneOptions::default()).await;
+    assert!(marked.packs_marked > 0, "{marked:?}");
+    let locks = t.location().join("locks");
+    for lease in leases_in(&locks) {
+        std::fs::remove_file(lease).unwrap();
+    }
+    let deleted = run(&admin, &PruneOptions::default()).await;
+    assert_eq!(deleted.packs_deleted, marked.packs_marked, "{deleted:?}");
+
+    let err = paused.resume().await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{text}");
+    assert!(text.contains("is gone from storage"), "{text}");
+    assert!(text.contains("no backup was recorded"), "{text}");
+    assert_eq!(backups_recorded(&admin).await, 0);
+}
+
 #[tokio::test]
 async fn a_backup_with_its_own_cache_directory_never_dedups_against_a_marked_pack() {
     let t = TestRepo::new(small_chunks()).await;

@@ -21,7 +21,8 @@ pub struct PruneArgs {
     /// Print the plan and change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Remove the prune lock left by a prune that crashed (only when no prune runs).
+    /// Remove the prune lock left by a prune that crashed (only when no prune runs), and the
+    /// leases of this host's processes that no longer run (killed backups or copies).
     #[arg(long)]
     pub unlock: bool,
 }
@@ -56,9 +57,23 @@ impl PruneArgs {
 pub async fn run(global: &GlobalArgs, args: &PruneArgs) -> Result<()> {
     let repo = common::open(global).await?;
     if args.unlock {
-        let held = qvault::prune::locks::unlock(&repo).await?;
+        let unlocked = qvault::prune::locks::unlock(&repo).await?;
+        if global.json {
+            return common::print_json(&unlocked);
+        }
         if !global.quiet {
-            println!("{}", if held { "removed the prune lock" } else { "no prune lock was held" });
+            let lock = if unlocked.prune_lock {
+                "removed the prune lock"
+            } else {
+                "no prune lock was held"
+            };
+            println!("{lock}");
+            println!(
+                "removed {} leases of processes no longer running on this host; {} other \
+                 leases stay until their backups end or they go stale",
+                unlocked.dead_leases.len(),
+                unlocked.other_leases
+            );
         }
         return Ok(());
     }
@@ -103,7 +118,8 @@ pub fn print_report(report: &PruneReport) {
     }
     for waiting in &plan.waiting_marks {
         println!(
-            "waiting: {} marked packs stay until {} running backups end ({})",
+            "waiting: {} marked packs stay until {} leases end or go stale: backups or copies \
+             running, or killed (`qvault prune --unlock` removes this host's dead ones) ({})",
             waiting.packs,
             waiting.live_leases.len(),
             waiting.path

@@ -244,12 +244,54 @@ impl PruneLock {
     }
 }
 
-/// Removes the prune lock whoever holds it (`qvault prune --unlock`): for after a crash,
-/// when the operator knows no prune runs.
-pub async fn unlock(repo: &Repository) -> Result<bool> {
-    let held = repo.storage().exists(PRUNE_LOCK).await?;
+/// What `qvault prune --unlock` removed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Unlocked {
+    /// Whether a prune lock was there.
+    pub prune_lock: bool,
+    /// Leases this host's processes wrote that are no longer running (a killed backup's).
+    pub dead_leases: Vec<String>,
+    /// Leases left: other hosts', running processes', unreadable ones. They go stale by
+    /// themselves.
+    pub other_leases: usize,
+}
+
+/// `qvault prune --unlock`, for after a crash: removes the prune lock whoever holds it (the
+/// operator knows no prune runs), and the leases of processes of this host that are no
+/// longer running (a `kill -9`ed backup's lease would hold marked packs for the whole stale
+/// limit). A lease is judged only on its own host, by its process id (Linux `/proc`);
+/// elsewhere nothing is removed. Should another machine share this host name and a lease of
+/// a backup still running there be removed, that backup fails before its manifest (the
+/// lease check) and records nothing: never a backup referencing deleted packs.
+pub async fn unlock(repo: &Repository) -> Result<Unlocked> {
+    let mut out =
+        Unlocked { prune_lock: repo.storage().exists(PRUNE_LOCK).await?, ..Default::default() };
     repo.storage().delete(PRUNE_LOCK).await?;
-    Ok(held)
+    let me = Holder::me();
+    for object in repo.storage().list(LOCKS_DIR).await? {
+        if !object.path.starts_with(LEASE_PREFIX) {
+            continue;
+        }
+        let dead = match read_sealed::<Holder>(repo, &object.path).await {
+            Ok(holder) => holder.host == me.host && !process_running(holder.pid),
+            Err(_) => false,
+        };
+        if dead {
+            repo.storage().delete(&object.path).await?;
+            out.dead_leases.push(object.path);
+        } else {
+            out.other_leases += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Whether process `pid` runs on this host; `true` where that cannot be told.
+fn process_running(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
 #[cfg(test)]

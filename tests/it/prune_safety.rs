@@ -344,3 +344,34 @@ async fn on_s3_a_refreshed_lease_outlives_the_stale_limit_and_its_backup_restore
     assert_eq!(third.plan.unmarked_packs.len(), 1, "{:?}", third.plan);
     assert_clean_and_restorable(&admin, &[(&summary, &expected)]).await;
 }
+
+/// A backup killed with -9 leaves its lease, which would hold every mark for the stale limit
+/// (24 h): `prune --unlock` removes the leases of this host's processes that no longer run,
+/// and keeps a lease whose process runs (this test's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_unlock_removes_a_killed_backups_lease_and_keeps_a_running_ones() {
+    let t = TestRepo::new(small_chunks()).await;
+    let file = t.dir.path().join("input.bin");
+    std::fs::write(&file, data(2_000_000, 3)).unwrap();
+    let mut cmd = t.cli();
+    cmd.args(["backup", "--file"]).arg(&file).env("QVAULT_TEST_ABORT_AFTER_PACKS", "1");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(!out.status.success(), "the backup was killed after its first pack");
+    let locks = t.location().join("locks");
+    let killed = leases_in(&locks);
+    assert_eq!(killed.len(), 1, "the killed backup's lease stays");
+
+    let repo = t.open().await;
+    let running = qvault::prune::Lease::take(&repo).await.unwrap();
+    let mut cmd = t.cli();
+    cmd.args(["--json", "prune", "--unlock"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["dead_leases"].as_array().unwrap().len(), 1, "{json}");
+    assert_eq!(json["other_leases"], 1, "{json}");
+    let left = leases_in(&locks);
+    assert_eq!(left.len(), 1);
+    assert_ne!(left, killed, "the running lease stays, the killed one is gone");
+    running.release(&repo).await;
+}

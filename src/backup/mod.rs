@@ -238,10 +238,36 @@ pub async fn backup_from<S: StreamSources>(
     options: &BackupOptions,
     progress: Arc<Progress>,
 ) -> Result<BackupSummary> {
+    check_labels(options)?;
     let lease = crate::prune::Lease::take_with(repo, options.lease).await?;
     let result = backup_leased(repo, sources, options, progress, &lease).await;
     lease.release(repo).await;
     result
+}
+
+/// The longest name, tag key or tag value a backup takes, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Names and tags are printed in listings, group keys, metric labels and logs, one backup
+/// per line: one with a control character (a newline could forge a row) or longer than
+/// [`MAX_LABEL_BYTES`] is refused before anything is stored.
+fn check_labels(options: &BackupOptions) -> Result<()> {
+    let labels = options.name.iter().map(|n| ("name", n.as_str())).chain(
+        options.tags.iter().flat_map(|(k, v)| [("tag key", k.as_str()), ("tag value", v.as_str())]),
+    );
+    for (what, label) in labels {
+        if label.chars().any(char::is_control) || label.len() > MAX_LABEL_BYTES {
+            return Err(Error::invalid_input(format!(
+                "backup {what} {label:?} is refused: names and tags are printed one per line, \
+                 so they take no control characters (newlines, tabs) and at most \
+                 {MAX_LABEL_BYTES} bytes"
+            )));
+        }
+    }
+    if options.tags.keys().any(String::is_empty) {
+        return Err(Error::invalid_input("a backup tag needs a key: give --tag KEY or KEY=VALUE"));
+    }
+    Ok(())
 }
 
 async fn backup_leased<S: StreamSources>(

@@ -100,7 +100,8 @@ pub async fn run(global: &GlobalArgs, args: &VerifyArgs) -> Result<()> {
         }
         if !report.problems.is_empty() {
             println!(
-                "next: `qvault repair index` (missing or damaged packs and index files), \
+                "next: `qvault repair index` (missing or damaged packs and index files; with \
+                 `--read-packs` when it runs with another cache directory than this verify), \
                  `qvault repair backups` (damaged manifests), `qvault forget ID` (backups that \
                  cannot be restored)"
             );

@@ -122,6 +122,12 @@ pub struct BlockReader<'a> {
     identities: Vec<age::x25519::Identity>,
 }
 
+/// What to do about a chunk in no index file: the index may only be out of date, or the
+/// pack that held it was quarantined by `repair index` (then its data is gone).
+pub(crate) const UNINDEXED_ADVICE: &str = "run `qvault index rebuild`, then `qvault verify`; \
+     if `qvault repair index` quarantined the pack that held it, its data is gone: forget the \
+     backups verify names (`qvault forget ID`) or back the source up again";
+
 impl<'a> BlockReader<'a> {
     pub fn new(repo: &'a Repository) -> Self {
         BlockReader { repo, fetcher: Fetcher::new(repo), identities: reading_identities(repo) }
@@ -131,8 +137,7 @@ impl<'a> BlockReader<'a> {
     pub async fn read(&self, id: &ChunkId, what: &str) -> Result<Vec<u8>> {
         let location = self.repo.index().locate(id)?.ok_or_else(|| {
             Error::not_found(format!(
-                "{what} is in no index file of {}: run `qvault index rebuild`, then \
-                 `qvault verify`",
+                "{what} is in no index file of {}: {UNINDEXED_ADVICE}",
                 self.repo.storage().location()
             ))
         })?;

@@ -207,10 +207,10 @@ fn locate(
 ) -> Result<ChunkLocation> {
     let location = repo.index().locate(chunk)?.ok_or_else(|| {
         Error::not_found(format!(
-            "chunk {chunk} of stream {:?} in backup {backup} is in no index file of {}: \
-             run `qvault index rebuild`, then `qvault verify`",
+            "chunk {chunk} of stream {:?} in backup {backup} is in no index file of {}: {}",
             stream.name,
-            repo.storage().location()
+            repo.storage().location(),
+            super::UNINDEXED_ADVICE
         ))
     })?;
     if bad.contains(&location.pack) {

@@ -375,3 +375,25 @@ fn empty_stream_forget_prune_and_log_wording() {
         .collect();
     assert!(!users.is_empty() && !users.contains(&"unknown"), "no $USER: {users:?}");
 }
+
+// The second tester: a name with a newline forged a row in `backups`, `forget --dry-run` and
+// `log`; a 5,000-character name was taken.
+#[test]
+fn names_and_tags_with_control_characters_or_too_long_are_refused_before_anything_is_stored() {
+    let env = Env::new();
+    env.repo_with_backup();
+    let long = "n".repeat(300);
+    let base = ["--repo", "repo1", "-i", "id.txt", "backup", "--file", "f1.bin"];
+    for extra in
+        [&["--name", "a\nb 2026-01-01 forged"][..], &["--name", &long], &["--tag", "env=prod\tx"]]
+    {
+        let args = [&base[..], extra].concat();
+        let out = env.run(&args);
+        assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("backup"), "{}", stderr(&out));
+    }
+    let listed = env.run(&["--repo", "repo1", "-i", "id.txt", "--json", "backups"]);
+    let backups: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(backups.as_array().map(Vec::len), Some(1), "nothing stored: {backups}");
+    assert_eq!(std::fs::read_dir(env.path("repo1/locks")).map_or(0, |d| d.count()), 0);
+}

@@ -200,7 +200,8 @@ async fn backup_in_child(
     (size_mb, seed, v): (u64, u64, u32),
 ) -> Result<(Step, BackupSummary), BoxError> {
     let (size, seed, v) = (size_mb.to_string(), seed.to_string(), v.to_string());
-    let args = ["--backup-child".as_ref(), tmp.as_os_str(), size.as_ref(), seed.as_ref(), v.as_ref()];
+    let args =
+        ["--backup-child".as_ref(), tmp.as_os_str(), size.as_ref(), seed.as_ref(), v.as_ref()];
     let out = run_child(&args)?;
     let step = step_of(name, &out)?;
     let id = qvault::BackupId::from_hex(out["id"].as_str().ok_or("backup child: no id")?)?;
@@ -298,8 +299,10 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
     let (changed, s3) =
         backup_in_child("backup (1% changed)", &repo, dir, (size_mb, seed, 1)).await?;
     let id = s2.id.to_hex();
-    let restore =
-        step_of("restore (to sink)", &run_child(&["--restore-child".as_ref(), dir.as_os_str(), id.as_ref()])?)?;
+    let restore = step_of(
+        "restore (to sink)",
+        &run_child(&["--restore-child".as_ref(), dir.as_os_str(), id.as_ref()])?,
+    )?;
 
     let (m1, m1_v1) = manifest_bytes(&repo, &repo_dir, &s1).await?;
     let (m2, m2_v1) = manifest_bytes(&repo, &repo_dir, &s2).await?;

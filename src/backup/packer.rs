@@ -78,7 +78,7 @@ mod tests {
         }
         drop(blob_tx);
         let limit = 256 * 1024;
-        run_packer(blob_rx, pack_tx, &[recipient.clone()], &recipient, limit).unwrap();
+        run_packer(blob_rx, pack_tx, std::slice::from_ref(&recipient), &recipient, limit).unwrap();
         let mut counts = Vec::new();
         while let Ok(pack) = pack_rx.try_recv() {
             let plaintext: u64 = pack.header.entries.iter().map(|e| u64::from(e.length)).sum();

@@ -10,14 +10,17 @@
 //! pipe (no file), then the same version again (unchanged), then version 1 (1% of points
 //! changed); the unchanged backup is restored into a sink (restore checks every chunk and
 //! the whole-stream hashes itself). Reported: throughput, peak RSS (VmHWM, reset before
-//! each step), the manifest's stored bytes, what the backup added, the index files' and the
-//! local index's bytes, and what the same manifest would take in format version 1 (its
-//! chunk ids inline: the v1 plaintext plus the same age overhead).
+//! each step) with the peaks of RssAnon, RssFile and glibc's in-use and held bytes
+//! (sampled every 20 ms), the manifest's stored bytes, what the backup added, the index
+//! files' and the local index's bytes, and what the same manifest would take in format
+//! version 1 (its chunk ids inline: the v1 plaintext plus the same age overhead).
 //!
 //! Memory is measured as the `qvault` binary runs: glibc's allocator tuned the same way
-//! (`qvault::alloc`), each size in a process of its own, and the restore in a process that
-//! only restores (its peak is what `qvault restore` of that backup holds, not what the
-//! backups before it left in the heap).
+//! (`qvault::alloc`), each size, each backup and the restore in a process of its own (a
+//! step's peak is what `qvault backup` or `qvault restore` holds, not what earlier steps
+//! left in the heap), and the generator in yet another process writing into the backup's
+//! pipe (as `generator | qvault backup -`; its own state grows with the stream).
+//! `SCALE_CHILD_WRAP=heaptrack` runs each step under a profiler (one file per process).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -83,16 +86,37 @@ struct Step {
     bytes: u64,
     seconds: f64,
     peak_rss: u64,
-    /// Highest anonymous (heap, stacks) and file-backed resident bytes seen by [`Sampler`]:
-    /// VmHWM alone does not say which of the two grew.
-    peak_anon: u64,
-    peak_file: u64,
+    peaks: Peaks,
 }
 
-/// Samples RssAnon and RssFile every 20 ms and keeps their highest values.
+/// What [`Sampler`] saw: VmHWM alone does not say whether the heap grew, or glibc kept
+/// freed memory, or file-backed pages (the binary, mapped files) did.
+#[derive(Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
+struct Peaks {
+    /// Highest RssAnon (heap, stacks) and RssFile.
+    anon: u64,
+    file: u64,
+    /// glibc's `mallinfo2`: highest bytes allocated and not freed (`uordblks + hblkhd`), and
+    /// highest bytes its heaps and mappings held from the system (`arena + hblkhd`).
+    in_use: u64,
+    held: u64,
+}
+
+/// Samples [`Peaks`] every 20 ms until finished.
 struct Sampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: std::thread::JoinHandle<(u64, u64)>,
+    thread: std::thread::JoinHandle<Peaks>,
+}
+
+fn malloc_info() -> (u64, u64) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let m = unsafe { libc::mallinfo2() };
+        ((m.uordblks + m.hblkhd) as u64, (m.arena + m.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    (0, 0)
 }
 
 impl Sampler {
@@ -100,12 +124,15 @@ impl Sampler {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut peak = (0, 0);
+            let mut p = Peaks::default();
             loop {
-                peak.0 = peak.0.max(procfs::vm_status("RssAnon:"));
-                peak.1 = peak.1.max(procfs::vm_status("RssFile:"));
+                let (in_use, held) = malloc_info();
+                p.anon = p.anon.max(procfs::vm_status("RssAnon:"));
+                p.file = p.file.max(procfs::vm_status("RssFile:"));
+                p.in_use = p.in_use.max(in_use);
+                p.held = p.held.max(held);
                 if flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    return peak;
+                    return p;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -113,7 +140,7 @@ impl Sampler {
         Sampler { stop, thread }
     }
 
-    fn finish(self) -> (u64, u64) {
+    fn finish(self) -> Peaks {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.thread.join().unwrap()
     }
@@ -122,14 +149,16 @@ impl Sampler {
 impl Step {
     fn print(&self) {
         println!(
-            "  {:<18} {:>9.1} MiB {:>7.1} s {:>8.1} MiB/s  peak RSS {:>7.1} MiB (anon {:.1}, file {:.1})",
+            "  {:<18} {:>9.1} MiB {:>7.1} s {:>8.1} MiB/s  peak RSS {:>7.1} MiB (anon {:.1}, file {:.1}; malloc in use {:.1}, held {:.1})",
             self.name,
             mib(self.bytes),
             self.seconds,
             mib(self.bytes) / self.seconds.max(1e-9),
             mib(self.peak_rss),
-            mib(self.peak_anon),
-            mib(self.peak_file),
+            mib(self.peaks.anon),
+            mib(self.peaks.file),
+            mib(self.peaks.in_use),
+            mib(self.peaks.held),
         );
     }
 }
@@ -143,12 +172,12 @@ async fn backup_child(tmp: &Path, size_mb: u64, seed: u64, v: u32) -> Result<(),
     let started = Instant::now();
     let summary = backup_version(&repo, (size_mb, seed, v)).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let (anon, file) = sampler.finish();
+    let peaks = sampler.finish();
     println!(
         "{}",
         serde_json::json!({
             "bytes": summary.manifest.summary.bytes_read, "seconds": seconds,
-            "peak_rss": peak_rss(), "peak_anon": anon, "peak_file": file,
+            "peak_rss": peak_rss(), "peaks": peaks,
             "id": summary.id.to_hex(),
         })
     );
@@ -156,7 +185,7 @@ async fn backup_child(tmp: &Path, size_mb: u64, seed: u64, v: u32) -> Result<(),
 }
 
 /// Runs this example again with `args` and returns the JSON its last line of output holds.
-/// `SCALE_CHILD_WRAP` (e.g. `heaptrack -o /tmp/ht`) runs the child under a profiler.
+/// `SCALE_CHILD_WRAP` (e.g. `heaptrack`) runs the child under a profiler.
 fn run_child(args: &[&std::ffi::OsStr]) -> Result<serde_json::Value, BoxError> {
     let exe = std::env::current_exe()?;
     let wrap = std::env::var("SCALE_CHILD_WRAP").unwrap_or_default();
@@ -185,8 +214,7 @@ fn step_of(name: &'static str, v: &serde_json::Value) -> Result<Step, BoxError> 
         bytes: field("bytes")? as u64,
         seconds: field("seconds")?,
         peak_rss: field("peak_rss")? as u64,
-        peak_anon: field("peak_anon")? as u64,
-        peak_file: field("peak_file")? as u64,
+        peaks: serde_json::from_value(v["peaks"].clone())?,
     };
     step.print();
     Ok(step)
@@ -264,12 +292,12 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
-    let (anon, file) = sampler.finish();
+    let peaks = sampler.finish();
     println!(
         "{}",
         serde_json::json!({
             "bytes": restored.bytes, "seconds": seconds, "peak_rss": peak_rss(),
-            "peak_anon": anon, "peak_file": file,
+            "peaks": peaks,
         })
     );
     Ok(())
@@ -326,7 +354,7 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
         serde_json::json!({
             "bytes": s.bytes, "seconds": s.seconds,
             "mib_per_s": mib(s.bytes) / s.seconds.max(1e-9), "peak_rss": s.peak_rss,
-            "peak_anon": s.peak_anon, "peak_file": s.peak_file,
+            "peaks": s.peaks,
         })
     };
     Ok(serde_json::json!({

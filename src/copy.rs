@@ -380,7 +380,8 @@ async fn transfer(
         });
         let lists = tokio::task::spawn_blocking(move || {
             let recipients = [list_recipient.clone()];
-            packer::run_packer(list_rx, list_pack_tx, &recipients, &list_recipient, pack_size)
+            let size = packer::list_pack_size(pack_size);
+            packer::run_packer(list_rx, list_pack_tx, &recipients, &list_recipient, size)
         });
         async move {
             let join = |e| Error::new(ErrorKind::Io, format!("the copy packer failed: {e}"));

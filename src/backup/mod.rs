@@ -314,7 +314,8 @@ async fn backup_leased<S: StreamSources>(
         let metadata_recipient = repo.key().metadata_recipient();
         let packer = tokio::task::spawn_blocking(move || {
             let recipients = [metadata_recipient.clone()];
-            packer::run_packer(rx, list_packs, &recipients, &metadata_recipient, pack_size)
+            let size = packer::list_pack_size(pack_size);
+            packer::run_packer(rx, list_packs, &recipients, &metadata_recipient, size)
         });
         (Some(tx), Some(packer))
     } else {

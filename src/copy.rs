@@ -339,8 +339,17 @@ pub async fn copy(
         let marked = marked_packs(target).await?;
         return Ok(dry_run(plan(source, target, options, &marked).await?.0));
     }
-    // The lease keeps a prune of the target from deleting a pack this copy dedups against,
-    // from the plan until the last manifest.
+    // The target's lease keeps a prune of the target from deleting a pack this copy dedups
+    // against, from the plan until the last manifest; the source's, a prune of the source
+    // from deleting a pack it is about to read.
+    crate::prune::read_leased(source, "copy", copy_leased(source, target, options)).await
+}
+
+async fn copy_leased(
+    source: &Repository,
+    target: &Repository,
+    options: &CopyOptions,
+) -> Result<CopyReport> {
     let lease = Lease::take(target).await?;
     let result = async {
         let (plan, manifests) = plan(source, target, options, &lease.marked_packs()).await?;

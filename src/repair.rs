@@ -86,6 +86,9 @@ pub async fn plan_repair_index(
     repo: &Repository,
     options: &RepairIndexOptions,
 ) -> Result<RepairIndexPlan> {
+    // What storage holds, not what a warm cache remembers: a damaged index file the cache
+    // still lists is found here exactly as a sync into an empty cache finds it.
+    let rechecked = sync::recheck(repo).await?;
     if options.read_packs {
         // Records every pack that is missing or fails its checks as bad.
         verify(repo, &VerifyOptions::default()).await?;
@@ -121,8 +124,7 @@ pub async fn plan_repair_index(
             .collect();
         plan.rewrite.insert(file, kept);
     }
-    plan.damaged_index_files =
-        repo.damaged_objects().iter().filter(|d| d.path.starts_with("index/")).cloned().collect();
+    plan.damaged_index_files = damaged_under(repo, &rechecked, "index/");
     plan.unlisted_packs = stored.keys().filter(|p| !listed.contains(p)).copied().collect();
     plan.unlisted_packs.sort();
     Ok(plan)
@@ -200,15 +202,23 @@ pub struct RepairBackupsPlan {
     pub damaged_manifests: Vec<DamagedObject>,
 }
 
-pub fn plan_repair_backups(repo: &Repository) -> RepairBackupsPlan {
-    RepairBackupsPlan {
-        damaged_manifests: repo
-            .damaged_objects()
-            .iter()
-            .filter(|d| d.path.starts_with("backups/"))
-            .cloned()
-            .collect(),
+/// Reads every manifest in storage again (a warm cache would hide one damaged since it was
+/// cached) and plans to move each that fails its checks.
+pub async fn plan_repair_backups(repo: &Repository) -> Result<RepairBackupsPlan> {
+    let rechecked = sync::recheck(repo).await?;
+    Ok(RepairBackupsPlan { damaged_manifests: damaged_under(repo, &rechecked, "backups/") })
+}
+
+/// The damaged objects under `dir`: those the sync at open skipped and those a recheck found,
+/// each once, by path.
+fn damaged_under(repo: &Repository, rechecked: &sync::SyncReport, dir: &str) -> Vec<DamagedObject> {
+    let mut out: BTreeMap<String, DamagedObject> = BTreeMap::new();
+    for d in repo.damaged_objects().iter().chain(&rechecked.damaged) {
+        if d.path.starts_with(dir) {
+            out.entry(d.path.clone()).or_insert_with(|| d.clone());
+        }
     }
+    out.into_values().collect()
 }
 
 /// Carries out `plan`; returns the paths moved to quarantine.

@@ -164,7 +164,10 @@ pub async fn restore_test_with(
     std::fs::create_dir(&scratch).map_err(|e| {
         Error::io(format!("creating the scratch directory {}", scratch.display()), e)
     })?;
-    let result = drill_all(repo, ids, &scratch, qdrant).await;
+    // The drill restores like `qvault restore`, so it holds a lease as a restore does.
+    let result =
+        crate::prune::read_leased(repo, "verify --restore-test", drill_all(repo, ids, &scratch, qdrant))
+            .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }

@@ -229,7 +229,17 @@ impl Inventory {
     }
 }
 
+/// Runs the checks; one that decrypts data (`read_data`, a subset) holds a lease while it
+/// runs, so a prune on another host does not delete packs it is about to read
+/// ([`crate::prune::read_leased`]).
 pub async fn verify(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
+    if options.read_data || options.read_data_subset.is_some() {
+        return crate::prune::read_leased(repo, "verify", verify_now(repo, options)).await;
+    }
+    verify_now(repo, options).await
+}
+
+async fn verify_now(repo: &Repository, options: &VerifyOptions) -> Result<VerifyReport> {
     // Asked for up front: a missing identity fails before any pack is read.
     let subset = options.read_data_subset.as_ref().filter(|_| !options.read_data);
     let data = if options.read_data {

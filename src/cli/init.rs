@@ -127,6 +127,8 @@ pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let storage = common::storage(global)?;
     // Before anything opens the directory (and leaves its temporary directory there).
     if let Some(root) = storage.local_root() {
+        // A repository that lost its `config` is refused as such, not as any directory.
+        Repository::refuse_orphaned_data(&storage).await?;
         refuse_unfit_directory(root)?;
     }
     // Refuse early, before generating an identity nobody needs.

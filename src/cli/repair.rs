@@ -87,7 +87,7 @@ pub async fn run(global: &GlobalArgs, command: &RepairCommand) -> Result<()> {
             Ok(())
         }
         RepairCommand::Backups { dry_run } => {
-            let plan = plan_repair_backups(&repo);
+            let plan = plan_repair_backups(&repo).await?;
             if *dry_run {
                 if global.json {
                     return common::print_json(&plan);

@@ -80,15 +80,13 @@ pub struct RestoreArgs {
 
 /// Opens the repository and plans the restore of the stream the flags pick: computed once,
 /// before anything is written or sent.
-async fn plan(global: &GlobalArgs, args: &RestoreArgs) -> Result<(Repository, RestorePlan)> {
-    let repo = common::open(global).await?;
-    let (id, manifest) = resolve(&repo, &args.id, args.stream.as_deref()).await?;
+async fn plan(repo: &Repository, args: &RestoreArgs) -> Result<RestorePlan> {
+    let (id, manifest) = resolve(repo, &args.id, args.stream.as_deref()).await?;
     let stream = match args.stream.as_deref() {
         Some(wanted) => find_stream(&manifest, wanted)?,
         None => manifest.stream(None)?,
     };
-    let plan = RestorePlan::new(&repo, id, stream).await?;
-    Ok((repo, plan))
+    Ok(RestorePlan::new(repo, id, stream).await?)
 }
 
 /// The backup `spec` names, and its manifest. With a stream, `latest` is the newest backup
@@ -197,10 +195,11 @@ fn qdrant_options(args: &RestoreArgs, collection: Option<String>) -> QdrantResto
 async fn run_serve(
     global: &GlobalArgs,
     args: &RestoreArgs,
+    repo: &Repository,
     addr: std::net::SocketAddr,
 ) -> Result<()> {
     let client = args.qdrant.client()?;
-    let (repo, plan) = plan(global, args).await?;
+    let plan = plan(repo, args).await?;
     let collection = match args.collection.as_slice() {
         [] => None,
         [one] if !one.contains('=') => Some(one.clone()),
@@ -217,13 +216,13 @@ async fn run_serve(
         None => None,
     };
     if args.dry_run {
-        return print_dry_run(global, &repo, &plan, target.as_ref()).await;
+        return print_dry_run(global, repo, &plan, target.as_ref()).await;
     }
     let serve = ServeOptions { addr, advertise: args.advertise_url.clone() };
     let qdrant = client.as_ref().zip(target.as_ref()).map(|(c, t)| (c, t, &options));
     let making_call = client.is_some();
     let (id, stream) = (plan.backup, &plan.stream);
-    let report = serve_restore(&repo, &plan, &serve, qdrant, |ready| {
+    let report = serve_restore(repo, &plan, &serve, qdrant, |ready| {
         // The token is a one-time secret: shown to the operator, never logged.
         eprintln!(
             "serving stream {:?} of backup {} once at {}",
@@ -257,12 +256,11 @@ async fn run_serve(
     Ok(())
 }
 
-async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
-    let repo = common::open(global).await?;
-    let (id, manifest) = resolve(&repo, &args.id, args.stream.as_deref()).await?;
+async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs, repo: &Repository) -> Result<()> {
+    let (id, manifest) = resolve(repo, &args.id, args.stream.as_deref()).await?;
     let cluster_backup = args.stream.is_none() && is_cluster_backup(&manifest);
     if args.qdrant.qdrant.len() > 1 || cluster_backup {
-        return run_cluster(global, args, &repo, id, &manifest).await;
+        return run_cluster(global, args, repo, id, &manifest).await;
     }
     if args.replication_factor.is_some() {
         return Err(qvault::Error::invalid_input(
@@ -272,10 +270,10 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
         .into());
     }
     let client = args.qdrant.require_client("restoring into Qdrant")?;
-    let planned = plan_qdrant(&repo, id, &manifest, args, &client).await?;
+    let planned = plan_qdrant(repo, id, &manifest, args, &client).await?;
     if args.dry_run {
         for (plan, target, _) in &planned {
-            print_dry_run(global, &repo, plan, Some(target)).await?;
+            print_dry_run(global, repo, plan, Some(target)).await?;
         }
         return Ok(());
     }
@@ -290,7 +288,7 @@ async fn run_qdrant(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
                 client.url()
             );
         }
-        let report = restore_to_qdrant(&repo, plan, target, &client, options).await?;
+        let report = restore_to_qdrant(repo, plan, target, &client, options).await?;
         for w in report.plan.forced.iter().chain(&report.warnings) {
             eprintln!("qvault: warning: {w}");
         }
@@ -416,14 +414,19 @@ fn print_cluster_dry_run(global: &GlobalArgs, plan: &ClusterRestorePlan) -> Resu
     Ok(())
 }
 
-async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Result<()> {
-    let (repo, plan) = plan(global, args).await?;
+async fn run_to_dir(
+    global: &GlobalArgs,
+    args: &RestoreArgs,
+    repo: &Repository,
+    dir: &Path,
+) -> Result<()> {
+    let plan = plan(repo, args).await?;
     if args.dry_run {
-        return print_dry_run(global, &repo, &plan, None).await;
+        return print_dry_run(global, repo, &plan, None).await;
     }
     let (id, stream) = (plan.backup, &plan.stream);
     let extractor = qvault::dirtar::DirExtractor::new(dir)?;
-    let (extractor, summary) = execute(&repo, &plan, extractor, &RestoreOptions::default()).await?;
+    let (extractor, summary) = execute(repo, &plan, extractor, &RestoreOptions::default()).await?;
     let entries = extractor.finish()?;
     let seconds = summary.duration.as_secs_f64();
     if global.json {
@@ -440,29 +443,47 @@ async fn run_to_dir(global: &GlobalArgs, args: &RestoreArgs, dir: &Path) -> Resu
     Ok(())
 }
 
+/// Every kind of restore (file, stdout, directory, Qdrant, cluster, served) runs under one
+/// lease taken here, so a prune on another host never deletes a pack it is about to read
+/// (docs/retention.md, "Who holds leases"); a dry run reads no pack and takes none.
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
+    let to_file = args.to_dir.is_none() && args.serve.is_none() && args.qdrant.qdrant.is_empty();
+    if to_file && args.to.is_none() {
+        return Err(qvault::Error::invalid_input(
+            "where to? give --to FILE (or - for stdout), or --qdrant URL",
+        )
+        .into());
+    }
+    let repo = common::open(global).await?;
+    if args.dry_run {
+        return run_on(global, args, &repo).await;
+    }
+    qvault::prune::read_leased(&repo, "restore", run_on(global, args, &repo)).await
+}
+
+async fn run_on(global: &GlobalArgs, args: &RestoreArgs, repo: &Repository) -> Result<()> {
     if let Some(dir) = &args.to_dir {
-        return run_to_dir(global, args, dir).await;
+        return run_to_dir(global, args, repo, dir).await;
     }
     if let Some(addr) = args.serve {
-        return run_serve(global, args, addr).await;
+        return run_serve(global, args, repo, addr).await;
     }
     if !args.qdrant.qdrant.is_empty() {
-        return run_qdrant(global, args).await;
+        return run_qdrant(global, args, repo).await;
     }
     let to = args.to.as_deref().ok_or_else(|| {
         qvault::Error::invalid_input("where to? give --to FILE (or - for stdout), or --qdrant URL")
     })?;
-    let (repo, plan) = plan(global, args).await?;
+    let plan = plan(repo, args).await?;
     if args.dry_run {
-        return print_dry_run(global, &repo, &plan, None).await;
+        return print_dry_run(global, repo, &plan, None).await;
     }
     let options = RestoreOptions::default();
     let summary = if to == "-" {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-        execute(&repo, &plan, out, &options).await?.1
+        execute(repo, &plan, out, &options).await?.1
     } else {
-        restore_to_file(&repo, &plan, Path::new(to), args.overwrite, &options).await?
+        restore_to_file(repo, &plan, Path::new(to), args.overwrite, &options).await?
     };
     super::log::note(summary.bytes, vec![plan.backup], vec![]);
     let stream = &plan.stream;

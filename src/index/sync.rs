@@ -163,6 +163,37 @@ fn skip(report: &mut SyncReport, path: String, e: Error) -> Result<()> {
     }
 }
 
+/// Reads again, from storage, every index file and manifest the local index holds: for
+/// `repair`, which must act on what storage holds, not on what a warm cache remembers (a
+/// sync reads only objects it has not cached). One that fails its checks or is gone is
+/// dropped from the local index, as a sync into an empty cache would never have added it;
+/// the damaged ones are returned (and warned about once, as a sync does).
+pub async fn recheck(repo: &Repository) -> Result<SyncReport> {
+    let mut report = SyncReport::default();
+    let index = repo.index();
+    let files: Vec<IndexId> = index.index_files()?.into_iter().collect();
+    let mut reads = stream::iter(files)
+        .map(|id| async move { (id, repo.read_index_file(id).await) })
+        .buffer_unordered(METADATA_READS);
+    while let Some((id, read)) = reads.next().await {
+        if let Err(e) = read {
+            skip(&mut report, crate::repo::index_path(&id), e)?;
+            index.remove_index_file(id)?;
+        }
+    }
+    let backups: Vec<BackupId> = index.backup_ids()?.into_iter().collect();
+    let mut reads = stream::iter(backups)
+        .map(|id| async move { (id, repo.read_manifest(id).await) })
+        .buffer_unordered(METADATA_READS);
+    while let Some((id, read)) = reads.next().await {
+        if let Err(e) = read {
+            skip(&mut report, crate::repo::backup_path(&id), e)?;
+            index.remove_backup(id)?;
+        }
+    }
+    Ok(report)
+}
+
 /// Empties the local index and fills it again from the repository.
 pub async fn rebuild(repo: &Repository) -> Result<SyncReport> {
     repo.index().clear()?;

@@ -111,6 +111,41 @@ pub async fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
     Ok(read_marks(repo).await?.into_iter().flat_map(|m| m.mark.packs).collect())
 }
 
+/// Runs `work`, a command that reads packs (restore, `verify --read-data`,
+/// `verify --restore-test`, copy's source), under a lease of its own: a prune that marks
+/// packs while it runs names the lease in its mark and deletes nothing it marked until the
+/// lease is released (at the end, on success or error) or goes stale. The lease is refreshed
+/// like a backup's.
+///
+/// A reader whose lease cannot be written (read-only credentials, the usual set-up for a
+/// disaster-recovery restore) still runs, with a warning: a reader never records anything, and
+/// every chunk it reads is checked, so the worst a prune can do to it is make it fail with the
+/// pack it deleted, never make it return wrong bytes. Packs marked *before* the lease was
+/// written are not protected: a mark holds only packs no backup in storage referenced then.
+pub async fn read_leased<T, E: From<Error>>(
+    repo: &Repository,
+    what: &str,
+    work: impl std::future::Future<Output = std::result::Result<T, E>>,
+) -> std::result::Result<T, E> {
+    let lease = match Lease::take(repo).await {
+        Ok(lease) => Some(lease),
+        Err(e) if e.kind() == ErrorKind::Storage => {
+            tracing::warn!(
+                "{what} runs without a lease in {}: {e}; a prune on another host may delete a \
+                 pack it is about to read (it would then fail, never return wrong bytes)",
+                repo.storage().location()
+            );
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let result = work.await;
+    if let Some(lease) = lease {
+        lease.release(repo).await;
+    }
+    result
+}
+
 /// A running backup's lease. Dropping it without [`Lease::release`] stops the refreshing and
 /// leaves the object until it goes stale (as a crash would).
 #[derive(Debug)]

@@ -31,7 +31,7 @@ pub mod locks;
 pub mod table;
 
 pub use execute::{execute, PruneReport};
-pub use lease::{marked_packs, Lease, LeaseTiming};
+pub use lease::{marked_packs, read_leased, Lease, LeaseTiming};
 pub use locks::DEFAULT_STALE_AFTER;
 
 use crate::error::{Error, Result};

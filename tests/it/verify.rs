@@ -268,7 +268,7 @@ async fn a_damaged_manifest_is_skipped_reported_and_moved_to_quarantine() {
     assert!(report.problems.iter().any(|p| p.object == victim_path), "{:?}", report.problems);
     assert!(report.damaged_backups.contains_key(&victim.id));
 
-    let plan = plan_repair_backups(&repo);
+    let plan = plan_repair_backups(&repo).await.unwrap();
     assert_eq!(plan.damaged_manifests.len(), 1);
     let moved = repair_backups(&repo, &plan).await.unwrap();
     assert_eq!(moved, std::slice::from_ref(&victim_path));

@@ -116,10 +116,19 @@ pub fn print_report(report: &PruneReport) {
     if !plan.unmarked_packs.is_empty() {
         println!("kept {} marked packs that a backup references again", plan.unmarked_packs.len());
     }
+    for damaged in &plan.damaged_marks {
+        println!(
+            "{} damaged prune mark {} ({}): it never let a pack be deleted; packs still unused \
+             are marked again and deleted by a later prune",
+            verb("removed", "would remove"),
+            damaged.path,
+            damaged.reason
+        );
+    }
     for waiting in &plan.waiting_marks {
         println!(
-            "waiting: {} marked packs stay until {} leases end or go stale: backups or copies \
-             running, or killed (`qvault prune --unlock` removes this host's dead ones) ({})",
+            "waiting: {} marked packs stay until {} leases end or go stale: backups, copies or \
+             restores running, or killed (`qvault prune --unlock` removes this host's dead ones) ({})",
             waiting.packs,
             waiting.live_leases.len(),
             waiting.path

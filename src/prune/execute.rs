@@ -6,7 +6,7 @@
 //! 2 index new   index files replacing those that list a pack to delete
 //! 3 index old   delete the index files they replace
 //! 4 packs       delete the packs of ready marks
-//! 5 marks       delete the ready marks (and stale leases)
+//! 5 marks       delete the ready marks and damaged ones (and stale leases)
 //! 6 mark        mark the packs unused now (and the repacked ones) for a later prune
 //! ```
 
@@ -93,6 +93,11 @@ pub async fn execute(
     }
     for lease in &plan.stale_leases {
         repo.storage().delete(lease).await?;
+    }
+    // Step 6 marks their packs again if they are still unused.
+    for mark in &plan.damaged_marks {
+        repo.storage().delete(&mark.path).await?;
+        report.marks_deleted += 1;
     }
     step_done(5)?;
 

@@ -108,7 +108,16 @@ fn lock(health: &Mutex<Health>) -> MutexGuard<'_, Health> {
 /// The packs every prune mark in storage holds: what a backup or copy leaves out of its
 /// dedup (a dry run reads them without taking a lease).
 pub async fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
-    Ok(read_marks(repo).await?.into_iter().flat_map(|m| m.mark.packs).collect())
+    let marks = read_marks(repo).await?;
+    for d in &marks.damaged {
+        tracing::warn!(
+            "prune mark {} is damaged ({}): it deletes nothing and keeps nothing out of dedup; \
+             the next `qvault prune` removes it",
+            d.path,
+            d.reason
+        );
+    }
+    Ok(marks.readable.into_iter().flat_map(|m| m.mark.packs).collect())
 }
 
 /// Runs `work`, a command that reads packs (restore, `verify --read-data`,

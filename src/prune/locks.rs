@@ -23,6 +23,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::PackId;
+use crate::index::sync::DamagedObject;
 use crate::repo::Repository;
 use bytes::Bytes;
 use std::time::{Duration, SystemTime};
@@ -156,18 +157,31 @@ pub struct StoredMark {
     pub mark: Mark,
 }
 
-/// Every readable mark in storage. One that cannot be read is skipped with a warning by
-/// backups and prunes alike, so it neither excludes nor deletes anything.
-pub async fn read_marks(repo: &Repository) -> Result<Vec<StoredMark>> {
-    let mut out = Vec::new();
+/// The marks in storage: those that read, and those that are damaged.
+#[derive(Clone, Debug, Default)]
+pub struct Marks {
+    pub readable: Vec<StoredMark>,
+    /// Marks that fail their checks (do not decrypt or decode). One deletes nothing and keeps
+    /// nothing out of a backup's dedup; a prune removes it (see [`super::PrunePlan`]).
+    pub damaged: Vec<DamagedObject>,
+}
+
+/// Every mark in storage. A mark that cannot be read for another reason than damage (the
+/// storage failed) is skipped with a warning: it neither excludes nor deletes anything
+/// this time, and is read again next time.
+pub async fn read_marks(repo: &Repository) -> Result<Marks> {
+    let mut out = Marks::default();
     for object in repo.storage().list(LOCKS_DIR).await? {
         if !object.path.starts_with(MARK_PREFIX) {
             continue;
         }
         match read_sealed::<Mark>(repo, &object.path).await {
-            Ok(mark) => out.push(StoredMark { path: object.path, mark }),
+            Ok(mark) => out.readable.push(StoredMark { path: object.path, mark }),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!("ignoring prune mark {}: {e}", object.path),
+            Err(e) if e.kind() == ErrorKind::Corrupt => {
+                out.damaged.push(DamagedObject { path: object.path, reason: e.to_string() });
+            }
+            Err(e) => tracing::warn!("ignoring prune mark {} this time: {e}", object.path),
         }
     }
     Ok(out)

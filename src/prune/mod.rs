@@ -37,6 +37,7 @@ pub use locks::DEFAULT_STALE_AFTER;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
 use crate::repo::Repository;
+use crate::index::sync::DamagedObject;
 use locks::StoredMark;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
@@ -117,6 +118,10 @@ pub struct PrunePlan {
     pub stale_leases: Vec<String>,
     /// Marks whose backups may still run.
     pub waiting_marks: Vec<WaitingMark>,
+    /// Marks that fail their checks: deleted. Safe because a damaged mark never let a pack be
+    /// deleted (only a mark that reads names packs to delete); its packs, if still unused,
+    /// are in this run's new mark and wait out both phases again (docs/retention.md).
+    pub damaged_marks: Vec<DamagedObject>,
     /// Packs nothing references now: marked, deleted by a later prune.
     pub mark_unused: Vec<PackId>,
     pub mark_unused_bytes: u64,
@@ -143,6 +148,7 @@ impl PrunePlan {
         self.delete_packs.is_empty()
             && self.finished_marks.is_empty()
             && self.stale_leases.is_empty()
+            && self.damaged_marks.is_empty()
             && self.mark_unused.is_empty()
             && self.repack.is_empty()
     }
@@ -178,6 +184,8 @@ pub struct PruneInput {
     /// would be left without a copy.
     pub marked_holders: HashMap<ChunkId, Vec<PackId>>,
     pub marks: Vec<StoredMark>,
+    /// Marks that fail their checks.
+    pub damaged_marks: Vec<DamagedObject>,
     /// Live (not stale) lease names now.
     pub live_leases: HashSet<String>,
     /// Leases older than the stale limit: dead backups' leftovers.
@@ -199,7 +207,8 @@ impl PruneInput {
             locks::leases(repo, now, stale_after).await?.into_iter().partition(|l| l.stale);
         let live_leases = live.into_iter().map(|l| l.name).collect();
         let stale_leases = stale.into_iter().map(|l| l.name).collect();
-        let marks = locks::read_marks(repo).await?;
+        let locks::Marks { readable: marks, damaged: damaged_marks } =
+            locks::read_marks(repo).await?;
         repo.sync().await?;
         let (referenced, list_blocks) = references(repo).await?;
         let in_marks: HashSet<PackId> =
@@ -230,6 +239,7 @@ impl PruneInput {
             list_blocks,
             marked_holders,
             marks,
+            damaged_marks,
             live_leases,
             stale_leases,
             listings,
@@ -244,6 +254,7 @@ pub fn plan(input: &PruneInput, options: &PruneOptions) -> PrunePlan {
     let mut plan = PrunePlan {
         can_repack: input.can_repack,
         stale_leases: input.stale_leases.clone(),
+        damaged_marks: input.damaged_marks.clone(),
         ..Default::default()
     };
     let mut marked: HashSet<PackId> = HashSet::new();

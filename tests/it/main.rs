@@ -20,6 +20,7 @@ mod list_blocks;
 mod notify;
 mod operator;
 mod operator_cli;
+mod operator_faults;
 mod oplog;
 mod prune;
 mod prune_safety;

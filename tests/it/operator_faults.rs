@@ -1,0 +1,307 @@
+//! Faults a tester found using `qvault` as a new operator and as an attacker, one test per
+//! kind: a restore racing a prune on another host, repair trusting a warm cache, damaged or
+//! missing `keys/` and `config` objects, a damaged prune mark.
+
+use crate::prune::{data, run, small_chunks};
+use crate::support::{self, TestRepo};
+use qvault::prune::PruneOptions;
+use qvault::repair::{
+    plan_repair_backups, plan_repair_index, repair_backups, repair_index, RepairIndexOptions,
+};
+use qvault::repo::{Cache, Credentials, InitOptions, Repository};
+use qvault::verify::{verify, VerifyOptions};
+use qvault::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn names_in(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut out: Vec<PathBuf> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    out.sort();
+    out
+}
+
+fn leases(t: &TestRepo) -> Vec<PathBuf> {
+    names_in(&t.location().join("locks"), "lease-")
+}
+
+fn marks(t: &TestRepo) -> Vec<PathBuf> {
+    names_in(&t.location().join("locks"), "prune-mark-")
+}
+
+/// The repository opened with a cache nobody used before (a CronJob's `emptyDir`).
+async fn cold(t: &TestRepo) -> Repository {
+    let credentials = Credentials { identities: vec![t.identity.clone()], key: None };
+    Repository::open(t.storage(), credentials, &Cache::InMemory).await.unwrap()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+// ----- 1. readers hold a lease -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prune_while_a_restore_holds_its_lease_keeps_the_marked_packs_and_the_restore_is_exact() {
+    let t = TestRepo::new(small_chunks()).await;
+    let admin = t.open().await;
+    let old = data(600_000, 31);
+    let summary = support::backup_bytes(&admin, "old.bin", old.clone()).await;
+
+    // The restore takes its lease and plans, then waits while the backup is forgotten and
+    // pruned twice on "another host".
+    let restorer = t.open().await;
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let (id, stream) = (summary.id, summary.manifest.streams[0].clone());
+    let restore = tokio::spawn(async move {
+        qvault::prune::read_leased(&restorer, "restore", async {
+            let plan = qvault::restore::RestorePlan::new(&restorer, id, &stream).await?;
+            wait.await.unwrap();
+            qvault::restore::execute(&restorer, &plan, Vec::new(), &Default::default()).await
+        })
+        .await
+        .map(|(bytes, _)| bytes)
+    });
+    while leases(&t).is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    admin.delete_manifest(summary.id).await.unwrap();
+    let first = run(&admin, &PruneOptions::default()).await;
+    assert!(first.packs_marked > 0, "{first:?}");
+    let second = run(&admin, &PruneOptions::default()).await;
+    assert_eq!(second.packs_deleted, 0, "{second:?}");
+    assert_eq!(second.plan.waiting_marks.len(), 1, "{:?}", second.plan);
+    assert_eq!(second.plan.waiting_marks[0].live_leases.len(), 1);
+
+    go.send(()).unwrap();
+    assert_eq!(restore.await.unwrap().unwrap(), old, "the restore is byte-exact");
+    assert!(leases(&t).is_empty(), "the restore's lease is released");
+    let third = run(&admin, &PruneOptions::default()).await;
+    assert_eq!(third.packs_deleted, first.packs_marked, "{third:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_reader_releases_its_lease() {
+    let t = TestRepo::new(None).await;
+    let repo = t.open().await;
+    let held = qvault::prune::read_leased(&repo, "restore", async {
+        Err::<(), _>(qvault::Error::not_found(format!("{} leases held", leases(&t).len())))
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(held.to_string(), "1 leases held");
+    assert!(leases(&t).is_empty(), "released on error");
+}
+
+#[test]
+fn the_restore_command_leaves_no_lease_behind() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let input = data(200_000, 32);
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, &input).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let to = t.dir.path().join("out.bin");
+    let out = t.cli().args(["restore", "latest", "--to"]).arg(&to).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&to).unwrap(), input);
+    assert!(leases(&t).is_empty());
+}
+
+// ----- 2. repair reads storage, not the warm cache -----
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_warm_cache_repair_index_finds_a_damaged_index_file_as_a_cold_one_does() {
+    let t = TestRepo::new(None).await;
+    let warm = t.open().await;
+    let input = data(300_000, 33);
+    let summary = support::backup_bytes(&warm, "a", input.clone()).await;
+    let index = t.storage().list("index/").await.unwrap();
+    let path = index[0].path.clone();
+    let bytes = t.storage().read(&path).await.unwrap();
+    t.storage().write(&path, bytes.slice(..bytes.len() - 10)).await.unwrap();
+
+    let cold_plan = plan_repair_index(&cold(&t).await, &RepairIndexOptions::default()).await;
+    let cold_plan = cold_plan.unwrap();
+    let warm = t.open().await;
+    assert!(warm.damaged_objects().is_empty(), "the warm cache hides the damage at open");
+    let plan = plan_repair_index(&warm, &RepairIndexOptions::default()).await.unwrap();
+    let paths = |p: &qvault::repair::RepairIndexPlan| {
+        p.damaged_index_files.iter().map(|d| d.path.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(paths(&plan), [path.clone()]);
+    assert_eq!(paths(&plan), paths(&cold_plan));
+    assert_eq!(plan.unlisted_packs, cold_plan.unlisted_packs);
+    assert!(!plan.unlisted_packs.is_empty(), "its packs are indexed again from their headers");
+
+    let report = repair_index(&warm, &plan).await.unwrap();
+    assert_eq!(report.quarantined, [path.clone()]);
+    assert!(t.storage().exists(&format!("quarantine/{path}")).await.unwrap());
+    let repo = cold(&t).await;
+    assert!(verify(&repo, &VerifyOptions::default()).await.unwrap().is_ok());
+    assert_eq!(support::restore_bytes(&repo, &summary).await.unwrap(), input);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_warm_cache_repair_backups_finds_a_damaged_manifest_as_a_cold_one_does() {
+    let t = TestRepo::new(None).await;
+    let warm = t.open().await;
+    let a = data(100_000, 34);
+    let intact = support::backup_bytes(&warm, "a", a.clone()).await;
+    let victim = support::backup_bytes(&warm, "b", data(100_000, 35)).await;
+    let victim_path = qvault::repo::backup_path(&victim.id);
+    t.storage().write(&victim_path, Vec::new().into()).await.unwrap();
+
+    let cold_plan = plan_repair_backups(&cold(&t).await).await.unwrap();
+    let warm = t.open().await;
+    assert!(warm.damaged_objects().is_empty(), "the warm cache hides the damage at open");
+    let plan = plan_repair_backups(&warm).await.unwrap();
+    assert_eq!(plan.damaged_manifests.len(), 1);
+    assert_eq!(plan.damaged_manifests[0].path, victim_path);
+    assert_eq!(plan.damaged_manifests, cold_plan.damaged_manifests);
+    let listed: Vec<_> = warm.backups().unwrap().into_iter().map(|b| b.id).collect();
+    assert_eq!(listed, [intact.id], "the damaged manifest left the warm cache too");
+
+    let moved = repair_backups(&warm, &plan).await.unwrap();
+    assert_eq!(moved, [victim_path.clone()]);
+    let repo = cold(&t).await;
+    assert!(repo.damaged_objects().is_empty());
+    assert!(verify(&repo, &VerifyOptions::default()).await.unwrap().is_ok());
+    assert_eq!(support::restore_bytes(&repo, &intact).await.unwrap(), a);
+}
+
+#[test]
+fn repair_backups_on_the_command_line_with_a_warm_cache_moves_a_damaged_manifest() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, data(50_000, 36)).unwrap();
+    for _ in 0..2 {
+        let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // The CLI's cache now holds both manifests.
+    let listing = rt.block_on(t.storage().list("backups/")).unwrap();
+    let victim = &listing[0].path;
+    rt.block_on(t.storage().write(victim, Vec::new().into())).unwrap();
+    let out = t.cli().args(["repair", "backups"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("moved 1 damaged manifests"), "{stdout}");
+    assert!(rt.block_on(t.storage().exists(&format!("quarantine/{victim}"))).unwrap());
+}
+
+// ----- 3 and 4. damaged or missing keys/ and config objects -----
+
+/// A repository with one backup, made with the CLI.
+fn with_a_backup() -> (tokio::runtime::Runtime, TestRepo) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, data(50_000, 37)).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    (rt, t)
+}
+
+#[test]
+fn a_damaged_key_object_is_exit_5_naming_it_and_saying_to_restore_it_from_a_copy() {
+    let (_rt, t) = with_a_backup();
+    let key = names_in(&t.location().join("keys"), "age1").remove(0);
+    let bytes = std::fs::read(&key).unwrap();
+    std::fs::write(&key, &bytes[..50]).unwrap();
+    let out = t.cli().arg("backups").output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let name = format!("keys/{}", key.file_name().unwrap().to_string_lossy());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("the key object {name} in ")), "{err}");
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("restore it from a copy of the repository"), "{err}");
+}
+
+#[test]
+fn a_config_that_is_not_json_in_a_repository_is_exit_5_saying_to_restore_it() {
+    let (_rt, t) = with_a_backup();
+    std::fs::write(t.location().join("config"), b"garbage\n").unwrap();
+    let out = t.cli().arg("backups").output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the repository's `config` object at "), "{err}");
+    assert!(err.contains("restore `config` from a copy of the repository"), "{err}");
+    assert!(err.contains("do not run `qvault init` here"), "{err}");
+}
+
+#[test]
+fn a_foreign_config_where_nothing_else_is_stored_is_not_a_repository() {
+    let (_rt, t) = with_a_backup();
+    std::fs::remove_dir_all(t.location()).unwrap();
+    std::fs::create_dir(t.location()).unwrap();
+    std::fs::write(t.location().join("config"), b"{\"a\": 1}").unwrap();
+    let out = t.cli().arg("backups").output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is not a qvault repository: check --repo"), "{err}");
+}
+
+#[test]
+fn a_missing_config_where_backups_are_stored_says_restore_it_and_init_is_refused() {
+    let (rt, t) = with_a_backup();
+    std::fs::remove_file(t.location().join("config")).unwrap();
+    let out = t.cli().arg("backups").output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("its `config` object is missing"), "{err}");
+    assert!(err.contains("restore `config` from a copy of the repository"), "{err}");
+    assert!(err.contains("do not run `qvault init` here"), "{err}");
+    assert!(!err.contains("create one with"), "{err}");
+
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let out = t.cli().args(["init", "--recipient", &recipient]).output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("refusing to init"), "{}", stderr(&out));
+    assert!(!t.location().join("config").exists(), "nothing was created");
+
+    // The library refuses too, on any backend (here without the CLI's directory check).
+    let options = InitOptions {
+        recipients: vec![age::x25519::Identity::generate().to_public()],
+        ..Default::default()
+    };
+    let e = rt.block_on(Repository::init(t.storage(), options, &Cache::InMemory)).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+    assert!(e.to_string().contains("restore `config` from a copy"), "{e}");
+}
+
+// ----- 5. a damaged prune mark -----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_prune_mark_is_removed_by_prune_and_its_packs_wait_out_both_phases_again() {
+    let t = TestRepo::new(small_chunks()).await;
+    let admin = t.open().await;
+    let gone = support::backup_bytes(&admin, "old.bin", data(300_000, 38)).await;
+    let kept_input = data(200_000, 39);
+    let kept = support::backup_bytes(&admin, "kept.bin", kept_input.clone()).await;
+    admin.delete_manifest(gone.id).await.unwrap();
+    let first = run(&admin, &PruneOptions::default()).await;
+    assert!(first.packs_marked > 0, "{first:?}");
+    let mark = marks(&t).remove(0);
+    std::fs::write(&mark, b"not a mark").unwrap();
+
+    // A backup warns and goes on: the damaged mark keeps nothing out of its dedup.
+    support::backup_bytes(&admin, "more.bin", data(50_000, 40)).await;
+    // The next prune removes it and marks its packs again: none is deleted on this run.
+    let second = run(&admin, &PruneOptions::default()).await;
+    assert_eq!(second.plan.damaged_marks.len(), 1, "{:?}", second.plan);
+    let name = mark.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(second.plan.damaged_marks[0].path, format!("locks/{name}"));
+    assert_eq!(second.packs_deleted, 0, "{second:?}");
+    assert_eq!(second.packs_marked, first.packs_marked, "{second:?}");
+    assert!(!mark.exists(), "the damaged mark is gone");
+    let third = run(&admin, &PruneOptions::default()).await;
+    assert!(third.plan.damaged_marks.is_empty());
+    assert_eq!(third.packs_deleted, first.packs_marked, "{third:?}");
+    crate::prune::assert_clean_and_restorable(&admin, &[(&kept, &kept_input)]).await;
+}

@@ -29,9 +29,42 @@ mod extract;
 const PIECE: usize = 256 * 1024;
 const PIECES_IN_FLIGHT: usize = 4;
 
+/// Paths under a `backup --dir` tree that could not be read and were left out of the stream
+/// (a file or directory without read permission, a file that vanished during the walk), with
+/// why. Filled by the walking thread while the stream is read; complete once it has ended.
+#[derive(Clone, Debug, Default)]
+pub struct Unreadable(std::sync::Arc<std::sync::Mutex<Vec<(PathBuf, String)>>>);
+
+impl Unreadable {
+    /// The paths skipped so far, in walk order, each with its error.
+    pub fn paths(&self) -> Vec<(PathBuf, String)> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn push(&self, path: &Path, e: &io::Error) {
+        tracing::warn!("could not read {}: {e}; left out of the backup", path.display());
+        let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        v.push((path.to_path_buf(), e.to_string()));
+    }
+}
+
 /// A blocking reader producing `dir` as a deterministic tar stream. The tree is walked on a
-/// thread of its own; memory is bounded by a few pieces in flight.
+/// thread of its own; memory is bounded by a few pieces in flight. Any entry that cannot be
+/// read fails the stream; see [`tar_reader_skipping`] for `backup --dir`'s behaviour.
 pub fn tar_reader(dir: &Path) -> Result<Box<dyn Read + Send>> {
+    tar_reader_with(dir, None)
+}
+
+/// [`tar_reader`], but a file or directory below `dir` that cannot be opened (no permission,
+/// vanished since it was listed) is left out with a warning and recorded in the returned
+/// [`Unreadable`], as restic does: the backup holds everything else. A read that fails
+/// after a file's header was written still fails the stream (the tar would be corrupt).
+pub fn tar_reader_skipping(dir: &Path) -> Result<(Box<dyn Read + Send>, Unreadable)> {
+    let unreadable = Unreadable::default();
+    Ok((tar_reader_with(dir, Some(unreadable.clone()))?, unreadable))
+}
+
+fn tar_reader_with(dir: &Path, skip: Option<Unreadable>) -> Result<Box<dyn Read + Send>> {
     let meta = fs::metadata(dir).map_err(|e| Error::io(format!("reading {}", dir.display()), e))?;
     if !meta.is_dir() {
         return Err(Error::invalid_input(format!(
@@ -46,7 +79,10 @@ pub fn tar_reader(dir: &Path) -> Result<Box<dyn Read + Send>> {
         .spawn(move || {
             let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(PIECE) };
             let mut builder = tar::Builder::new(writer);
-            let result = append_tree(&mut builder, &root, Path::new(""), &mut HardLinks::default())
+            let mut walk = Walk { root: &root, seen: HardLinks::default(), skip };
+            let result = list_dir(&root)
+                .map_err(|e| with_path(e, &root))
+                .and_then(|names| walk.append(&mut builder, Path::new(""), names))
                 .and_then(|()| {
                     let mut w = builder.into_inner()?;
                     w.flush()
@@ -142,51 +178,101 @@ fn header_for(meta: &fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Head
     h
 }
 
-/// Appends `root/rel` and everything under it, children in sorted order.
-/// `seen` maps a multiply-linked file's (device, inode) to the first name it was stored
-/// under, so later names become hard links instead of second copies.
-fn append_tree<W: Write>(
-    builder: &mut tar::Builder<W>,
-    root: &Path,
-    rel: &Path,
-    seen: &mut HardLinks,
-) -> io::Result<()> {
-    let dir = root.join(rel);
-    let mut names: Vec<std::ffi::OsString> = fs::read_dir(&dir)
-        .map_err(|e| with_path(e, &dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()
-        .map_err(|e| with_path(e, &dir))?;
+/// The names in `dir`, sorted (byte order). The error does not name `dir`: callers do.
+fn list_dir(dir: &Path) -> io::Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<std::ffi::OsString> =
+        fs::read_dir(dir)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
     names.sort();
-    for name in names {
-        let rel_path = rel.join(&name);
-        let full = root.join(&rel_path);
-        let meta = fs::symlink_metadata(&full).map_err(|e| with_path(e, &full))?;
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            let mut h = header_for(&meta, tar::EntryType::Directory, 0);
-            builder.append_data(&mut h, &rel_path, io::empty())?;
-            append_tree(builder, root, &rel_path, seen)?;
-        } else if ft.is_file() {
-            if let Some(first) = seen.first_name(&meta, &rel_path) {
-                let mut h = header_for(&meta, tar::EntryType::Link, 0);
-                builder.append_link(&mut h, &rel_path, first)?;
-                continue;
+    Ok(names)
+}
+
+/// One walk of a tree into a tar stream.
+struct Walk<'a> {
+    root: &'a Path,
+    /// A multiply-linked file's (device, inode) → the first name it was stored under, so
+    /// later names become hard links instead of second copies.
+    seen: HardLinks,
+    /// Where entries that cannot be opened are recorded; `None`: they fail the stream.
+    skip: Option<Unreadable>,
+}
+
+impl Walk<'_> {
+    /// `Ok` after recording `e` for `path` when skipping, else the error.
+    fn unreadable(&self, path: &Path, e: io::Error) -> io::Result<()> {
+        match &self.skip {
+            Some(skip) => {
+                skip.push(path, &e);
+                Ok(())
             }
-            let size = meta.len();
-            let mut h = header_for(&meta, tar::EntryType::Regular, size);
-            let file = fs::File::open(&full).map_err(|e| with_path(e, &full))?;
-            let exact = ExactReader { inner: file.take(size), remaining: size, path: full.clone() };
-            builder.append_data(&mut h, &rel_path, exact)?;
-        } else if ft.is_symlink() {
-            let target = fs::read_link(&full).map_err(|e| with_path(e, &full))?;
-            let mut h = header_for(&meta, tar::EntryType::Symlink, 0);
-            builder.append_link(&mut h, &rel_path, &target)?;
-        } else {
-            tracing::warn!(path = %full.display(), "skipping a special file (socket, fifo or device)");
+            None => Err(with_path(e, path)),
         }
     }
-    Ok(())
+
+    /// Appends the entries `names` of `root/rel` and everything under them, in that order.
+    fn append<W: Write>(
+        &mut self,
+        builder: &mut tar::Builder<W>,
+        rel: &Path,
+        names: Vec<std::ffi::OsString>,
+    ) -> io::Result<()> {
+        for name in names {
+            let rel_path = rel.join(&name);
+            let full = self.root.join(&rel_path);
+            let meta = match fs::symlink_metadata(&full) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    self.unreadable(&full, e)?;
+                    continue;
+                }
+            };
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                // Listed first: a directory that cannot be read is stored empty.
+                let children = match list_dir(&full) {
+                    Ok(children) => children,
+                    Err(e) => {
+                        self.unreadable(&full, e)?;
+                        Vec::new()
+                    }
+                };
+                let mut h = header_for(&meta, tar::EntryType::Directory, 0);
+                builder.append_data(&mut h, &rel_path, io::empty())?;
+                self.append(builder, &rel_path, children)?;
+            } else if ft.is_file() {
+                if let Some(first) = self.seen.first_name(&meta, &rel_path) {
+                    let mut h = header_for(&meta, tar::EntryType::Link, 0);
+                    builder.append_link(&mut h, &rel_path, first)?;
+                    continue;
+                }
+                let file = match fs::File::open(&full) {
+                    Ok(file) => file,
+                    Err(e) => {
+                        self.seen.forget(&meta, &rel_path);
+                        self.unreadable(&full, e)?;
+                        continue;
+                    }
+                };
+                let size = meta.len();
+                let mut h = header_for(&meta, tar::EntryType::Regular, size);
+                let exact =
+                    ExactReader { inner: file.take(size), remaining: size, path: full.clone() };
+                builder.append_data(&mut h, &rel_path, exact)?;
+            } else if ft.is_symlink() {
+                let target = match fs::read_link(&full) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        self.unreadable(&full, e)?;
+                        continue;
+                    }
+                };
+                let mut h = header_for(&meta, tar::EntryType::Symlink, 0);
+                builder.append_link(&mut h, &rel_path, &target)?;
+            } else {
+                tracing::warn!(path = %full.display(), "skipping a special file (socket, fifo or device)");
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -214,6 +300,20 @@ impl HardLinks {
     fn first_name(&mut self, _meta: &fs::Metadata, _rel: &Path) -> Option<&Path> {
         None
     }
+
+    /// Undoes [`HardLinks::first_name`] recording `rel`: it was not stored, so a later name
+    /// of the same file must not become a link to it.
+    #[cfg(unix)]
+    fn forget(&mut self, meta: &fs::Metadata, rel: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let key = (meta.dev(), meta.ino());
+        if self.0.get(&key).is_some_and(|first| first == rel) {
+            self.0.remove(&key);
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn forget(&mut self, _meta: &fs::Metadata, _rel: &Path) {}
 }
 
 fn with_path(e: io::Error, path: &Path) -> io::Error {
@@ -366,5 +466,50 @@ impl Drop for DirExtractor {
             }
             let _ = extract::remove_tree(&self.staging);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tars `names` of `root` as a walk that listed them before one vanished.
+    fn walk_names(root: &Path, names: &[&str], skip: Option<Unreadable>) -> io::Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut walk = Walk { root, seen: HardLinks::default(), skip };
+        let names = names.iter().map(std::ffi::OsString::from).collect();
+        walk.append(&mut builder, Path::new(""), names)?;
+        builder.into_inner()
+    }
+
+    fn entries(tar: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(tar);
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            out.push(entry.unwrap().path().unwrap().to_string_lossy().into_owned());
+        }
+        out
+    }
+
+    #[test]
+    fn a_file_that_vanished_during_the_walk_is_left_out_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"aaa").unwrap();
+        fs::write(dir.path().join("c"), b"ccc").unwrap();
+        let unreadable = Unreadable::default();
+        let tar = walk_names(dir.path(), &["a", "b", "c"], Some(unreadable.clone())).unwrap();
+        assert_eq!(entries(&tar), ["a", "c"]);
+        let skipped = unreadable.paths();
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0, dir.path().join("b"));
+        assert!(skipped[0].1.contains("No such file"), "{skipped:?}");
+    }
+
+    #[test]
+    fn without_skipping_a_vanished_file_fails_the_stream_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a"), b"aaa").unwrap();
+        let e = walk_names(dir.path(), &["a", "b"], None).unwrap_err();
+        assert!(e.to_string().contains(&dir.path().join("b").display().to_string()), "{e}");
     }
 }

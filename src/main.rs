@@ -25,6 +25,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<cli::check::CheckFailed>().is_some() {
         return 9;
     }
+    if error.downcast_ref::<cli::backup::IncompleteBackup>().is_some() {
+        return 10;
+    }
     let Some(e) = error.downcast_ref::<qvault::Error>() else { return 1 };
     match e.kind() {
         ErrorKind::InvalidInput => 2,

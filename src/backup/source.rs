@@ -119,13 +119,24 @@ impl StreamSource {
     /// A directory as a deterministic tar stream (see [`crate::dirtar`]), named after the
     /// directory.
     pub fn directory(dir: &Path) -> Result<StreamSource> {
-        Ok(StreamSource {
+        Ok(Self::directory_from(dir, crate::dirtar::tar_reader(dir)?))
+    }
+
+    /// [`StreamSource::directory`] leaving out what cannot be opened (`backup --dir`): the
+    /// returned [`crate::dirtar::Unreadable`] names it once the stream has been read.
+    pub fn directory_skipping(dir: &Path) -> Result<(StreamSource, crate::dirtar::Unreadable)> {
+        let (reader, unreadable) = crate::dirtar::tar_reader_skipping(dir)?;
+        Ok((Self::directory_from(dir, reader), unreadable))
+    }
+
+    fn directory_from(dir: &Path, reader: Box<dyn io::Read + Send>) -> StreamSource {
+        StreamSource {
             name: name_of(dir, "directory"),
             kind: StreamKind::Directory,
-            reader: crate::dirtar::tar_reader(dir)?,
+            reader,
             source: Some(serde_json::json!({ "path": absolute(dir) })),
             expected_sha256: None,
-        })
+        }
     }
 
     /// The standard output of `program args…`, started now, as a `stdin` stream named after

@@ -12,6 +12,7 @@ use qvault::qdrant::backup::{
     backup_qdrant, CreateOptions, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
 };
 use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ShardRead};
+use qvault::dirtar::Unreadable;
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -110,10 +111,12 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The one stream the flags name (everything but Qdrant), and its size when known.
-fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
+/// The one stream the flags name (everything but Qdrant), its size when known, and for a
+/// directory where the paths it could not read are recorded.
+fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>, Option<Unreadable>)> {
     if let Some(dir) = &args.dir {
-        return Ok((StreamSource::directory(dir)?, None));
+        let (source, unreadable) = StreamSource::directory_skipping(dir)?;
+        return Ok((source, None, Some(unreadable)));
     }
     if args.from_command {
         let Some((program, rest)) = args.command.split_first() else {
@@ -122,13 +125,13 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
             )
             .into());
         };
-        return Ok((StreamSource::command(program, rest)?, None));
+        return Ok((StreamSource::command(program, rest)?, None, None));
     }
     match (&args.file, args.stdin.as_deref()) {
         (Some(path), None) => {
             let on_change = if args.strict { OnChange::Fail } else { OnChange::Notify(warn) };
             let (source, size) = StreamSource::file(path, on_change)?;
-            Ok((test_hook::grow_file_during_read(source, path), Some(size)))
+            Ok((test_hook::grow_file_during_read(source, path), Some(size), None))
         }
         (None, Some("-")) => {
             if args.name.is_none() {
@@ -138,7 +141,7 @@ fn source(args: &BackupArgs) -> Result<(StreamSource, Option<u64>)> {
                      stdin backup of this host as one job; give each job its own --name",
                 );
             }
-            Ok((StreamSource::stdin(), None))
+            Ok((StreamSource::stdin(), None, None))
         }
         (None, Some(other)) => Err(qvault::Error::invalid_input(format!(
             "unexpected argument {other:?}: give --file PATH, or - to read stdin"
@@ -405,7 +408,7 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     // after: it may be costly or have effects, and nothing would read its output.
     let early = if args.from_command { None } else { Some(source(args)?) };
     let repo = common::open(global).await?;
-    let (source, total) = match early {
+    let (source, total, unreadable) = match early {
         Some(early) => early,
         None => source(args)?,
     };
@@ -416,7 +419,64 @@ pub async fn run(global: &GlobalArgs, args: &BackupArgs) -> Result<()> {
     stop_progress_bar(bar);
     let summary = result?;
     super::log::note(summary.manifest.summary.bytes_added, vec![summary.id], vec![]);
-    print_summary(global, &summary, None)
+    let unreadable = unreadable.map(|u| u.paths()).unwrap_or_default();
+    if unreadable.is_empty() {
+        return print_summary(global, &summary, None);
+    }
+    // Each path was warned about as the walk met it; the summary lists them all.
+    if global.json {
+        let unreadable: Vec<_> = unreadable
+            .iter()
+            .map(|(path, error)| serde_json::json!({ "path": path, "error": error }))
+            .collect();
+        common::print_json(&WithUnreadable { summary: &summary, unreadable })?;
+    } else {
+        print_summary(global, &summary, None)?;
+    }
+    Err(incomplete(&summary, &unreadable))
+}
+
+/// `backup --dir --json` with paths left out: the summary plus `unreadable`.
+#[derive(serde::Serialize)]
+struct WithUnreadable<'a> {
+    #[serde(flatten)]
+    summary: &'a BackupSummary,
+    unreadable: Vec<serde_json::Value>,
+}
+
+/// `backup --dir` recorded a backup without some paths it could not read: exit 10, as
+/// restic's exit 3 ("snapshot created, but some files could not be read").
+#[derive(Debug)]
+pub struct IncompleteBackup(pub String);
+
+impl std::fmt::Display for IncompleteBackup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IncompleteBackup {}
+
+/// Paths an error names at most (the operation log keeps the text).
+const NAMED_PATHS: usize = 10;
+
+fn incomplete(summary: &BackupSummary, unreadable: &[(PathBuf, String)]) -> anyhow::Error {
+    let mut named: Vec<String> = unreadable
+        .iter()
+        .take(NAMED_PATHS)
+        .map(|(path, error)| format!("{} ({error})", path.display()))
+        .collect();
+    if unreadable.len() > NAMED_PATHS {
+        named.push(format!("and {} more", unreadable.len() - NAMED_PATHS));
+    }
+    IncompleteBackup(format!(
+        "backup {} was recorded, but {} paths could not be read and are not in it: {}; make \
+         them readable by this user and back up again",
+        summary.id,
+        unreadable.len(),
+        named.join(", ")
+    ))
+    .into()
 }
 
 /// `backup --json` of a Qdrant backup: the summary plus what only Qdrant has.

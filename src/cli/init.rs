@@ -63,10 +63,12 @@ fn default_identity_path(recipient: &str) -> PathBuf {
 /// A local repository goes into a new or empty directory: a file there would fail later
 /// as a storage error, and a directory of other data would get qvault's objects mixed in.
 /// `lost+found` (a fresh volume's) and qvault's own temporary directory do not count.
-fn refuse_unfit_directory(root: &Path) -> Result<()> {
+/// True when it holds `data`, `index` or `backups` but no `config`: a repository that lost
+/// its config, which [`Repository::refuse_orphaned_data`] refuses as such.
+fn refuse_unfit_directory(root: &Path) -> Result<bool> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(_) if root.exists() && !root.is_dir() => {
             return Err(qvault::Error::invalid_input(format!(
                 "{} is a file, not a directory: give --repo a new or empty directory",
@@ -79,7 +81,10 @@ fn refuse_unfit_directory(root: &Path) -> Result<()> {
     let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     // A repository (refused next, as one) or what a failed init left.
     if names.iter().any(|n| n == "config") {
-        return Ok(());
+        return Ok(false);
+    }
+    if names.iter().any(|n| n == "data" || n == "index" || n == "backups") {
+        return Ok(true);
     }
     if let Some(name) = names.iter().find(|n| *n != "lost+found" && *n != ".qvault-tmp") {
         return Err(qvault::Error::new(
@@ -93,7 +98,7 @@ fn refuse_unfit_directory(root: &Path) -> Result<()> {
         )
         .into());
     }
-    Ok(())
+    Ok(false)
 }
 
 /// init writes a new identity to --identity (or QVAULT_IDENTITY): when that file is already
@@ -126,10 +131,13 @@ fn existing_identity_hint(error: anyhow::Error, path: &Path) -> anyhow::Error {
 pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
     let storage = common::storage(global)?;
     // Before anything opens the directory (and leaves its temporary directory there).
-    if let Some(root) = storage.local_root() {
-        // A repository that lost its `config` is refused as such, not as any directory.
+    let may_hold_data = match storage.local_root() {
+        Some(root) => refuse_unfit_directory(root)?,
+        None => true,
+    };
+    // A repository that lost its `config` is refused as such, not as any directory.
+    if may_hold_data {
         Repository::refuse_orphaned_data(&storage).await?;
-        refuse_unfit_directory(root)?;
     }
     // Refuse early, before generating an identity nobody needs.
     if Repository::read_config(&storage).await.is_ok() {

@@ -305,3 +305,70 @@ async fn a_damaged_prune_mark_is_removed_by_prune_and_its_packs_wait_out_both_ph
     assert_eq!(third.packs_deleted, first.packs_marked, "{third:?}");
     crate::prune::assert_clean_and_restorable(&admin, &[(&kept, &kept_input)]).await;
 }
+
+// ----- 6. unreadable paths under `backup --dir` -----
+
+/// As a user permission checks apply to (the tests run as root, which reads everything:
+/// dropped with `setpriv`, skipped loudly without it), a file and a directory without read
+/// permission are left out: the backup is recorded with the rest, each path is named, and
+/// the exit code is 10. The vanished-file case is a unit test of `dirtar` (any user).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
+        return;
+    }
+    let t = TestRepo::new(None).await;
+    let src = t.dir.path().join("tree");
+    std::fs::create_dir_all(src.join("closed")).unwrap();
+    std::fs::write(src.join("a.txt"), b"readable").unwrap();
+    std::fs::write(src.join("closed/inner.txt"), b"behind a closed directory").unwrap();
+    std::fs::write(src.join("secret.txt"), b"no permission").unwrap();
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(t.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(src.join("secret.txt"), std::fs::Permissions::from_mode(0o000))
+        .unwrap();
+    std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    let cli = t.cli();
+    let mut cmd = std::process::Command::new(setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
+    cmd.args(cli.get_args());
+    for (k, v) in cli.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.args(["--json", "backup", "--dir"]).arg(&src).output().unwrap();
+    std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    let err = stderr(&out);
+    for path in [src.join("closed"), src.join("secret.txt")] {
+        assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+    assert!(err.contains("was recorded, but 2 paths could not be read"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let unreadable: Vec<&str> =
+        v["unreadable"].as_array().unwrap().iter().map(|u| u["path"].as_str().unwrap()).collect();
+    let expected = [src.join("closed"), src.join("secret.txt")];
+    assert_eq!(unreadable, expected.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
+
+    // The backup holds the rest and restores it.
+    let id = v["id"].as_str().unwrap().to_string();
+    let dest = t.dir.path().join("back");
+    let out = t.cli().arg("restore").arg(&id).arg("--to-dir").arg(&dest).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dest.join("a.txt")).unwrap(), b"readable");
+    assert!(dest.join("closed").is_dir(), "a directory it could not read is stored empty");
+    assert!(!dest.join("closed/inner.txt").exists());
+    assert!(!dest.join("secret.txt").exists());
+}

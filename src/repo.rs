@@ -20,6 +20,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+mod damage;
+
 pub const CONFIG_PATH: &str = "config";
 
 pub fn pack_path(id: &PackId) -> String {
@@ -34,51 +36,6 @@ pub fn backup_path(id: &BackupId) -> String {
 }
 pub fn key_path(recipient: &x25519::Recipient) -> String {
     format!("keys/{recipient}")
-}
-
-/// The directories only a qvault repository's objects live in.
-const DATA_DIRS: [&str; 3] = ["data/", "index/", "backups/"];
-
-/// Which of [`DATA_DIRS`] hold an object at `storage`. Asked only where a `config` is
-/// missing or unreadable; a listing that fails counts as empty (the caller's error stands).
-async fn data_dirs(storage: &Storage) -> Vec<&'static str> {
-    let mut held = Vec::new();
-    for dir in DATA_DIRS {
-        if storage.list(dir).await.is_ok_and(|objects| !objects.is_empty()) {
-            held.push(dir);
-        }
-    }
-    held
-}
-
-fn missing_config(location: &str, held: &[&str]) -> Error {
-    Error::new(
-        ErrorKind::Corrupt,
-        format!(
-            "the repository at {location} holds backups ({}) but its `{CONFIG_PATH}` object is \
-             missing: restore `{CONFIG_PATH}` from a copy of the repository (a replica, a storage \
-             snapshot or an earlier object version); do not run `qvault init` here, it would make \
-             a new repository key that cannot read these backups",
-            held.join(", ")
-        ),
-    )
-}
-
-/// A key object that does not open as a key file, though it is meant for this identity:
-/// damaged (exit 5), named, with what to do. A key that is not for this identity, or of a
-/// newer format, keeps its own error.
-fn damaged_key(location: &str, path: &str, e: Error) -> Error {
-    if matches!(e.kind(), ErrorKind::Corrupt | ErrorKind::InvalidInput) {
-        return Error::new(
-            ErrorKind::Corrupt,
-            format!(
-                "the key object {path} in {location} is damaged ({e}): restore it from a copy \
-                 of the repository (a replica, a storage snapshot or an earlier object version), \
-                 or open the repository with another data identity or the repository key (--key)"
-            ),
-        );
-    }
-    e
 }
 
 /// Where the local index lives.
@@ -258,77 +215,27 @@ impl Repository {
         })
     }
 
-    /// Reads and version-gates the config of the repository at `storage`.
-    ///
-    /// A `config` that is missing or unreadable where a repository's objects are stored
-    /// (`data/`, `index/`, `backups/`) is a damaged repository (`Corrupt`), not "no repository":
-    /// the advice is to restore `config` from a copy, never `init`, which would make a new key
-    /// the stored backups cannot be read with.
+    /// Reads and version-gates the config of the repository at `storage`. A `config` that
+    /// is missing or unreadable where backups are stored is a damaged repository
+    /// ([`damage`]), not "no repository".
     pub async fn read_config(storage: &Storage) -> Result<Config> {
         let bytes = match storage.read(CONFIG_PATH).await {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let held = data_dirs(storage).await;
-                if !held.is_empty() {
-                    return Err(missing_config(storage.location(), &held));
-                }
-                return Err(Error::new(
-                    ErrorKind::NotARepository,
-                    format!(
-                        "there is no qvault repository at {}: check --repo, or create one with `qvault init`",
-                        storage.location()
-                    ),
-                ));
+                return Err(damage::no_config(storage).await)
             }
             Err(e) => return Err(e),
         };
         match Config::decode(&bytes, storage.location()) {
             Ok(config) => Ok(config),
-            Err(e) if matches!(e.kind(), ErrorKind::NotARepository | ErrorKind::Corrupt) => {
-                let held = data_dirs(storage).await;
-                if held.is_empty() && e.kind() == ErrorKind::NotARepository {
-                    return Err(Error::new(
-                        ErrorKind::NotARepository,
-                        format!(
-                            "{e}: the object `{CONFIG_PATH}` there is not qvault's, so {} is not \
-                             a qvault repository: check --repo",
-                            storage.location()
-                        ),
-                    ));
-                }
-                Err(Error::new(
-                    ErrorKind::Corrupt,
-                    format!(
-                        "the repository's `{CONFIG_PATH}` object at {} is damaged ({e}): restore \
-                         `{CONFIG_PATH}` from a copy of the repository (a replica, a storage \
-                         snapshot or an earlier object version); do not run `qvault init` here, \
-                         it would make a new repository key",
-                        storage.location()
-                    ),
-                ))
-            }
-            Err(e) => Err(e),
+            Err(e) => Err(damage::unreadable_config(storage, e).await),
         }
     }
 
     /// `init` never goes where a repository's objects are stored without its `config`: a new
     /// key would leave every stored backup unreadable, and its objects mixed with the old.
     pub async fn refuse_orphaned_data(storage: &Storage) -> Result<()> {
-        let held = data_dirs(storage).await;
-        if held.is_empty() {
-            return Ok(());
-        }
-        Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "refusing to init: {} holds a qvault repository's objects ({}) but no \
-                 `{CONFIG_PATH}`; a new repository here would have a new key that cannot read \
-                 them: restore `{CONFIG_PATH}` from a copy of the repository, or init somewhere \
-                 empty",
-                storage.location(),
-                held.join(", ")
-            ),
-        ))
+        damage::refuse_orphaned_data(storage).await
     }
 
     /// Opens a repository with the given credentials and syncs the local index.
@@ -399,7 +306,7 @@ impl Repository {
             };
             let (id, key) = crypto::decrypt(identity, &sealed, &path)
                 .and_then(|plain| keyfile::decode(&plain, &path))
-                .map_err(|e| damaged_key(storage.location(), &path, e))?;
+                .map_err(|e| damage::damaged_key(storage.location(), &path, e))?;
             if id != config.id {
                 return Err(Error::corrupt(format!(
                     "{path} in {} holds the key of another repository ({})",

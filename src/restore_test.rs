@@ -165,9 +165,12 @@ pub async fn restore_test_with(
         Error::io(format!("creating the scratch directory {}", scratch.display()), e)
     })?;
     // The drill restores like `qvault restore`, so it holds a lease as a restore does.
-    let result =
-        crate::prune::read_leased(repo, "verify --restore-test", drill_all(repo, ids, &scratch, qdrant))
-            .await;
+    let result = crate::prune::read_leased(
+        repo,
+        "verify --restore-test",
+        drill_all(repo, ids, &scratch, qdrant),
+    )
+    .await;
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }

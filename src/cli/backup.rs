@@ -8,11 +8,11 @@ use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
 use qvault::backup::{backup, BackupOptions, BackupSummary, OnChange, Progress, StreamSource};
+use qvault::dirtar::Unreadable;
 use qvault::qdrant::backup::{
     backup_qdrant, CreateOptions, QdrantBackupOptions, QdrantBackupReport, RemoteSnapshot,
 };
 use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ShardRead};
-use qvault::dirtar::Unreadable;
 use qvault::qdrant::SnapshotScope;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

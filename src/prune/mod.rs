@@ -36,8 +36,8 @@ pub use locks::DEFAULT_STALE_AFTER;
 
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, IndexId, PackId};
-use crate::repo::Repository;
 use crate::index::sync::DamagedObject;
+use crate::repo::Repository;
 use locks::StoredMark;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};

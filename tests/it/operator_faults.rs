@@ -133,13 +133,13 @@ async fn with_a_warm_cache_repair_index_finds_a_damaged_index_file_as_a_cold_one
     let paths = |p: &qvault::repair::RepairIndexPlan| {
         p.damaged_index_files.iter().map(|d| d.path.clone()).collect::<Vec<_>>()
     };
-    assert_eq!(paths(&plan), [path.clone()]);
+    assert_eq!(paths(&plan), std::slice::from_ref(&path));
     assert_eq!(paths(&plan), paths(&cold_plan));
     assert_eq!(plan.unlisted_packs, cold_plan.unlisted_packs);
     assert!(!plan.unlisted_packs.is_empty(), "its packs are indexed again from their headers");
 
     let report = repair_index(&warm, &plan).await.unwrap();
-    assert_eq!(report.quarantined, [path.clone()]);
+    assert_eq!(report.quarantined, std::slice::from_ref(&path));
     assert!(t.storage().exists(&format!("quarantine/{path}")).await.unwrap());
     let repo = cold(&t).await;
     assert!(verify(&repo, &VerifyOptions::default()).await.unwrap().is_ok());
@@ -167,7 +167,7 @@ async fn with_a_warm_cache_repair_backups_finds_a_damaged_manifest_as_a_cold_one
     assert_eq!(listed, [intact.id], "the damaged manifest left the warm cache too");
 
     let moved = repair_backups(&warm, &plan).await.unwrap();
-    assert_eq!(moved, [victim_path.clone()]);
+    assert_eq!(moved, std::slice::from_ref(&victim_path));
     let repo = cold(&t).await;
     assert!(repo.damaged_objects().is_empty());
     assert!(verify(&repo, &VerifyOptions::default()).await.unwrap().is_ok());

@@ -182,7 +182,16 @@ impl Lease {
         let sealed = seal(repo, &path, &Holder::me())?;
         let started = Stamp::now();
         repo.storage().write_new(&path, sealed.clone()).await?;
-        let marked = marked_packs(repo).await?;
+        let marked = match marked_packs(repo).await {
+            Ok(marked) => marked,
+            Err(e) => {
+                // Not left to go stale: it would hold every mark made meanwhile for a day.
+                if let Err(d) = repo.storage().delete(&path).await {
+                    tracing::warn!("could not delete lease {path}: {d}; it goes stale by itself");
+                }
+                return Err(e);
+            }
+        };
         let health =
             Arc::new(Mutex::new(Health { last_ok: started, last_error: None, lost: None }));
         let (stop, stopped) = tokio::sync::oneshot::channel();

@@ -112,6 +112,55 @@ fn the_restore_command_leaves_no_lease_behind() {
     assert!(leases(&t).is_empty());
 }
 
+/// `cmd` (a `TestRepo::cli()`) run as user nobody, or `None` when the tests cannot drop
+/// privileges (not root, no setpriv).
+fn as_nobody(cli: &std::process::Command) -> Option<std::process::Command> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
+        return None;
+    }
+    let mut cmd = std::process::Command::new(setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
+    cmd.args(cli.get_args());
+    for (k, v) in cli.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    Some(cmd)
+}
+
+/// Disaster recovery often runs with credentials that may only read: the restore runs
+/// without a lease, says so, and is still byte-exact.
+#[test]
+fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let input = data(100_000, 41);
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, &input).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Readable by all, writable only by root; the test directory (cache, target) by all.
+    let chmod = |mode: &str, path: &Path| {
+        let status =
+            std::process::Command::new("chmod").args(["-R", mode]).arg(path).status().unwrap();
+        assert!(status.success());
+    };
+    chmod("a+rwX", t.dir.path());
+    chmod("go-w", &t.location());
+    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
+    let to = t.dir.path().join("out.bin");
+    let out = cmd.args(["restore", "latest", "--to"]).arg(&to).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("restore runs without a lease in"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&to).unwrap(), input);
+}
+
 // ----- 2. repair reads storage, not the warm cache -----
 
 #[tokio::test(flavor = "multi_thread")]
@@ -315,14 +364,8 @@ async fn a_damaged_prune_mark_is_removed_by_prune_and_its_packs_wait_out_both_ph
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let setpriv = Path::new("/usr/bin/setpriv");
-    if !root || !setpriv.exists() {
-        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
-        return;
-    }
     let t = TestRepo::new(None).await;
+    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
     let src = t.dir.path().join("tree");
     std::fs::create_dir_all(src.join("closed")).unwrap();
     std::fs::write(src.join("a.txt"), b"readable").unwrap();
@@ -338,16 +381,6 @@ async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
         .unwrap();
     std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o000)).unwrap();
 
-    let cli = t.cli();
-    let mut cmd = std::process::Command::new(setpriv);
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
-    cmd.args(cli.get_args());
-    for (k, v) in cli.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
     let out = cmd.args(["--json", "backup", "--dir"]).arg(&src).output().unwrap();
     std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o755)).unwrap();
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
@@ -371,4 +404,26 @@ async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     assert!(dest.join("closed").is_dir(), "a directory it could not read is stored empty");
     assert!(!dest.join("closed/inner.txt").exists());
     assert!(!dest.join("secret.txt").exists());
+}
+
+#[test]
+fn prune_on_the_command_line_names_a_damaged_mark_and_removes_it() {
+    let (_rt, t) = with_a_backup();
+    let out = t.cli().args(["forget", "latest"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.cli().arg("prune").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mark = marks(&t).remove(0);
+    std::fs::write(&mark, b"damaged").unwrap();
+    let name = format!("locks/{}", mark.file_name().unwrap().to_string_lossy());
+    let out = t.cli().args(["prune", "--dry-run"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains(&format!("would remove damaged prune mark {name}")), "{stdout}");
+    assert!(mark.exists());
+    let out = t.cli().arg("prune").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(stdout.contains(&format!("removed damaged prune mark {name}")), "{stdout}");
+    assert!(!mark.exists());
+    let out = t.cli().arg("prune").output().unwrap();
+    assert!(!stderr(&out).contains("damaged"), "warned once: {}", stderr(&out));
 }

@@ -78,8 +78,8 @@ pub struct RestoreArgs {
     pub dry_run: bool,
 }
 
-/// Opens the repository and plans the restore of the stream the flags pick: computed once,
-/// before anything is written or sent.
+/// Plans the restore of the stream the flags pick: computed once, before anything is
+/// written or sent.
 async fn plan(repo: &Repository, args: &RestoreArgs) -> Result<RestorePlan> {
     let (id, manifest) = resolve(repo, &args.id, args.stream.as_deref()).await?;
     let stream = match args.stream.as_deref() {
@@ -447,12 +447,9 @@ async fn run_to_dir(
 /// lease taken here, so a prune on another host never deletes a pack it is about to read
 /// (docs/retention.md, "Who holds leases"); a dry run reads no pack and takes none.
 pub async fn run(global: &GlobalArgs, args: &RestoreArgs) -> Result<()> {
-    let to_file = args.to_dir.is_none() && args.serve.is_none() && args.qdrant.qdrant.is_empty();
-    if to_file && args.to.is_none() {
-        return Err(qvault::Error::invalid_input(
-            "where to? give --to FILE (or - for stdout), or --qdrant URL",
-        )
-        .into());
+    // Asked before the repository is opened.
+    if args.to_dir.is_none() && args.serve.is_none() && args.qdrant.qdrant.is_empty() {
+        where_to(args)?;
     }
     let repo = common::open(global).await?;
     if args.dry_run {
@@ -471,9 +468,7 @@ async fn run_on(global: &GlobalArgs, args: &RestoreArgs, repo: &Repository) -> R
     if !args.qdrant.qdrant.is_empty() {
         return run_qdrant(global, args, repo).await;
     }
-    let to = args.to.as_deref().ok_or_else(|| {
-        qvault::Error::invalid_input("where to? give --to FILE (or - for stdout), or --qdrant URL")
-    })?;
+    let to = where_to(args)?;
     let plan = plan(repo, args).await?;
     if args.dry_run {
         return print_dry_run(global, repo, &plan, None).await;
@@ -500,4 +495,11 @@ async fn run_on(global: &GlobalArgs, args: &RestoreArgs, repo: &Repository) -> R
         );
     }
     Ok(())
+}
+
+/// `--to`, which a restore to a file or stdout needs.
+fn where_to(args: &RestoreArgs) -> qvault::Result<&str> {
+    args.to.as_deref().ok_or_else(|| {
+        qvault::Error::invalid_input("where to? give --to FILE (or - for stdout), or --qdrant URL")
+    })
 }

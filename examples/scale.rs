@@ -9,11 +9,14 @@
 //! snapshot generator (`qvault_synth`) streams version 0 straight into a backup through a
 //! pipe (no file), then the same version again (unchanged), then version 1 (1% of points
 //! changed); the unchanged backup is restored into a sink (restore checks every chunk and
-//! the whole-stream hashes itself). Reported: throughput, peak RSS (VmHWM, reset before
-//! each step) with the peaks of RssAnon, RssFile and glibc's in-use and held bytes
-//! (sampled every 20 ms), the manifest's stored bytes, what the backup added, the index
-//! files' and the local index's bytes, and what the same manifest would take in format
-//! version 1 (its chunk ids inline: the v1 plaintext plus the same age overhead).
+//! the whole-stream hashes itself), from a cold page cache when the process may drop it
+//! (root; `SCALE_WARM=1` keeps it). Reported: throughput and CPU seconds, peak RSS (VmHWM,
+//! reset before each step) with the peaks of RssAnon, RssFile and glibc's in-use and held
+//! bytes (sampled every 20 ms), the manifest's stored bytes, what the backup added, what
+//! the 1% change stored as data and as metadata (new list blocks' packs, index files,
+//! manifest), the index files' and the local index's bytes, and what the same manifest
+//! would take in format version 1 (its chunk ids inline: the v1 plaintext plus the same
+//! age overhead).
 //!
 //! Memory is measured as the `qvault` binary runs: glibc's allocator tuned the same way
 //! (`qvault::alloc`), each size, each backup and the restore in a process of its own (a
@@ -33,6 +36,7 @@ use qvault::format::manifest::StreamKind;
 use qvault::repo::{Cache, Credentials, InitOptions, Repository};
 use qvault::storage::Storage;
 use qvault_synth::{Series, SeriesOptions};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Instant;
 
@@ -85,6 +89,10 @@ struct Step {
     name: &'static str,
     bytes: u64,
     seconds: f64,
+    /// CPU seconds of the step's process (user + system): what the machine's load does not
+    /// change, where wall seconds do; and the system part of it.
+    cpu: f64,
+    sys: f64,
     peak_rss: u64,
     peaks: Peaks,
 }
@@ -149,10 +157,12 @@ impl Sampler {
 impl Step {
     fn print(&self) {
         println!(
-            "  {:<18} {:>9.1} MiB {:>7.1} s {:>8.1} MiB/s  peak RSS {:>7.1} MiB (anon {:.1}, file {:.1}; malloc in use {:.1}, held {:.1})",
+            "  {:<18} {:>9.1} MiB {:>7.1} s (CPU {:>6.1} s, sys {:>5.1}) {:>8.1} MiB/s  peak RSS {:>7.1} MiB (anon {:.1}, file {:.1}; malloc in use {:.1}, held {:.1})",
             self.name,
             mib(self.bytes),
             self.seconds,
+            self.cpu,
+            self.sys,
             mib(self.bytes) / self.seconds.max(1e-9),
             mib(self.peak_rss),
             mib(self.peaks.anon),
@@ -169,14 +179,16 @@ async fn backup_child(tmp: &Path, size_mb: u64, seed: u64, v: u32) -> Result<(),
     let repo = open_repo(tmp).await?;
     reset_peak_rss();
     let sampler = Sampler::start();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), procfs::cpu_user_system());
     let summary = backup_version(&repo, (size_mb, seed, v)).await?;
     let seconds = started.elapsed().as_secs_f64();
+    let (user, sys) = procfs::cpu_user_system();
+    let (cpu, sys) = (user + sys - cpu.0 - cpu.1, sys - cpu.1);
     let peaks = sampler.finish();
     println!(
         "{}",
         serde_json::json!({
-            "bytes": summary.manifest.summary.bytes_read, "seconds": seconds,
+            "bytes": summary.manifest.summary.bytes_read, "seconds": seconds, "cpu": cpu, "sys": sys,
             "peak_rss": peak_rss(), "peaks": peaks,
             "id": summary.id.to_hex(),
         })
@@ -213,6 +225,8 @@ fn step_of(name: &'static str, v: &serde_json::Value) -> Result<Step, BoxError> 
         name,
         bytes: field("bytes")? as u64,
         seconds: field("seconds")?,
+        cpu: field("cpu")?,
+        sys: field("sys")?,
         peak_rss: field("peak_rss")? as u64,
         peaks: serde_json::from_value(v["peaks"].clone())?,
     };
@@ -265,6 +279,98 @@ async fn manifest_bytes(
     Ok((stored, v1_plain + stored - v2_plain))
 }
 
+/// Pack files of the repository under `repo_dir` and their sizes, by file name (the id).
+fn pack_sizes(repo_dir: &Path) -> HashMap<String, u64> {
+    let mut sizes = HashMap::new();
+    for prefix in std::fs::read_dir(repo_dir.join("data")).into_iter().flatten().flatten() {
+        for pack in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+            let size = pack.metadata().map_or(0, |m| m.len());
+            sizes.insert(pack.file_name().to_string_lossy().into_owned(), size);
+        }
+    }
+    sizes
+}
+
+/// What a backup of a slightly changed stream stored, split into the changed data and the
+/// metadata that names it (issue 12: metadata ≤ 1% of the data added).
+struct ChangeCost {
+    /// Data packs the backup added.
+    data: u64,
+    /// List blocks it references that its predecessor did not, and the packs holding them.
+    list_blocks: usize,
+    list_packs: usize,
+    list_pack_bytes: u64,
+    index_file_bytes: u64,
+    manifest_bytes: u64,
+}
+
+impl ChangeCost {
+    async fn measure(
+        repo: &Repository,
+        repo_dir: &Path,
+        packs_before: &HashMap<String, u64>,
+        index_before: u64,
+        (previous, changed): (&BackupSummary, &BackupSummary),
+    ) -> Result<ChangeCost, BoxError> {
+        let list_blocks = |m: qvault::format::manifest::Manifest| async move {
+            let mut blocks = HashSet::new();
+            qvault::refs::for_each_reference(repo, &m, |id, kind| {
+                if kind == qvault::refs::RefKind::ListBlock {
+                    blocks.insert(*id);
+                }
+            })
+            .await
+            .map(|()| blocks)
+        };
+        let old = list_blocks(previous.manifest.clone()).await?;
+        let new: Vec<_> = list_blocks(changed.manifest.clone())
+            .await?
+            .into_iter()
+            .filter(|b| !old.contains(b))
+            .collect();
+        let added: HashMap<String, u64> = pack_sizes(repo_dir)
+            .into_iter()
+            .filter(|(name, _)| !packs_before.contains_key(name))
+            .collect();
+        let mut list_packs = HashSet::new();
+        for block in &new {
+            for pack in repo.index().packs_holding(block)? {
+                if added.contains_key(&pack.to_hex()) {
+                    list_packs.insert(pack.to_hex());
+                }
+            }
+        }
+        let list_pack_bytes: u64 = list_packs.iter().map(|p| added[p]).sum();
+        Ok(ChangeCost {
+            data: added.values().sum::<u64>() - list_pack_bytes,
+            list_blocks: new.len(),
+            list_packs: list_packs.len(),
+            list_pack_bytes,
+            index_file_bytes: dir_size(&repo_dir.join("index")) - index_before,
+            manifest_bytes: std::fs::metadata(repo_dir.join("backups").join(changed.id.to_hex()))?
+                .len(),
+        })
+    }
+
+    fn metadata(&self) -> u64 {
+        self.list_pack_bytes + self.index_file_bytes + self.manifest_bytes
+    }
+}
+
+/// Writes dirty pages and drops the page cache (needs root; `SCALE_WARM=1` skips it).
+/// Returns whether the cache was dropped.
+fn cold_page_cache() -> bool {
+    if std::env::var_os("SCALE_WARM").is_some() {
+        return false;
+    }
+    let synced = std::process::Command::new("sync").status().is_ok_and(|s| s.success());
+    let dropped = synced && std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok();
+    if !dropped {
+        eprintln!("  (cannot drop the page cache: the restore reads what the cache holds)");
+    }
+    dropped
+}
+
 /// The repository `run_size` made under `tmp`, opened as a later process opens it.
 async fn open_repo(tmp: &Path) -> Result<Repository, BoxError> {
     let identity: age::x25519::Identity =
@@ -282,7 +388,7 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
     let manifest = repo.read_manifest(id).await?;
     reset_peak_rss();
     let sampler = Sampler::start();
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), procfs::cpu_user_system());
     let (_, restored) = qvault::restore::restore_stream(
         &repo,
         id,
@@ -292,11 +398,13 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
     )
     .await?;
     let seconds = started.elapsed().as_secs_f64();
+    let (user, sys) = procfs::cpu_user_system();
+    let (cpu, sys) = (user + sys - cpu.0 - cpu.1, sys - cpu.1);
     let peaks = sampler.finish();
     println!(
         "{}",
         serde_json::json!({
-            "bytes": restored.bytes, "seconds": seconds, "peak_rss": peak_rss(),
+            "bytes": restored.bytes, "seconds": seconds, "cpu": cpu, "sys": sys, "peak_rss": peak_rss(),
             "peaks": peaks,
         })
     );
@@ -304,7 +412,9 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
 }
 
 async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Value, BoxError> {
-    let tmp = tempfile::tempdir_in(base)?;
+    let mut tmp = tempfile::tempdir_in(base)?;
+    // `SCALE_KEEP=1` keeps the repository, to rerun a step (`--restore-child DIR ID`).
+    tmp.disable_cleanup(std::env::var_os("SCALE_KEEP").is_some());
     let repo_dir = tmp.path().join("repo");
     let identity = age::x25519::Identity::generate();
     {
@@ -324,11 +434,18 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
     let (first, s1) = backup_in_child("backup (new)", &repo, dir, (size_mb, seed, 0)).await?;
     let (unchanged, s2) =
         backup_in_child("backup (unchanged)", &repo, dir, (size_mb, seed, 0)).await?;
+    let packs_before = pack_sizes(&repo_dir);
+    let index_before = dir_size(&repo_dir.join("index"));
     let (changed, s3) =
         backup_in_child("backup (1% changed)", &repo, dir, (size_mb, seed, 1)).await?;
+    let change =
+        ChangeCost::measure(&repo, &repo_dir, &packs_before, index_before, (&s2, &s3)).await?;
     let id = s2.id.to_hex();
+    // A restore from cold storage at every size, so 1 GiB (whose packs the backups just
+    // wrote into the page cache) and 50 GiB (whose packs cannot all be there) compare.
+    let cold = cold_page_cache();
     let restore = step_of(
-        "restore (to sink)",
+        if cold { "restore (cold)" } else { "restore (warm)" },
         &run_child(&["--restore-child".as_ref(), dir.as_os_str(), id.as_ref()])?,
     )?;
 
@@ -350,9 +467,21 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
         mib(local_index),
         mib(data_bytes)
     );
+    println!(
+        "  1% change: {:.2} MiB of data, {:.1} KiB of metadata ({} list blocks in {} list packs \
+         {:.1} KiB, index files {:.1} KiB, manifest {} B): metadata {:.3}% of what it added",
+        mib(change.data),
+        change.metadata() as f64 / 1024.0,
+        change.list_blocks,
+        change.list_packs,
+        change.list_pack_bytes as f64 / 1024.0,
+        change.index_file_bytes as f64 / 1024.0,
+        change.manifest_bytes,
+        100.0 * change.metadata() as f64 / (change.data + change.metadata()).max(1) as f64,
+    );
     let step = |s: &Step| {
         serde_json::json!({
-            "bytes": s.bytes, "seconds": s.seconds,
+            "bytes": s.bytes, "seconds": s.seconds, "cpu": s.cpu, "sys": s.sys,
             "mib_per_s": mib(s.bytes) / s.seconds.max(1e-9), "peak_rss": s.peak_rss,
             "peaks": s.peaks,
         })
@@ -360,7 +489,12 @@ async fn run_size(base: &Path, size_mb: u64, seed: u64) -> Result<serde_json::Va
     Ok(serde_json::json!({
         "size_mb": size_mb, "chunks": chunks, "levels": list.levels,
         "backup_new": step(&first), "backup_unchanged": step(&unchanged),
-        "backup_changed": step(&changed), "restore": step(&restore),
+        "backup_changed": step(&changed), "restore": step(&restore), "restore_cold": cold,
+        "change": {
+            "data": change.data, "list_blocks": change.list_blocks, "list_packs": change.list_packs,
+            "list_pack_bytes": change.list_pack_bytes, "index_file_bytes": change.index_file_bytes,
+            "manifest_bytes": change.manifest_bytes,
+        },
         "manifest_bytes": {"new": m1, "unchanged": m2, "changed": m3},
         "manifest_bytes_v1": {"new": m1_v1, "unchanged": m2_v1, "changed": m3_v1},
         "bytes_added": {"unchanged": s2.manifest.summary.bytes_added, "changed": s3.manifest.summary.bytes_added},

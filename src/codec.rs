@@ -103,11 +103,7 @@ impl Decoder {
     }
 
     pub fn decode(&mut self, blob: &[u8], raw_length: usize) -> Result<Vec<u8>> {
-        if raw_length > MAX_CHUNK_LEN {
-            return Err(Error::corrupt(format!(
-                "blob claims a {raw_length}-byte chunk, more than any chunker makes ({MAX_CHUNK_LEN})"
-            )));
-        }
+        check_claim(raw_length)?;
         let (codec, payload) = split_codec(blob)?;
         let chunk = match codec {
             CODEC_RAW => payload.to_vec(),
@@ -123,6 +119,37 @@ impl Decoder {
         };
         check_length(chunk, raw_length)
     }
+
+    /// Decodes a blob into `out`, which is exactly as long as the chunk (its `raw_length`
+    /// from the pack header): for callers that place many chunks in one buffer. Errors as
+    /// [`Decoder::decode`]: a blob that decodes to another length is corrupt.
+    pub fn decode_into(&mut self, blob: &[u8], out: &mut [u8]) -> Result<()> {
+        check_claim(out.len())?;
+        let (codec, payload) = split_codec(blob)?;
+        let written = match codec {
+            CODEC_RAW => {
+                if payload.len() == out.len() {
+                    out.copy_from_slice(payload);
+                }
+                payload.len()
+            }
+            _ => self
+                .zstd
+                .decompress_to_buffer(payload, out)
+                .map_err(|e| Error::corrupt(format!("blob does not decompress: {e}")))?,
+        };
+        length_matches(written, out.len())
+    }
+}
+
+/// A length claim above [`MAX_CHUNK_LEN`] is damage: refused before anything is reserved.
+pub(crate) fn check_claim(raw_length: usize) -> Result<()> {
+    if raw_length > MAX_CHUNK_LEN {
+        return Err(Error::corrupt(format!(
+            "blob claims a {raw_length}-byte chunk, more than any chunker makes ({MAX_CHUNK_LEN})"
+        )));
+    }
+    Ok(())
 }
 
 fn split_codec(blob: &[u8]) -> Result<(u8, &[u8])> {
@@ -135,13 +162,17 @@ fn split_codec(blob: &[u8]) -> Result<(u8, &[u8])> {
 }
 
 fn check_length(chunk: Vec<u8>, raw_length: usize) -> Result<Vec<u8>> {
-    if chunk.len() != raw_length {
+    length_matches(chunk.len(), raw_length)?;
+    Ok(chunk)
+}
+
+fn length_matches(decoded: usize, raw_length: usize) -> Result<()> {
+    if decoded != raw_length {
         return Err(Error::corrupt(format!(
-            "blob decodes to {} bytes, its header says {raw_length}",
-            chunk.len()
+            "blob decodes to {decoded} bytes, its header says {raw_length}"
         )));
     }
-    Ok(chunk)
+    Ok(())
 }
 
 /// What a bounded decompression reserves up front; it grows from there with the data.
@@ -217,13 +248,37 @@ mod tests {
         );
     }
 
+    /// `decode_into` takes the chunk's length from its buffer: a blob of another length,
+    /// raw or zstd, longer or shorter, is refused with the same words as `decode`.
+    #[test]
+    fn decode_into_refuses_a_blob_of_another_length() {
+        let mut decoder = Decoder::new().unwrap();
+        let frame = zstd::bulk::compress(&[7u8; 5000], 3).unwrap();
+        let zstd_blob = [&[CODEC_ZSTD][..], &frame].concat();
+        let raw_blob = [&[CODEC_RAW][..], &[1u8, 2, 3][..]].concat();
+        for (blob, len) in [(&zstd_blob, 4999), (&zstd_blob, 5001), (&raw_blob, 2), (&raw_blob, 4)]
+        {
+            let err = decoder.decode_into(blob, &mut vec![0; len]).unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Corrupt, "{len}");
+        }
+        let err = decoder.decode_into(&raw_blob, &mut [0; 4]).unwrap_err();
+        assert_eq!(err.to_string(), "blob decodes to 3 bytes, its header says 4");
+        let mut out = [0u8; 3];
+        decoder.decode_into(&raw_blob, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3]);
+    }
+
     proptest! {
         #[test]
         fn decoder_round_trip(data in proptest::collection::vec(any::<u8>(), 0..5000), zeros in 0usize..5000) {
             let mut data = data;
             data.extend(std::iter::repeat_n(0, zeros));
             let blob = encode(&data, &CodecParams::default()).unwrap();
-            prop_assert_eq!(Decoder::new().unwrap().decode(&blob, data.len()).unwrap(), data);
+            prop_assert_eq!(Decoder::new().unwrap().decode(&blob, data.len()).unwrap(), data.clone());
+            // Into a buffer left dirty by an earlier chunk, as restore's pool hands them out.
+            let mut out = vec![0xa5; data.len()];
+            Decoder::new().unwrap().decode_into(&blob, &mut out).unwrap();
+            prop_assert_eq!(out, data);
         }
 
         #[test]

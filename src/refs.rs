@@ -7,7 +7,7 @@
 //! chunks they name, and reading the tree needs the index and storage, not just the
 //! manifest. [`ListWalk`] is the one walker of that tree; restore plans from it too.
 //!
-//! Guarantees: a walk holds one block per level (≤ 6 × 128 KiB), never the whole list; every
+//! Guarantees: a walk holds one block per level (≤ 6 × 128 KiB, the largest a reader accepts), never the whole list; every
 //! block read is checked like a data chunk (keyed id, age tags) and for its level; a tree
 //! whose data chunks do not add up to the manifest's count fails as `Corrupt`.
 

@@ -9,13 +9,26 @@ pub const TICKS: f64 = 100.0;
 
 /// (own CPU seconds, CPU seconds of waited-for children) from /proc/self/stat.
 pub fn cpu_times() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect();
+    let f = stat_fields();
     // utime, stime, cutime, cstime are fields 14..=17, i.e. indexes 11..=14 here.
     let get = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / TICKS;
     (get(11) + get(12), get(13) + get(14))
+}
+
+/// The fields of /proc/self/stat after the command name (which may hold spaces), from
+/// field 3 (state) on.
+fn stat_fields() -> Vec<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    rest.split_whitespace().map(|x| x.parse().unwrap_or(0)).collect()
+}
+
+/// (user, system) CPU seconds of this process from /proc/self/stat: system time grows
+/// when the kernel works for us (reads, page cache reclaim) rather than our code.
+pub fn cpu_user_system() -> (f64, f64) {
+    let f = stat_fields();
+    let get = |i: usize| f.get(i).copied().unwrap_or(0) as f64 / TICKS;
+    (get(11), get(12))
 }
 
 /// A `VmXXX:` line of /proc/self/status, in bytes.

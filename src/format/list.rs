@@ -21,10 +21,15 @@ const MAGIC: &[u8; 4] = b"QVLB";
 pub const LIST_BLOCK_VERSION: u32 = 2;
 pub const HEADER_LEN: usize = 12;
 /// A block ends after an id whose first two bytes (u16 LE) are a multiple of `TARGET`, once
-/// it has at least `MIN_IDS` ids, and always at `MAX_IDS`: ~1,280 ids (40 KiB) on average.
-pub const MIN_IDS: usize = 256;
-pub const TARGET: u16 = 1024;
-pub const MAX_IDS: usize = 4096;
+/// it has at least `MIN_IDS` ids, and always at `MAX_IDS`: ~320 ids (10 KiB) on average.
+/// Writer-only (readers accept any cut): until 2026-11-30 the rule was 256 / 1024 / 4096
+/// (~40 KiB blocks), and a backup whose changes are spread over the stream rewrote nearly
+/// every block (docs/design.md "List blocks", docs/benchmarks.md "Scale").
+pub const MIN_IDS: usize = 64;
+pub const TARGET: u16 = 256;
+pub const MAX_IDS: usize = 1024;
+/// The most ids a block or a stream's top may hold when read: the earlier writer's maximum.
+pub const READ_MAX_IDS: usize = 4096;
 /// A level with at most this many ids is the top, kept in the manifest; more are cut into
 /// blocks and their ids form the next level.
 pub const TOP_MAX: usize = 16;
@@ -69,9 +74,9 @@ pub fn decode_block(bytes: &[u8], what: &str) -> Result<(u32, Vec<ChunkId>)> {
         return Err(Error::corrupt(format!("{what} claims level {level}, not 1..={MAX_LEVELS}")));
     }
     let rest = r.remaining();
-    if rest == 0 || rest % 32 != 0 || rest / 32 > MAX_IDS {
+    if rest == 0 || rest % 32 != 0 || rest / 32 > READ_MAX_IDS {
         return Err(Error::corrupt(format!(
-            "{what} has {rest} bytes of ids: not a whole number of 1..={MAX_IDS} ids"
+            "{what} has {rest} bytes of ids: not a whole number of 1..={READ_MAX_IDS} ids"
         )));
     }
     let mut ids = Vec::with_capacity(rest / 32);

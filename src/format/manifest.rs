@@ -12,7 +12,7 @@
 //!
 //! A backup has one or more streams from the start: a cluster backup holds one per shard.
 
-use super::list::{ChunkList, MAX_IDS, MAX_LEVELS};
+use super::list::{ChunkList, MAX_LEVELS, READ_MAX_IDS};
 use super::{put_header, ByteReader};
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
@@ -108,7 +108,7 @@ impl Manifest {
                 (Some(l), 2) => {
                     s.chunks.is_empty()
                         && l.levels <= MAX_LEVELS
-                        && l.top.len() <= MAX_IDS
+                        && l.top.len() <= READ_MAX_IDS
                         && (l.levels > 0 || l.top.len() as u64 == l.chunks)
                 }
                 _ => false,

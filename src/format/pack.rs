@@ -257,6 +257,14 @@ impl<R: Read + Seek> PackData<R> {
     /// out the stream length by decrypting the *last* segment, and seeking one byte earlier
     /// and reading that byte avoids it. Offset 0 needs neither as long as it is read first.
     pub fn read_blob(&mut self, entry: &PackEntry) -> Result<Vec<u8>> {
+        let mut blob = Vec::new();
+        self.read_blob_into(entry, &mut blob)?;
+        Ok(blob)
+    }
+
+    /// [`PackData::read_blob`] into `blob` (replacing what it held), so a caller reading
+    /// many blobs reuses one buffer.
+    pub fn read_blob_into(&mut self, entry: &PackEntry, blob: &mut Vec<u8>) -> Result<()> {
         let seek_error = |e: std::io::Error| {
             Error::corrupt(format!(
                 "{}: cannot seek to blob of chunk {}: {e}",
@@ -278,14 +286,13 @@ impl<R: Read + Seek> PackData<R> {
                 self.what, entry.chunk, entry.length
             )));
         }
-        let mut blob = vec![0u8; entry.length as usize];
-        self.reader.read_exact(&mut blob).map_err(|e| {
+        blob.resize(entry.length as usize, 0);
+        self.reader.read_exact(blob).map_err(|e| {
             Error::corrupt(format!(
                 "{}: blob of chunk {} fails authentication or is cut short: {e}",
                 self.what, entry.chunk
             ))
-        })?;
-        Ok(blob)
+        })
     }
 }
 

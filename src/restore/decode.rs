@@ -1,6 +1,7 @@
 //! Decoding a fetched piece: decrypt its blobs, decompress them, check every chunk id.
 
 use super::fetch::{Fetched, Window};
+use super::pool::BufferPool;
 use super::{Piece, Place};
 use crate::codec;
 use crate::crypto::RepositoryKey;
@@ -8,16 +9,21 @@ use crate::error::{Error, Result};
 use crate::format::pack::{PackData, PackEntry};
 use age::x25519;
 use bytes::Bytes;
+use std::ops::Range;
+use std::sync::Arc;
 
 /// What decoding needs, shared by every piece of one restore.
 pub(crate) struct DecodeContext {
     pub(crate) identities: Vec<x25519::Identity>,
     pub(crate) key: RepositoryKey,
     pub(crate) place: Place,
+    /// Where decoded pieces live until written (see `pool`).
+    pub(crate) pool: Arc<BufferPool>,
 }
 
 impl DecodeContext {
-    /// Decrypts, decompresses and checks the piece's chunks; returns them in stream order.
+    /// Decrypts, decompresses and checks the piece's chunks; returns them in stream order,
+    /// all slices of one buffer from the pool (it returns there when the last is dropped).
     pub(crate) fn decode(&self, piece: &Piece, fetched: Fetched) -> Result<Vec<Bytes>> {
         let refs: Vec<&dyn age::Identity> =
             self.identities.iter().map(|i| i as &dyn age::Identity).collect();
@@ -29,23 +35,49 @@ impl DecodeContext {
         // offset 0 must come first (see `PackData::read_blob`).
         let mut order: Vec<usize> = (0..piece.entries.len()).collect();
         order.sort_by_key(|&i| piece.entries[i].offset);
-        let mut chunks: Vec<Bytes> = vec![Bytes::new(); piece.entries.len()];
-        let mut previous: Option<(u64, Bytes)> = None;
-        for i in order {
+        // Where each chunk lands in the piece's buffer; a chunk the stream repeats within
+        // the piece (same blob) shares the place of its first copy.
+        let mut places: Vec<Range<usize>> = vec![0..0; piece.entries.len()];
+        let mut decoded_len = 0usize;
+        let mut previous: Option<usize> = None;
+        for &i in &order {
             let entry = &piece.entries[i];
-            if let Some((offset, chunk)) = &previous {
-                if *offset == entry.offset {
-                    chunks[i] = chunk.clone();
-                    continue;
+            match previous {
+                Some(p) if piece.entries[p].offset == entry.offset => {
+                    places[i] = places[p].clone();
+                }
+                _ => {
+                    let len = entry.raw_length as usize;
+                    codec::check_claim(len)
+                        .map_err(|e| e.context(self.place.at(&piece.pack, &entry.chunk)))?;
+                    places[i] = decoded_len..decoded_len + len;
+                    decoded_len += len;
+                    previous = Some(i);
                 }
             }
-            let chunk = read_chunk(&mut data, &mut decoder, &self.key, entry)
-                .map_err(|e| e.context(self.place.at(&piece.pack, &entry.chunk)))?;
-            let chunk = Bytes::from(chunk);
-            chunks[i] = chunk.clone();
-            previous = Some((entry.offset, chunk));
         }
-        Ok(chunks)
+        let mut buffer = self.pool.take(decoded_len);
+        let out = buffer.as_mut_slice();
+        let mut blob = Vec::new();
+        let mut previous: Option<u64> = None;
+        for &i in &order {
+            let entry = &piece.entries[i];
+            if previous == Some(entry.offset) {
+                continue;
+            }
+            decode_checked(
+                &mut data,
+                &mut decoder,
+                &self.key,
+                entry,
+                &mut blob,
+                &mut out[places[i].clone()],
+            )
+            .map_err(|e| e.context(self.place.at(&piece.pack, &entry.chunk)))?;
+            previous = Some(entry.offset);
+        }
+        let buffer = buffer.freeze();
+        Ok(places.into_iter().map(|place| buffer.slice(place)).collect())
     }
 }
 
@@ -59,12 +91,31 @@ pub(crate) fn read_chunk<R: std::io::Read + std::io::Seek>(
 ) -> Result<Vec<u8>> {
     let blob = data.read_blob(entry)?;
     let chunk = decoder.decode(&blob, entry.raw_length as usize)?;
-    if key.chunk_id(&chunk) != entry.chunk {
+    check_id(key, &chunk, entry)?;
+    Ok(chunk)
+}
+
+/// [`read_chunk`] into `out` (exactly the chunk's length), through the reusable `blob`.
+fn decode_checked<R: std::io::Read + std::io::Seek>(
+    data: &mut PackData<R>,
+    decoder: &mut codec::Decoder,
+    key: &RepositoryKey,
+    entry: &PackEntry,
+    blob: &mut Vec<u8>,
+    out: &mut [u8],
+) -> Result<()> {
+    data.read_blob_into(entry, blob)?;
+    decoder.decode_into(blob, out)?;
+    check_id(key, out, entry)
+}
+
+fn check_id(key: &RepositoryKey, chunk: &[u8], entry: &PackEntry) -> Result<()> {
+    if key.chunk_id(chunk) != entry.chunk {
         return Err(Error::corrupt(
             "the chunk's content does not match its id: the pack is damaged",
         ));
     }
-    Ok(chunk)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -102,6 +153,8 @@ mod tests {
             identities: vec![data_id],
             key,
             place: Place { backup: BackupId([7; 32]), stream: "s".into() },
+            // Smaller than some pieces: those take buffers of their own.
+            pool: BufferPool::new(100_000, 2),
         };
         let payload_start = pack::payload_start(&sealed.bytes).unwrap();
         for order in [

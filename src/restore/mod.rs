@@ -22,6 +22,7 @@ mod decode;
 pub(crate) use decode::read_chunk;
 mod fetch;
 mod plan;
+mod pool;
 mod target;
 
 pub use plan::{
@@ -44,6 +45,13 @@ use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Every this many pieces (~32 MiB of stream) the writer hands the allocator's free pages
+/// back to the system. Reads, blobs and decoded pieces of many sizes come and go for the
+/// whole restore, and glibc keeps the holes between them: peak RSS 82–94 MiB without, 76–80
+/// MiB with, for ~3% more CPU (4 GiB restore, 3 backups × 2 runs each; docs/benchmarks.md
+/// "Scale"). The bytes in use (~60 MiB) are the pipeline's bound and do not grow.
+const TRIM_EVERY_PIECES: u64 = 16;
 
 #[derive(Clone, Debug)]
 pub struct RestoreOptions {
@@ -199,6 +207,10 @@ pub async fn execute<W: Write + Send + 'static>(
         },
         key: repo.key().clone(),
         place: Place { backup, stream: stream.name.clone() },
+        // Enough for every piece the pipeline holds at once: those being decoded, the
+        // decoded ones `buffered` and the channel keep in order, and what the writer and
+        // the hasher still hold.
+        pool: pool::BufferPool::new(PIECE_SPAN as usize, options.prefetch.max(1) + 8),
     });
     let fetcher = Fetcher::new(repo);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(Vec<u64>, Vec<Bytes>)>(2);
@@ -212,7 +224,12 @@ pub async fn execute<W: Write + Send + 'static>(
         // LOOKAHEAD further on: those wait here for their turn.
         let mut next = 0u64;
         let mut waiting: BTreeMap<u64, Bytes> = BTreeMap::new();
+        let mut pieces = 0u64;
         while let Some((seqs, chunks)) = rx.blocking_recv() {
+            pieces += 1;
+            if pieces % TRIM_EVERY_PIECES == 0 {
+                crate::alloc::release_free_memory();
+            }
             waiting.extend(seqs.into_iter().zip(chunks));
             while let Some(chunk) = waiting.remove(&next) {
                 out.write_all(&chunk).map_err(write_error)?;

@@ -54,22 +54,32 @@ fn list_block_cut_points_are_pinned() {
             (level, ids.len())
         })
         .collect();
-    // The first block reaches the 4096-id maximum, the next two end on the content rule,
-    // the last where the list ends.
-    assert_eq!(format!("{sizes:?}"), "[(1, 4096), (1, 291), (1, 1079), (1, 534)]");
+    // Level 1 (6,000 ids, ~320 per block): blocks end on the content rule, or at the
+    // 1024-id maximum (the second and fifth), the last where the list ends; its 17 blocks
+    // are more than a top holds, so one level-2 block names them.
+    assert_eq!(
+        format!("{sizes:?}"),
+        "[(1, 784), (1, 1024), (1, 125), (1, 178), (1, 1024), (1, 241), (1, 143), (1, 325), \
+         (1, 78), (1, 257), (1, 145), (1, 447), (1, 210), (1, 460), (1, 79), (1, 205), \
+         (1, 275), (2, 17)]"
+    );
+    let level1 = &sizes[..sizes.len() - 1];
     let mut end = 0;
-    for (i, (_, count)) in sizes.iter().enumerate() {
+    for (i, (_, count)) in level1.iter().enumerate() {
         end += count;
         let last = ids[end - 1].0;
         let content_cut = u16::from_le_bytes([last[0], last[1]]) % list::TARGET == 0;
-        assert_eq!(content_cut, i == 1 || i == 2, "block {i}");
+        let at_max = *count == list::MAX_IDS;
+        assert!(*count >= list::MIN_IDS || i == level1.len() - 1, "block {i}");
+        assert_eq!(content_cut, !at_max && i != level1.len() - 1, "block {i}");
     }
-    assert_eq!(top.levels, 1);
+    assert_eq!(end, 6000);
+    assert_eq!(top.levels, 2);
     assert_eq!(top.chunks, 6000);
-    assert_eq!(top.top, blocks.iter().map(|(id, _)| *id).collect::<Vec<_>>());
+    assert_eq!(top.top, vec![blocks.last().unwrap().0]);
     assert_eq!(
         top.top[0].to_string(),
-        "bb2729c6f64f46032c2041ec9cdfcfcdf86bb96746ee9e6cd88aab2ce97acd82"
+        "6be1bba8ceb2b2e6cf966bb6416f553c6527e0a187b1e096c7c1eb64ef9d6353"
     );
 }
 

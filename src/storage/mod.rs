@@ -330,6 +330,7 @@ impl Storage {
                 buf.len()
             )));
         }
+        self.forget_cached(path, range.end).await;
         Ok(buf.to_bytes())
     }
 

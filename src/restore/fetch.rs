@@ -24,9 +24,37 @@ pub(crate) struct Fetched {
 /// Range reads of packs, with each pack's age header fetched once and shared.
 pub(crate) struct Fetcher<'a> {
     repo: &'a Repository,
-    headers: Mutex<HashMap<PackId, Arc<OnceCell<Bytes>>>>,
+    headers: Mutex<Headers>,
     pub(crate) reads: AtomicU64,
     pub(crate) bytes: AtomicU64,
+}
+
+/// Pack headers kept for later pieces of the same pack. A stream's pieces come pack by pack
+/// (a late backup's from many packs, interleaved), so the packs still being read are the
+/// recent ones; keeping every header grew with the stream (~60,000 packs per TB).
+const HEADERS_KEPT: usize = 1024;
+
+/// The age headers of the last [`HEADERS_KEPT`] packs asked for; an older one is read
+/// again if a piece needs it.
+#[derive(Default)]
+struct Headers {
+    cells: HashMap<PackId, Arc<OnceCell<Bytes>>>,
+    order: std::collections::VecDeque<PackId>,
+}
+
+impl Headers {
+    fn get(&mut self, pack: PackId) -> Arc<OnceCell<Bytes>> {
+        if let Some(cell) = self.cells.get(&pack) {
+            return cell.clone();
+        }
+        if self.order.len() >= HEADERS_KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.cells.remove(&oldest);
+            }
+        }
+        self.order.push_back(pack);
+        self.cells.entry(pack).or_default().clone()
+    }
 }
 
 /// First guess at the age header's size: one X25519 stanza is about 130 bytes.
@@ -55,7 +83,7 @@ impl<'a> Fetcher<'a> {
                 .headers
                 .lock()
                 .map_err(|_| Error::new(ErrorKind::Io, "restore header cache poisoned"))?;
-            headers.entry(piece.pack).or_default().clone()
+            headers.get(piece.pack)
         };
         let header =
             cell.get_or_try_init(|| self.header(&piece.pack, piece.pack_plaintext_len)).await?;
@@ -153,6 +181,21 @@ impl Seek for Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_keep_the_most_recent_packs_only() {
+        let mut headers = Headers::default();
+        let pack = |i: u32| PackId(*blake3::hash(&i.to_le_bytes()).as_bytes());
+        let first = headers.get(pack(0));
+        assert!(first.set(Bytes::from_static(b"h0")).is_ok());
+        assert!(Arc::ptr_eq(&first, &headers.get(pack(0))), "kept while recent");
+        for i in 1..=HEADERS_KEPT as u32 {
+            headers.get(pack(i));
+        }
+        assert_eq!(headers.cells.len(), HEADERS_KEPT);
+        assert_eq!(headers.order.len(), HEADERS_KEPT);
+        assert!(headers.get(pack(0)).get().is_none(), "the oldest was let go, read again");
+    }
 
     #[test]
     fn a_window_refuses_bytes_it_does_not_hold() {

@@ -71,6 +71,7 @@ impl RepairIndexPlan {
 /// What `repair index` did.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RepairIndexReport {
+    /// Index files written: rewrites without bad packs, and the one listing unlisted packs.
     pub index_files_written: u64,
     pub index_files_deleted: u64,
     pub quarantined: Vec<String>,
@@ -152,6 +153,8 @@ pub async fn repair_index(repo: &Repository, plan: &RepairIndexPlan) -> Result<R
     repo.index().set_bad_packs(&still_bad)?;
     let unlisted = sync::index_unlisted_packs(repo).await?;
     report.packs_indexed = unlisted.indexed.len() as u64;
+    // Those packs went into one new index file: it is written too.
+    report.index_files_written += u64::from(!unlisted.indexed.is_empty());
     report.unreadable_packs = unlisted.damaged;
     Ok(report)
 }

@@ -296,12 +296,20 @@ impl Repository {
                 ),
             ));
         }
+        // A key object missing for a recipient the config lists was deleted or lost: that,
+        // not "wrong identity", is what the operator must hear (if no identity opens a key).
+        let mut missing = None;
         for identity in identities {
             let recipient = identity.to_public();
             let path = key_path(&recipient);
             let sealed = match storage.read(&path).await {
                 Ok(bytes) => bytes,
-                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if config.data_recipients.contains(&recipient.to_string()) {
+                        missing.get_or_insert(path);
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
             let (id, key) = crypto::decrypt(identity, &sealed, &path)
@@ -315,6 +323,9 @@ impl Repository {
                 )));
             }
             return Ok(key);
+        }
+        if let Some(path) = missing {
+            return Err(damage::missing_key(storage.location(), &path));
         }
         Err(Error::new(
             ErrorKind::KeyRejected,

@@ -57,20 +57,23 @@ impl PruneArgs {
 pub async fn run(global: &GlobalArgs, args: &PruneArgs) -> Result<()> {
     let repo = common::open(global).await?;
     if args.unlock {
-        let unlocked = qvault::prune::locks::unlock(&repo).await?;
+        let unlocked = qvault::prune::locks::unlock(&repo, args.dry_run).await?;
         if global.json {
             return common::print_json(&unlocked);
         }
         if !global.quiet {
-            let lock = if unlocked.prune_lock {
-                "removed the prune lock"
+            let removed = if args.dry_run { "would remove" } else { "removed" };
+            if unlocked.prune_lock {
+                println!("{removed} the prune lock");
             } else {
-                "no prune lock was held"
-            };
-            println!("{lock}");
+                println!("no prune lock was held");
+            }
+            for lease in &unlocked.dead_leases {
+                println!("{removed} {lease} (its process no longer runs on this host)");
+            }
             println!(
-                "removed {} leases of processes no longer running on this host; {} other \
-                 leases stay until their backups end or they go stale",
+                "{removed} {} leases of processes no longer running on this host; {} other \
+                 leases stay until their commands end or they go stale",
                 unlocked.dead_leases.len(),
                 unlocked.other_leases
             );

@@ -258,7 +258,7 @@ impl PruneLock {
     }
 }
 
-/// What `qvault prune --unlock` removed.
+/// What `qvault prune --unlock` removed (or, in a dry run, would remove).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Unlocked {
     /// Whether a prune lock was there.
@@ -268,6 +268,8 @@ pub struct Unlocked {
     /// Leases left: other hosts', running processes', unreadable ones. They go stale by
     /// themselves.
     pub other_leases: usize,
+    /// Nothing was removed: the lock and `dead_leases` are what a real run would remove.
+    pub dry_run: bool,
 }
 
 /// `qvault prune --unlock`, for after a crash: removes the prune lock whoever holds it (the
@@ -277,10 +279,17 @@ pub struct Unlocked {
 /// elsewhere nothing is removed. Should another machine share this host name and a lease of
 /// a backup still running there be removed, that backup fails before its manifest (the
 /// lease check) and records nothing: never a backup referencing deleted packs.
-pub async fn unlock(repo: &Repository) -> Result<Unlocked> {
-    let mut out =
-        Unlocked { prune_lock: repo.storage().exists(PRUNE_LOCK).await?, ..Default::default() };
-    repo.storage().delete(PRUNE_LOCK).await?;
+///
+/// With `dry_run` it removes nothing and reports what it would remove.
+pub async fn unlock(repo: &Repository, dry_run: bool) -> Result<Unlocked> {
+    let mut out = Unlocked {
+        prune_lock: repo.storage().exists(PRUNE_LOCK).await?,
+        dry_run,
+        ..Default::default()
+    };
+    if !dry_run {
+        repo.storage().delete(PRUNE_LOCK).await?;
+    }
     let me = Holder::me();
     for object in repo.storage().list(LOCKS_DIR).await? {
         if !object.path.starts_with(LEASE_PREFIX) {
@@ -291,7 +300,9 @@ pub async fn unlock(repo: &Repository) -> Result<Unlocked> {
             Err(_) => false,
         };
         if dead {
-            repo.storage().delete(&object.path).await?;
+            if !dry_run {
+                repo.storage().delete(&object.path).await?;
+            }
             out.dead_leases.push(object.path);
         } else {
             out.other_leases += 1;

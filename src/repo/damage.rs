@@ -6,8 +6,9 @@
 //!   `index/`, `backups/`) is `Corrupt` (exit 5) and says to restore `config` from a copy,
 //!   never to run `init` (a new key could not read the stored backups); `init` refuses such a
 //!   location. Only where nothing else is stored is it "no repository" (exit 3).
-//! - A key object meant for the identity given that does not open is `Corrupt`, named, with
-//!   what to do; a key that is not for this identity or of a newer version keeps its error.
+//! - A key object meant for the identity given that does not open, or is missing though the
+//!   config lists its recipient, is `Corrupt`, named, with what to do; a key that is not for
+//!   this identity or of a newer version keeps its error.
 //! - A newer format version keeps its own error (exit 7).
 
 use super::CONFIG_PATH;
@@ -38,6 +39,20 @@ fn missing_config(location: &str, held: &[&str]) -> Error {
              snapshot or an earlier object version); do not run `qvault init` here, it would make \
              a new repository key that cannot read these backups",
             held.join(", ")
+        ),
+    )
+}
+
+/// The key object of a recipient the config lists is gone: damage (exit 5), named, with
+/// what to do — not "wrong identity", which would send the operator looking for another.
+pub(super) fn missing_key(location: &str, path: &str) -> Error {
+    Error::new(
+        ErrorKind::Corrupt,
+        format!(
+            "the key object {path} in {location} is missing, though the repository's config \
+             lists its recipient: restore it from a copy of the repository (a replica, a \
+             storage snapshot or an earlier object version), or open the repository with \
+             another data identity or the repository key (--key)"
         ),
     )
 }

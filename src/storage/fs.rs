@@ -133,13 +133,17 @@ impl Storage {
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             use std::io::Write;
             if let Some(parent) = tmp.parent() {
-                std::fs::create_dir_all(parent)?;
+                create_dir(parent)?;
             }
             if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent)?;
+                create_dir(parent)?;
             }
             let linked = (|| {
-                let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&tmp)
+                    .map_err(not_the_target)?;
                 f.write_all(&data)?;
                 f.sync_all()?;
                 std::fs::hard_link(&tmp, &target)
@@ -233,6 +237,31 @@ fn remove_old_files(
 
 /// A poisoned lock only means another thread panicked while caching an operator; the
 /// cached value (an `Option<FsOp>`) is still consistent, so keep using it.
+/// Creates `dir` and its parents. A file (or a dangling link) in the way is "not a
+/// directory", never "already exists": only the target's own name taken means that, and a
+/// lease written into a `locks` that is a file must fail as a storage error.
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            std::io::Error::other(format!(
+                "{} (or a directory above it) exists and is not a directory",
+                dir.display()
+            ))
+        } else {
+            e
+        }
+    })
+}
+
+/// An `AlreadyExists` from anything but the final link is not about the target's name.
+fn not_the_target(e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::AlreadyExists {
+        std::io::Error::other(e.to_string())
+    } else {
+        e
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn drop_cached(file: &Path, range: std::ops::Range<u64>) {
     use std::os::fd::AsRawFd;

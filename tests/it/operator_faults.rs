@@ -272,6 +272,48 @@ fn a_damaged_key_object_is_exit_5_naming_it_and_saying_to_restore_it_from_a_copy
     assert!(err.contains("restore it from a copy of the repository"), "{err}");
 }
 
+/// Found by a tester: with `locks` a plain file the lease write said "already exists" and
+/// the restore was refused (exit 8); it is a storage error, so the restore runs without a
+/// lease and says so, and a backup fails naming the real cause.
+#[test]
+fn a_locks_path_that_is_a_file_lets_a_restore_run_and_fails_a_backup_as_storage() {
+    let (_rt, t) = with_a_backup();
+    let locks = t.location().join("locks");
+    let _ = std::fs::remove_dir_all(&locks);
+    std::fs::write(&locks, b"not a directory").unwrap();
+    let out = t.cli().args(["restore", "latest", "--to", "-"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!out.stdout.is_empty());
+    let err = stderr(&out);
+    assert!(err.contains("runs without a lease"), "{err}");
+    assert!(!err.contains("already exists"), "{err}");
+    let input = t.dir.path().join("more.bin");
+    std::fs::write(&input, b"more").unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&input).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("exists and is not a directory"), "{}", stderr(&out));
+}
+
+/// Found by a tester: a deleted key object said "the identity given is not a recipient"
+/// although the config lists it, sending the operator after another identity.
+#[test]
+fn a_missing_key_object_of_a_listed_recipient_is_exit_5_naming_it() {
+    let (_rt, t) = with_a_backup();
+    let key = names_in(&t.location().join("keys"), "age1").remove(0);
+    std::fs::remove_file(&key).unwrap();
+    let out = t.cli().arg("backups").output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let name = format!("keys/{}", key.file_name().unwrap().to_string_lossy());
+    let err = stderr(&out);
+    assert!(err.contains(&format!("the key object {name} in ")), "{err}");
+    assert!(
+        err.contains("is missing, though the repository's config lists its recipient"),
+        "{err}"
+    );
+    assert!(err.contains("restore it from a copy of the repository"), "{err}");
+    assert!(!err.contains("not a recipient"), "{err}");
+}
+
 #[test]
 fn a_config_that_is_not_json_in_a_repository_is_exit_5_saying_to_restore_it() {
     let (_rt, t) = with_a_backup();

@@ -363,6 +363,20 @@ async fn prune_unlock_removes_a_killed_backups_lease_and_keeps_a_running_ones() 
 
     let repo = t.open().await;
     let running = qvault::prune::Lease::take(&repo).await.unwrap();
+    // A dry run names what it would remove and removes nothing.
+    let mut cmd = t.cli();
+    cmd.args(["prune", "--unlock", "--dry-run"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "would remove locks/{}",
+            killed[0].file_name().unwrap().to_string_lossy()
+        )) && text.contains("would remove 1 leases of processes no longer running"),
+        "{text}"
+    );
+    assert_eq!(leases_in(&locks).len(), 2, "nothing removed: {text}");
     let mut cmd = t.cli();
     cmd.args(["--json", "prune", "--unlock"]);
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap();

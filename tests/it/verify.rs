@@ -299,6 +299,8 @@ async fn a_truncated_index_file_is_skipped_and_repair_index_relists_its_packs() 
     let report = repair_index(&repo, &plan).await.unwrap();
     assert_eq!(report.quarantined, std::slice::from_ref(&index[0].path));
     assert_eq!(report.packs_indexed, fixture.packs().await.len() as u64);
+    // Found by a tester: the index file listing them was written but not counted.
+    assert_eq!(report.index_files_written, 1, "{report:?}");
     let repo = fixture.open().await;
     assert!(verify(&repo, &read_data()).await.unwrap().is_ok());
     assert_eq!(restore_bytes(&repo, &summary).await.unwrap(), a);

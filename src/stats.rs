@@ -65,7 +65,19 @@ fn ratio(a: u64, b: u64) -> Option<f64> {
 pub async fn stats(repo: &Repository) -> Result<RepositoryStats> {
     // One read of the repository serves both the prune plan and the ratios.
     let options = PruneOptions::default();
-    let now = prune::locks::storage_now(repo).await?;
+    // The storage clock only judges which leases are stale in the plan shown; reading
+    // needs no write, so credentials that may only read get a plan that treats every
+    // lease as live (what `None` means) instead of no statistics.
+    let now = match prune::locks::storage_now(repo).await {
+        Ok(now) => now,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read the storage clock ({e}): every lease counts as live in these \
+                 statistics"
+            );
+            None
+        }
+    };
     let input = prune::PruneInput::read(repo, now, options.stale_after).await?;
     let plan = prune::plan(&input, &options);
     let (inventory, referenced) = (&input.inventory, &input.referenced);

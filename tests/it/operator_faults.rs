@@ -159,6 +159,11 @@ fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("restore runs without a lease in"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&to).unwrap(), input);
+    // Found by a tester: `stats` wrote a clock probe and failed (exit 6) on such storage.
+    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
+    let out = cmd.args(["--json", "stats"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot read the storage clock"), "{}", stderr(&out));
 }
 
 // ----- 2. repair reads storage, not the warm cache -----

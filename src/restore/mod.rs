@@ -50,7 +50,8 @@ use std::time::{Duration, Instant};
 /// back to the system. Reads, blobs and decoded pieces of many sizes come and go for the
 /// whole restore, and glibc keeps the holes between them: peak RSS 82–94 MiB without, 76–80
 /// MiB with, for ~3% more CPU (4 GiB restore, 3 backups × 2 runs each; docs/benchmarks.md
-/// "Scale"). The bytes in use (~60 MiB) are the pipeline's bound and do not grow.
+/// "Scale"). The bytes in use (54–66 MiB from 1 GiB to 50 GB) rise to a bound, the pipeline's
+/// pieces and OpenDAL's read buffers (~72 MiB), not with the stream.
 const TRIM_EVERY_PIECES: u64 = 16;
 
 #[derive(Clone, Debug)]

@@ -177,23 +177,39 @@ impl Step {
 /// step and the backup's id as JSON.
 async fn backup_child(tmp: &Path, size_mb: u64, seed: u64, v: u32) -> Result<(), BoxError> {
     let repo = open_repo(tmp).await?;
-    reset_peak_rss();
-    let sampler = Sampler::start();
-    let (started, cpu) = (Instant::now(), procfs::cpu_user_system());
+    let meter = Meter::start();
     let summary = backup_version(&repo, (size_mb, seed, v)).await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let (user, sys) = procfs::cpu_user_system();
-    let (cpu, sys) = (user + sys - cpu.0 - cpu.1, sys - cpu.1);
-    let peaks = sampler.finish();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bytes": summary.manifest.summary.bytes_read, "seconds": seconds, "cpu": cpu, "sys": sys,
-            "peak_rss": peak_rss(), "peaks": peaks,
-            "id": summary.id.to_hex(),
-        })
-    );
+    let mut step = meter.finish(summary.manifest.summary.bytes_read);
+    step["id"] = summary.id.to_hex().into();
+    println!("{step}");
     Ok(())
+}
+
+/// One step's measurements, from [`Meter::start`] to [`Meter::finish`]: wall and CPU
+/// seconds (with the system part), peak RSS and the sampled [`Peaks`].
+struct Meter {
+    sampler: Sampler,
+    started: Instant,
+    cpu: (f64, f64),
+}
+
+impl Meter {
+    fn start() -> Meter {
+        reset_peak_rss();
+        Meter { sampler: Sampler::start(), started: Instant::now(), cpu: procfs::cpu_user_system() }
+    }
+
+    /// The step as the JSON [`step_of`] reads, for `bytes` of stream.
+    fn finish(self, bytes: u64) -> serde_json::Value {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let (user, sys) = procfs::cpu_user_system();
+        let (cpu, sys) = (user + sys - self.cpu.0 - self.cpu.1, sys - self.cpu.1);
+        let peaks = self.sampler.finish();
+        serde_json::json!({
+            "bytes": bytes, "seconds": seconds, "cpu": cpu, "sys": sys,
+            "peak_rss": peak_rss(), "peaks": peaks,
+        })
+    }
 }
 
 /// Runs this example again with `args` and returns the JSON its last line of output holds.
@@ -386,9 +402,7 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
     let repo = open_repo(tmp).await?;
     let id = qvault::BackupId::from_hex(backup)?;
     let manifest = repo.read_manifest(id).await?;
-    reset_peak_rss();
-    let sampler = Sampler::start();
-    let (started, cpu) = (Instant::now(), procfs::cpu_user_system());
+    let meter = Meter::start();
     let (_, restored) = qvault::restore::restore_stream(
         &repo,
         id,
@@ -397,17 +411,7 @@ async fn restore_child(tmp: &Path, backup: &str) -> Result<(), BoxError> {
         &Default::default(),
     )
     .await?;
-    let seconds = started.elapsed().as_secs_f64();
-    let (user, sys) = procfs::cpu_user_system();
-    let (cpu, sys) = (user + sys - cpu.0 - cpu.1, sys - cpu.1);
-    let peaks = sampler.finish();
-    println!(
-        "{}",
-        serde_json::json!({
-            "bytes": restored.bytes, "seconds": seconds, "cpu": cpu, "sys": sys, "peak_rss": peak_rss(),
-            "peaks": peaks,
-        })
-    );
+    println!("{}", meter.finish(restored.bytes));
     Ok(())
 }
 

@@ -107,14 +107,8 @@ async fn read_only_directories_get_their_mode_after_their_contents() {
 /// when the tests run as root and `setpriv` can drop privileges; skipped loudly otherwise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_directories_restore_for_a_non_root_user() {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let setpriv = Path::new("/usr/bin/setpriv");
-    if !root || !setpriv.exists() {
-        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
-        return;
-    }
     let repo = TestRepo::new(None).await;
+    let Some(mut cmd) = support::as_nobody(&repo.cli()) else { return };
     let src = repo.dir.path().join("storage");
     read_only_tree(&src);
     let out = repo.cli().args(["--json", "backup", "--dir"]).arg(&src).output().unwrap();
@@ -128,16 +122,6 @@ async fn read_only_directories_restore_for_a_non_root_user() {
         .status()
         .unwrap();
     assert!(status.success());
-    let cli = repo.cli();
-    let mut cmd = std::process::Command::new(setpriv);
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
-    cmd.args(cli.get_args());
-    for (k, v) in cli.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
     let dest = repo.dir.path().join("back");
     let out = cmd.arg("restore").arg(&id).arg("--to-dir").arg(&dest).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -112,28 +112,6 @@ fn the_restore_command_leaves_no_lease_behind() {
     assert!(leases(&t).is_empty());
 }
 
-/// `cmd` (a `TestRepo::cli()`) run as user nobody, or `None` when the tests cannot drop
-/// privileges (not root, no setpriv).
-fn as_nobody(cli: &std::process::Command) -> Option<std::process::Command> {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let setpriv = Path::new("/usr/bin/setpriv");
-    if !root || !setpriv.exists() {
-        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
-        return None;
-    }
-    let mut cmd = std::process::Command::new(setpriv);
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
-    cmd.args(cli.get_args());
-    for (k, v) in cli.get_envs() {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    Some(cmd)
-}
-
 /// Disaster recovery often runs with credentials that may only read: the restore runs
 /// without a lease, says so, and is still byte-exact.
 #[test]
@@ -153,14 +131,14 @@ fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
     };
     chmod("a+rwX", t.dir.path());
     chmod("go-w", &t.location());
-    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
     let to = t.dir.path().join("out.bin");
     let out = cmd.args(["restore", "latest", "--to"]).arg(&to).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("restore runs without a lease in"), "{}", stderr(&out));
     assert_eq!(std::fs::read(&to).unwrap(), input);
     // Found by a tester: `stats` wrote a clock probe and failed (exit 6) on such storage.
-    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
     let out = cmd.args(["--json", "stats"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("cannot read the storage clock"), "{}", stderr(&out));
@@ -412,7 +390,7 @@ async fn a_damaged_prune_mark_is_removed_by_prune_and_its_packs_wait_out_both_ph
 async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     use std::os::unix::fs::PermissionsExt;
     let t = TestRepo::new(None).await;
-    let Some(mut cmd) = as_nobody(&t.cli()) else { return };
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
     let src = t.dir.path().join("tree");
     std::fs::create_dir_all(src.join("closed")).unwrap();
     std::fs::write(src.join("a.txt"), b"readable").unwrap();

@@ -3,13 +3,14 @@
 //! host while prune runs is never harmed.
 
 use crate::support::{self, TestRepo};
-use qvault::backup::{BackupSummary, StreamSource};
+use qvault::backup::{BackupOptions, BackupSummary, StreamSource};
 use qvault::format::config::ChunkerConfig;
 use qvault::prune::{prune, PruneOptions, PruneReport};
 use qvault::repo::Repository;
 use qvault::verify::{verify, VerifyOptions};
 use std::io::Read;
 use std::sync::mpsc;
+use std::time::Duration;
 
 pub(crate) fn data(len: usize, seed: u8) -> Vec<u8> {
     let mut x = u64::from(seed) * 0x9E37_79B9 + 1;
@@ -242,6 +243,49 @@ impl Read for Paused {
     }
 }
 
+/// A backup of `first ‖ rest` that has handed out `first` and waits before `rest`.
+pub(crate) struct PausedBackup {
+    handle: tokio::task::JoinHandle<qvault::Result<BackupSummary>>,
+    go: mpsc::Sender<()>,
+}
+
+impl PausedBackup {
+    pub(crate) async fn start(
+        repo: Repository,
+        first: &[u8],
+        rest: &[u8],
+        options: BackupOptions,
+    ) -> Self {
+        let (reached_tx, reached_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let reader = Paused {
+            first: std::io::Cursor::new(first.to_vec()),
+            rest: std::io::Cursor::new(rest.to_vec()),
+            reached: Some(reached_tx),
+            go: go_rx,
+        };
+        let handle = tokio::spawn(async move {
+            let source = StreamSource {
+                name: "data.bin".into(),
+                kind: qvault::format::manifest::StreamKind::File,
+                reader: Box::new(reader),
+                source: None,
+                expected_sha256: None,
+            };
+            qvault::backup::backup(&repo, vec![source], &options, Default::default()).await
+        });
+        tokio::task::spawn_blocking(move || reached_rx.recv().unwrap()).await.unwrap();
+        // The chunks of `first` (all but the one at the pause) reach the dedup workers.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        PausedBackup { handle, go }
+    }
+
+    pub(crate) async fn resume(self) -> qvault::Result<BackupSummary> {
+        self.go.send(()).unwrap();
+        self.handle.await.unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_on_another_host_paused_after_its_dedup_lookup_survives_two_prunes() {
     let t = TestRepo::new(small_chunks()).await;
@@ -253,28 +297,8 @@ async fn a_backup_on_another_host_paused_after_its_dedup_lookup_survives_two_pru
     // Another host backs up the old data again (it dedups fully against the unused pack),
     // then more; it pauses after the old part while prune runs twice.
     let host = support::open_as_backup_host(&admin, &t.storage()).await;
-    let (reached_tx, reached_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel();
     let more = data(100_000, 8);
-    let reader = Paused {
-        first: std::io::Cursor::new(old.clone()),
-        rest: std::io::Cursor::new(more.clone()),
-        reached: Some(reached_tx),
-        go: go_rx,
-    };
-    let backup = tokio::spawn(async move {
-        let source = StreamSource {
-            name: "new.bin".into(),
-            kind: qvault::format::manifest::StreamKind::File,
-            reader: Box::new(reader),
-            source: None,
-            expected_sha256: None,
-        };
-        qvault::backup::backup(&host, vec![source], &Default::default(), Default::default()).await
-    });
-    tokio::task::spawn_blocking(move || reached_rx.recv().unwrap()).await.unwrap();
-    // The old part's chunks (all but the one at the pause) reach the dedup workers.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let backup = PausedBackup::start(host, &old, &more, Default::default()).await;
 
     let first = run(&admin, &PruneOptions::default()).await;
     assert_eq!(first.packs_marked, 1, "{first:?}");
@@ -283,8 +307,7 @@ async fn a_backup_on_another_host_paused_after_its_dedup_lookup_survives_two_pru
     assert_eq!(second.plan.waiting_marks.len(), 1);
     assert_eq!(second.plan.waiting_marks[0].live_leases.len(), 1);
 
-    go_tx.send(()).unwrap();
-    let summary = backup.await.unwrap().unwrap();
+    let summary = backup.resume().await.unwrap();
     let s = &summary.manifest.summary;
     assert!(s.new_chunks * 2 < s.chunks, "the backup deduplicated: {s:?}");
     let mut expected = old.clone();

@@ -3,13 +3,12 @@
 //! fails its backup before the manifest; and the marks come from storage, so a backup with
 //! any cache directory leaves marked packs out of its dedup.
 
-use crate::prune::{assert_clean_and_restorable, data, run, small_chunks, Paused};
+use crate::prune::{assert_clean_and_restorable, data, run, small_chunks, PausedBackup};
 use crate::support::{self, TestRepo};
-use qvault::backup::{BackupOptions, BackupSummary, StreamSource};
+use qvault::backup::BackupOptions;
 use qvault::prune::{LeaseTiming, PruneOptions};
 use qvault::repo::{Cache, Credentials, Repository};
 use qvault::ErrorKind;
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// A stale limit of 2 s, on the prune side and the backup side alike.
@@ -21,44 +20,6 @@ fn prune_options() -> PruneOptions {
 
 fn leased(refresh_every: Duration) -> BackupOptions {
     BackupOptions { lease: LeaseTiming { stale_after: STALE, refresh_every }, ..Default::default() }
-}
-
-/// A backup of `first ‖ rest` that has handed out `first` and waits before `rest`.
-struct PausedBackup {
-    handle: tokio::task::JoinHandle<qvault::Result<BackupSummary>>,
-    go: mpsc::Sender<()>,
-}
-
-impl PausedBackup {
-    async fn start(repo: Repository, first: &[u8], rest: &[u8], options: BackupOptions) -> Self {
-        let (reached_tx, reached_rx) = mpsc::channel();
-        let (go, go_rx) = mpsc::channel();
-        let reader = Paused {
-            first: std::io::Cursor::new(first.to_vec()),
-            rest: std::io::Cursor::new(rest.to_vec()),
-            reached: Some(reached_tx),
-            go: go_rx,
-        };
-        let handle = tokio::spawn(async move {
-            let source = StreamSource {
-                name: "data.bin".into(),
-                kind: qvault::format::manifest::StreamKind::File,
-                reader: Box::new(reader),
-                source: None,
-                expected_sha256: None,
-            };
-            qvault::backup::backup(&repo, vec![source], &options, Default::default()).await
-        });
-        tokio::task::spawn_blocking(move || reached_rx.recv().unwrap()).await.unwrap();
-        // The chunks of `first` (all but the one at the pause) reach the dedup workers.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        PausedBackup { handle, go }
-    }
-
-    async fn resume(self) -> qvault::Result<BackupSummary> {
-        self.go.send(()).unwrap();
-        self.handle.await.unwrap()
-    }
 }
 
 fn leases_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

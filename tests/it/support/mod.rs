@@ -12,6 +12,28 @@ use qvault::storage::{Storage, StorageOptions};
 use sha2::Digest;
 
 /// Lowercase hex SHA-256, as manifests and Qdrant's checksums write it.
+/// `cmd` (a `TestRepo::cli()`) run as user nobody, or `None` when the tests cannot drop
+/// privileges (not root, no setpriv): then it says so on stderr, so the caller skips loudly.
+pub fn as_nobody(cli: &std::process::Command) -> Option<std::process::Command> {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let setpriv = std::path::Path::new("/usr/bin/setpriv");
+    if !root || !setpriv.exists() {
+        eprintln!("SKIPPED: needs root and /usr/bin/setpriv to drop privileges");
+        return None;
+    }
+    let mut cmd = std::process::Command::new(setpriv);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(cli.get_program());
+    cmd.args(cli.get_args());
+    for (k, v) in cli.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    Some(cmd)
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }

@@ -1,10 +1,10 @@
 //! The filesystem backend's own parts: the repository directory is created only when a
 //! write asks for it, and every object appears whole or not at all.
 //!
-//! - `write` goes through OpenDAL's atomic write: a complete file in [`FS_TMP_DIR`], then
-//!   a rename into place.
-//! - `write_new` writes a complete file in [`FS_TMP_DIR`] and hard-links it to its name;
-//!   the link fails if the name is taken, so two writers can never both win.
+//! - `write` writes a complete, synced file in [`FS_TMP_DIR`], then renames it into place.
+//! - `write_new` writes the same and hard-links it to its name; the link fails if the name
+//!   is taken, so two writers can never both win.
+//! - either removes its temp file when it fails (a full disk is left no fuller).
 //! - `list` hides [`FS_TMP_DIR`].
 //! - a temporary file a killed run left in [`FS_TMP_DIR`] is removed by the next backup
 //!   once it is older than [`STALE_TMP_AGE`] ([`Storage::remove_stale_temporaries`]).
@@ -104,7 +104,7 @@ impl Storage {
             )
             .with_source(e)
         })?;
-        let fs = FsOp { op: settings.apply(op), root: canonical };
+        let fs = FsOp { op: settings.apply_local(op), root: canonical };
         *lock(built) = Some(fs.clone());
         Ok(Some(fs))
     }
@@ -124,10 +124,19 @@ impl Storage {
         let _ = tokio::task::spawn_blocking(move || drop_cached(&file, 0..end)).await;
     }
 
-    /// Filesystem `write_new`: write a temp file completely, then hard-link it to the final
-    /// name. `link` fails if the name exists, so this is atomic and never exposes a partial
-    /// file, unlike an exists-check followed by a rename.
-    pub(super) async fn fs_write_new(&self, root: &Path, path: &str, data: Bytes) -> Result<()> {
+    /// Filesystem `write` and `write_new`: write a temp file in [`FS_TMP_DIR`] completely
+    /// and sync it, then put it in place — `rename` for `write` (replaces), `hard_link` for
+    /// `write_new` (fails if the name exists, so atomic and never exposing a partial file,
+    /// unlike an exists-check followed by a rename). The temp file is removed whatever
+    /// happened: a write that fails on a full disk leaves nothing behind to keep it full
+    /// (OpenDAL's own atomic write left its temp file on a failed write).
+    pub(super) async fn fs_put(
+        &self,
+        root: &Path,
+        path: &str,
+        data: Bytes,
+        mode: Put,
+    ) -> Result<()> {
         let target = root.join(path);
         let tmp = root.join(FS_TMP_DIR).join(format!("new-{:016x}", rand::random::<u64>()));
         let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -138,7 +147,7 @@ impl Storage {
             if let Some(parent) = target.parent() {
                 create_dir(parent)?;
             }
-            let linked = (|| {
+            let placed = (|| {
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -146,11 +155,15 @@ impl Storage {
                     .map_err(not_the_target)?;
                 f.write_all(&data)?;
                 f.sync_all()?;
-                std::fs::hard_link(&tmp, &target)
+                match mode {
+                    Put::Replace => std::fs::rename(&tmp, &target).map_err(not_the_target),
+                    Put::New => std::fs::hard_link(&tmp, &target),
+                }
             })();
-            // The temp file is only a staging name; remove it whatever happened.
+            // The temp file is only a staging name; remove it whatever happened (after a
+            // rename it is gone already).
             let _ = std::fs::remove_file(&tmp);
-            linked
+            placed
         })
         .await;
         match result {
@@ -160,7 +173,7 @@ impl Storage {
             }
             Ok(Err(e)) => Err(Error::new(
                 ErrorKind::Storage,
-                format!("writing {path} in {}: {e}", self.inner.display),
+                format!("writing {path} in {}: {}", self.inner.display, io_advice(&e)),
             )
             .with_source(e)),
             Err(e) => Err(Error::new(
@@ -168,6 +181,31 @@ impl Storage {
                 format!("writing {path} in {}: the write task failed: {e}", self.inner.display),
             )),
         }
+    }
+}
+
+/// How [`Storage::fs_put`] puts its complete temp file in place.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Put {
+    /// `write`: replace any object of that name.
+    Replace,
+    /// `write_new`: fail with `AlreadyExists` if the name is taken.
+    New,
+}
+
+/// An I/O error as a sentence with what to do for the two a repository fills up or is
+/// mounted into.
+fn io_advice(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => format!(
+            "{e}: the repository's filesystem is full; free space there (`qvault prune` \
+             frees what no backup references) and run the command again"
+        ),
+        std::io::ErrorKind::ReadOnlyFilesystem => format!(
+            "{e}: the repository's filesystem is mounted read-only; remount it read-write \
+             or run the command where it is writable"
+        ),
+        _ => e.to_string(),
     }
 }
 

@@ -34,7 +34,7 @@ use opendal::Operator;
 
 use crate::error::{Error, Result};
 use errors::{Backend, Op, RetryNote};
-use fs::{FsOp, FS_TMP_DIR};
+use fs::{FsOp, Put, FS_TMP_DIR};
 use location::Location;
 
 pub use errors::BackendError;
@@ -76,7 +76,8 @@ pub struct StorageOptions {
     pub timeout: Option<Duration>,
     /// Limit for one I/O step inside an operation (default 30 s).
     pub io_timeout: Option<Duration>,
-    /// Retries of a failed operation (default 5).
+    /// Retries of a failed operation (default 5; a filesystem repository never retries:
+    /// see `Settings::apply_local`).
     pub retries: Option<usize>,
     /// Operations in flight (default 16).
     pub concurrency: Option<usize>,
@@ -163,6 +164,17 @@ impl Settings {
             .layer(
                 RetryLayer::new().with_max_times(self.retries).with_jitter().with_notify(RetryNote),
             )
+            .layer(ConcurrentLimitLayer::new(self.concurrency))
+    }
+
+    /// [`Settings::apply`] without the retries, for a filesystem repository. OpenDAL marks
+    /// every I/O error other than not-found, permission-denied, already-exists and
+    /// unsupported as temporary, so a full disk (ENOSPC) or a read-only mount (EROFS) was
+    /// retried with backoff for ~50 s before the command failed. Local filesystem errors do
+    /// not heal by waiting, and a network filesystem's client retries below us (an NFS hard
+    /// mount blocks until its server answers), so one attempt is the honest answer.
+    fn apply_local(self, op: Operator) -> Operator {
+        op.layer(TimeoutLayer::new().with_timeout(self.timeout).with_io_timeout(self.io_timeout))
             .layer(ConcurrentLimitLayer::new(self.concurrency))
     }
 }
@@ -339,6 +351,11 @@ impl Storage {
     pub async fn write(&self, path: &str, data: Bytes) -> Result<()> {
         check_path(&self.inner.display, path)?;
         let cut = self.inject("write", path).await?;
+        if let Ops::Fs { .. } = &self.inner.ops {
+            let fs = self.fs_op(true).await?.ok_or_else(|| self.missing_root(path))?;
+            self.fs_put(&fs.root, path, data, Put::Replace).await?;
+            return self.lost(cut, "write", path);
+        }
         let Some(op) = self.op(true).await? else {
             return Err(self.missing_root(path));
         };
@@ -364,7 +381,7 @@ impl Storage {
         check_path(&self.inner.display, path)?;
         if let Ops::Fs { .. } = &self.inner.ops {
             let fs = self.fs_op(true).await?.ok_or_else(|| self.missing_root(path))?;
-            return self.fs_write_new(&fs.root, path, data).await;
+            return self.fs_put(&fs.root, path, data, Put::New).await;
         }
         let Some(op) = self.op(true).await? else {
             return Err(self.missing_root(path));

@@ -452,3 +452,122 @@ fn prune_on_the_command_line_names_a_damaged_mark_and_removes_it() {
     let out = t.cli().arg("prune").output().unwrap();
     assert!(!stderr(&out).contains("damaged"), "warned once: {}", stderr(&out));
 }
+
+// ----- a full or read-only repository filesystem -----
+
+/// `t`'s repository moved onto a tmpfs of `size` mounted at its own path (unmounted on
+/// drop), or `None` when this machine cannot mount (not root, no CAP_SYS_ADMIN): then it
+/// says so on stderr and the caller skips loudly.
+struct Mounted<'a> {
+    t: &'a TestRepo,
+}
+
+impl<'a> Mounted<'a> {
+    fn tmpfs(t: &'a TestRepo, size: &str) -> Option<Mounted<'a>> {
+        let repo = t.location();
+        let kept = t.dir.path().join("repo-before-mount");
+        std::fs::rename(&repo, &kept).unwrap();
+        std::fs::create_dir(&repo).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&repo)
+            .output();
+        if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {mounted:?}"
+            );
+            std::fs::remove_dir(&repo).unwrap();
+            std::fs::rename(&kept, &repo).unwrap();
+            return None;
+        }
+        let copied =
+            std::process::Command::new("cp").arg("-a").arg(kept.join(".")).arg(&repo).status();
+        assert!(copied.unwrap().success());
+        Some(Mounted { t })
+    }
+
+    fn remount(&self, options: &str) {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(self.t.location())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.t.location()).status();
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_full_filesystem_fails_the_backup_at_once_leaves_nothing_behind_and_a_rerun_succeeds() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let Some(mounted) = Mounted::tmpfs(&t, "2m") else { return };
+    let input = data(5_000_000, 41);
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, &input).unwrap();
+
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("no backup recorded"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("the repository's filesystem is full; free space there"), "{err}");
+    // Failed once: a full disk is not retried with backoff.
+    assert!(!err.contains("retrying"), "{err}");
+    // No partial pack, temp file or lease keeps the disk full.
+    let location = t.location();
+    assert_eq!(files_under(&location.join(".qvault-tmp")), Vec::<PathBuf>::new());
+    assert_eq!(files_under(&location.join("data")), Vec::<PathBuf>::new());
+    assert_eq!(leases(&t), Vec::<PathBuf>::new());
+
+    // With room, the same backup runs and restores byte for byte.
+    mounted.remount("size=64m");
+    let out = t.cli().args(["backup", "--json", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let back = t.dir.path().join("back.bin");
+    let id = v["id"].as_str().unwrap();
+    let out = t.cli().args(["restore", id, "--to"]).arg(&back).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&back).unwrap() == input, "restored bytes differ");
+}
+
+#[test]
+fn a_read_only_repository_filesystem_refuses_a_backup_at_once_and_still_restores() {
+    let (_rt, t) = with_a_backup();
+    let Some(mounted) = Mounted::tmpfs(&t, "16m") else { return };
+    mounted.remount("ro");
+    let file = t.dir.path().join("in.bin");
+
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("mounted read-only; remount it read-write"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+
+    // A restore needs no write: it warns that it holds no lease and restores exactly.
+    let back = t.dir.path().join("back.bin");
+    let out = t.cli().args(["restore", "latest", "--to"]).arg(&back).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read(&back).unwrap(), std::fs::read(&file).unwrap());
+    mounted.remount("rw");
+}

@@ -62,7 +62,25 @@ impl Cache {
 
     fn open(&self, id: RepositoryId) -> Result<LocalIndex> {
         match self {
-            Cache::Dir(dir) => LocalIndex::open(&dir.join(id.to_hex()).join("index.sqlite")),
+            Cache::Dir(dir) => {
+                let path = dir.join(id.to_hex()).join("index.sqlite");
+                match LocalIndex::open(&path) {
+                    // restic does the same: a cache is an optimisation, and a backup must not
+                    // fail because a cron job runs as a user who cannot write it.
+                    Err(e) if LocalIndex::is_unwritable(&e) => {
+                        tracing::warn!(
+                            "this user cannot write the local index cache {}: {}; this run \
+                             keeps the index in memory and reads every index file from the \
+                             repository. Give --cache-dir (QVAULT_CACHE_DIR) a directory this \
+                             user can write",
+                            path.display(),
+                            std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
+                        );
+                        LocalIndex::in_memory()
+                    }
+                    opened => opened,
+                }
+            }
             Cache::InMemory => LocalIndex::in_memory(),
         }
     }

@@ -109,6 +109,25 @@ impl LocalIndex {
         Self::init(conn, Some(path.to_path_buf()))
     }
 
+    /// Whether `e`, from [`LocalIndex::open`], says this user cannot write the cache at all
+    /// (a directory or file it does not own, a read-only filesystem) rather than that the
+    /// file is damaged: the caller can then do without it.
+    pub fn is_unwritable(e: &Error) -> bool {
+        use rusqlite::ErrorCode::{CannotOpen, PermissionDenied, ReadOnly};
+        let source = std::error::Error::source(e);
+        if let Some(io) = source.and_then(|s| s.downcast_ref::<std::io::Error>()) {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            );
+        }
+        matches!(
+            source.and_then(|s| s.downcast_ref::<rusqlite::Error>()),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, ReadOnly | CannotOpen | PermissionDenied)
+        )
+    }
+
     /// A cache that lives only as long as the process (tests, one-off commands).
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(|e| db_err(&None, e))?;

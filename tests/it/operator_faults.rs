@@ -144,6 +144,43 @@ fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
     assert!(stderr(&out).contains("cannot read the storage clock"), "{}", stderr(&out));
 }
 
+/// A cron job that runs as another user than the one who filled the cache: the cache is
+/// only an optimisation, so backup and restore run with the index in memory and say how to
+/// fix it (they failed with "attempt to write a readonly database", exit 1).
+#[test]
+fn a_cache_this_user_cannot_write_is_left_alone_and_backup_and_restore_still_run() {
+    let (_rt, t) = with_a_backup();
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(t.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cache = t.dir.path().join("cli-cache");
+    let status =
+        std::process::Command::new("chmod").args(["-R", "go-w"]).arg(&cache).status().unwrap();
+    assert!(status.success());
+    let before = files_under(&cache);
+    let input = data(80_000, 43);
+    let file = t.dir.path().join("second.bin");
+    std::fs::write(&file, &input).unwrap();
+
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
+    let out = cmd.args(["--json", "backup", "--file"]).arg(&file).output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("this user cannot write the local index cache"), "{err}");
+    assert!(err.contains("Give --cache-dir (QVAULT_CACHE_DIR) a directory"), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = v["id"].as_str().unwrap();
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
+    let to = t.dir.path().join("out.bin");
+    let out = cmd.args(["restore", id, "--to"]).arg(&to).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(std::fs::read(&to).unwrap() == input, "restored bytes differ");
+    assert_eq!(files_under(&cache), before, "the cache is left as it was");
+}
+
 // ----- 2. repair reads storage, not the warm cache -----
 
 #[tokio::test(flavor = "multi_thread")]

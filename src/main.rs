@@ -28,6 +28,9 @@ fn exit_code(error: &anyhow::Error) -> u8 {
     if error.downcast_ref::<cli::backup::IncompleteBackup>().is_some() {
         return 10;
     }
+    if let Some(stopped) = error.downcast_ref::<cli::interrupt::Interrupted>() {
+        return stopped.exit_code();
+    }
     let Some(e) = error.downcast_ref::<qvault::Error>() else { return 1 };
     match e.kind() {
         ErrorKind::InvalidInput => 2,
@@ -46,7 +49,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let logged = cli::log::operation(&cli.command);
     let record = logged.map(|(op, what)| qvault::oplog::OpRecord::started(op, what));
     let started = std::time::Instant::now();
-    let result = dispatch(g, &cli.command).await;
+    let result = tokio::select! {
+        result = dispatch(g, &cli.command) => result,
+        signal = cli::interrupt::signalled() => Err(cli::interrupt::stop(signal).await.into()),
+    };
     if let Some(record) = record {
         cli::log::record(record, started, &result).await;
     }
@@ -156,6 +162,10 @@ fn main() -> ExitCode {
         Ok(()) => run_catching_closed_stdout(&runtime, cli),
         Err(e) => Err(e),
     };
+    // A thread blocked reading a source (stdin, a FIFO) would keep the runtime's drop
+    // waiting for it after a signal.
+    let interrupted =
+        result.as_ref().is_err_and(|e| e.downcast_ref::<cli::interrupt::Interrupted>().is_some());
     let (code, error) = match &result {
         Ok(()) => (0, None),
         Err(e) if e.downcast_ref::<ClosedStdout>().is_some() => (1, None),
@@ -190,6 +200,9 @@ fn main() -> ExitCode {
             };
             runtime.block_on(cli::notify::send(&url, &note));
         }
+    }
+    if interrupted {
+        runtime.shutdown_background();
     }
     ExitCode::from(code)
 }

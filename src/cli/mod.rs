@@ -9,6 +9,7 @@ pub mod docs;
 pub mod forget;
 pub mod index;
 pub mod init;
+pub mod interrupt;
 pub mod key;
 pub mod list;
 pub mod log;

@@ -182,9 +182,11 @@ impl Lease {
         let sealed = seal(repo, &path, &Holder::me())?;
         let started = Stamp::now();
         repo.storage().write_new(&path, sealed.clone()).await?;
+        super::held::hold(repo.storage(), &path);
         let marked = match marked_packs(repo).await {
             Ok(marked) => marked,
             Err(e) => {
+                super::held::let_go(repo.storage(), &path);
                 // Not left to go stale: it would hold every mark made meanwhile for a day.
                 if let Err(d) = repo.storage().delete(&path).await {
                     tracing::warn!("could not delete lease {path}: {d}; it goes stale by itself");
@@ -272,6 +274,7 @@ impl Lease {
                 self.path
             );
         }
+        super::held::let_go(repo.storage(), &self.path);
     }
 }
 

@@ -218,6 +218,7 @@ impl PruneLock {
         for _ in 0..2 {
             match write_sealed(repo, PRUNE_LOCK, &Holder::me(), true).await {
                 Ok(()) => {
+                    super::held::hold(repo.storage(), PRUNE_LOCK);
                     let now = repo.storage().modified(PRUNE_LOCK).await?;
                     return Ok(PruneLock { now });
                 }
@@ -254,7 +255,9 @@ impl PruneLock {
     }
 
     pub async fn release(self, repo: &Repository) -> Result<()> {
-        repo.storage().delete(PRUNE_LOCK).await
+        let deleted = repo.storage().delete(PRUNE_LOCK).await;
+        super::held::let_go(repo.storage(), PRUNE_LOCK);
+        deleted
     }
 }
 

@@ -1,0 +1,71 @@
+//! A command stopped by SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes, `timeout`): what
+//! it holds in storage is removed before the process exits (`qvault::prune::held`), the
+//! operation log and metrics record the stop, and the exit code is 128 + the signal's
+//! number, as a shell reports a process the signal killed.
+
+use std::time::Duration;
+
+/// How long each delete of a held object may take once a signal came: a service manager
+/// sends SIGKILL after its own grace period (systemd 90 s, Kubernetes 30 s).
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// The command was stopped by a signal.
+#[derive(Debug)]
+pub struct Interrupted {
+    signal: Signal,
+    /// `location/path` of each object deleted on the way out.
+    released: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Signal {
+    Int,
+    Term,
+}
+
+impl Interrupted {
+    /// 130 for SIGINT, 143 for SIGTERM.
+    pub fn exit_code(&self) -> u8 {
+        match self.signal {
+            Signal::Int => 130,
+            Signal::Term => 143,
+        }
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self.signal {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+        };
+        write!(f, "interrupted by {name}")?;
+        if !self.released.is_empty() {
+            write!(f, "; removed what this run held: {}", self.released.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// Resolves when SIGINT or SIGTERM arrives; never, if neither can be listened for (then
+/// the signal's default action, ending the process, stays in force).
+pub async fn signalled() -> Signal {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => Signal::Int,
+        _ = term.recv() => Signal::Term,
+    }
+}
+
+/// Removes what this run holds in storage; the error the command then ends with.
+pub async fn stop(signal: Signal) -> Interrupted {
+    let released = qvault::prune::held::release_all(RELEASE_WAIT).await;
+    Interrupted { signal, released }
+}

@@ -40,6 +40,7 @@ async fn backup_bytes(repo: &Repository, data: &Arc<Vec<u8>>) -> BackupSummary {
         reader: Box::new(std::io::Cursor::new(ArcBytes(Arc::clone(data)))),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))
         .await

@@ -158,6 +158,7 @@ async fn generate(dir: &Path, args: &Args) -> Result<Vec<qvault::backup::BackupS
             ))),
             source: None,
             expected_sha256: None,
+            left_out: None,
         };
         let options = BackupOptions::default();
         let summary = backup(&repo, vec![source], &options, Arc::default()).await?;

@@ -29,6 +29,7 @@ async fn archive(
         reader: Box::new(std::io::Cursor::new(data)),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let started = Instant::now();
     let summary =

@@ -74,6 +74,7 @@ async fn backup_version(
         reader: Box::new(reader),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let summary =
         qvault::backup::backup(repo, vec![source], &Default::default(), Default::default()).await;

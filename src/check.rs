@@ -1,8 +1,8 @@
 //! `check`: is every group of backups healthy, for cron and alerting?
 //!
 //! Per group (retention's grouping, [`crate::retention::GroupBy`]), the latest backup must be
-//! younger than `max_age`, and its size must have changed by at most `max_size_change`
-//! against the previous backup of the group. The group's newest verify (from the operation
+//! younger than `max_age`, complete (no path left out as unreadable), and its size must have
+//! changed by at most `max_size_change` against the previous backup of the group. The group's newest verify (from the operation
 //! log, [`crate::oplog`]: the newest that checked any of its backups) must have found every
 //! backup it checked there restorable, and be younger than `max_verify_age`. A backup made
 //! since that verify is not a failure by itself: hourly backups and a nightly verify pass all
@@ -155,6 +155,15 @@ pub fn evaluate(
                      --max-size-change {max}%"
                 ));
             }
+        }
+        if latest.unreadable > 0 {
+            failures.push(format!(
+                "the latest backup {} is incomplete: {} paths could not be read and were left \
+                 out (`qvault show {}` names them); give the backup's user read access",
+                latest.id.short(),
+                latest.unreadable,
+                latest.id.short()
+            ));
         }
         let ids: Vec<BackupId> = members.iter().map(|b| b.0.id).collect();
         let last = last_verify(log, &ids);

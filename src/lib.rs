@@ -45,6 +45,7 @@
 //!     reader: Box::new(std::io::Cursor::new(data.clone())),
 //!     source: None,
 //!     expected_sha256: None,
+//!     left_out: None,
 //! };
 //! let options = BackupOptions { allow_empty: false, ..Default::default() };
 //! let done = backup(&repo, vec![source], &options, Default::default()).await?;

@@ -28,6 +28,8 @@ pub struct ReportBackup {
     /// Bytes read per byte added; `None` when it added nothing.
     pub dedup_ratio: Option<f64>,
     pub duration_seconds: f64,
+    /// Paths its sources could not read and left out (`backup --dir`): 0 when complete.
+    pub unreadable: u64,
 }
 
 /// One verify or restore-test run as it concerned a group.
@@ -135,6 +137,7 @@ pub async fn build_with(
             bytes_added: s.bytes_added,
             dedup_ratio: (s.bytes_added > 0).then(|| s.bytes_read as f64 / s.bytes_added as f64),
             duration_seconds: s.duration_ms as f64 / 1000.0,
+            unreadable: info.unreadable,
         };
         report.backups += 1;
         report.original_bytes += backup.bytes;
@@ -247,10 +250,15 @@ pub fn html(report: &Report) -> String {
         );
         for b in group.backups.iter().rev() {
             let ratio = b.dedup_ratio.map_or_else(|| "n/a".into(), |r| format!("{r:.1}×"));
+            let incomplete = if b.unreadable == 0 {
+                String::new()
+            } else {
+                format!(" <span class=\"bad\">INCOMPLETE: {} paths left out</span>", b.unreadable)
+            };
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{ratio}</td>\
-                 <td>{:.1}</td></tr>",
+                "<tr><td>{}</td><td><code>{}</code>{incomplete}</td><td>{}</td><td>{}</td>\
+                 <td>{ratio}</td><td>{:.1}</td></tr>",
                 escape(&b.time),
                 b.id.short(),
                 human_bytes(b.bytes),
@@ -408,11 +416,19 @@ pub fn prometheus(report: &Report) -> String {
     let time = |b: &ReportBackup| {
         b.time.parse::<jiff::Timestamp>().map(|t| t.as_second() as f64).unwrap_or(f64::NAN)
     };
+    // An incomplete backup (paths left out) is not a success: an alert on this age fires
+    // when every recent backup of the group misses files.
     family(
         "qvault_backup_last_success_timestamp_seconds",
         "gauge",
-        "When the group's latest backup started (Unix time).",
-        per_group(&time),
+        "When the group's latest complete backup started (Unix time).",
+        checks(&|g| g.backups.iter().rev().find(|b| b.unreadable == 0).map(time)),
+    );
+    family(
+        "qvault_backup_last_unreadable_paths",
+        "gauge",
+        "Paths the group's latest backup could not read and left out (0: complete).",
+        per_group(&|b| b.unreadable as f64),
     );
     family(
         "qvault_backup_last_duration_seconds",

@@ -143,6 +143,7 @@ async fn backup_file(
         reader: Box::new(File::open(path)?),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     Ok(backup(repo, vec![source], options, Arc::new(Progress::default())).await?)
 }

@@ -19,7 +19,7 @@ use crate::codec::{self, CodecParams};
 use crate::crypto::RepositoryKey;
 use crate::error::{Error, Result};
 use crate::format::list::ListWriter;
-use crate::format::manifest::StreamRecord;
+use crate::format::manifest::{StreamRecord, Unreadable};
 use crate::id::{ChunkId, PackId};
 use crate::index::LocalIndex;
 use bytes::Bytes;
@@ -118,7 +118,7 @@ pub(super) async fn archive_stream(
     source: StreamSource,
     cx: &StreamContext<'_>,
 ) -> Result<(StreamRecord, u64)> {
-    let StreamSource { name, kind, reader, source: provenance, expected_sha256 } = source;
+    let StreamSource { name, kind, reader, source: provenance, expected_sha256, left_out } = source;
     let workers = cx.workers;
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<(u64, Bytes)>(workers * 2);
     let (hash_tx, hash) = crate::digest::spawn(workers * 2);
@@ -204,8 +204,19 @@ pub(super) async fn archive_stream(
              pass --allow-empty if an empty stream is expected"
         )));
     }
-    let record =
-        StreamRecord { name, kind, size, sha256, blake3, chunks, list, source: provenance };
+    // Complete now: the walk that fills it ended with the stream.
+    let unreadable = left_out.and_then(|l| Unreadable::of(&l.paths()));
+    let record = StreamRecord {
+        name,
+        kind,
+        size,
+        sha256,
+        blake3,
+        chunks,
+        list,
+        source: provenance,
+        unreadable,
+    };
     Ok((record, new_chunks))
 }
 

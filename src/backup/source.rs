@@ -26,6 +26,10 @@ pub struct StreamSource {
     pub source: Option<serde_json::Value>,
     /// The SHA-256 the producer vouches for (Qdrant's checksum): a mismatch fails the backup.
     pub expected_sha256: Option<String>,
+    /// Paths the source left out of the stream (`backup --dir`'s unreadable files), filled
+    /// while it is read: recorded in the stream's record when it ends, so `check` and the
+    /// metrics know the backup is incomplete.
+    pub left_out: Option<crate::dirtar::Unreadable>,
 }
 
 impl std::fmt::Debug for StreamSource {
@@ -101,6 +105,7 @@ impl StreamSource {
             reader: Box::new(reader),
             source: Some(serde_json::json!({ "path": absolute(path) })),
             expected_sha256: None,
+            left_out: None,
         };
         Ok((source, size))
     }
@@ -113,6 +118,7 @@ impl StreamSource {
             reader: Box::new(io::stdin()),
             source: None,
             expected_sha256: None,
+            left_out: None,
         }
     }
 
@@ -126,7 +132,11 @@ impl StreamSource {
     /// returned [`crate::dirtar::Unreadable`] names it once the stream has been read.
     pub fn directory_skipping(dir: &Path) -> Result<(StreamSource, crate::dirtar::Unreadable)> {
         let (reader, unreadable) = crate::dirtar::tar_reader_skipping(dir)?;
-        Ok((Self::directory_from(dir, reader), unreadable))
+        let source = StreamSource {
+            left_out: Some(unreadable.clone()),
+            ..Self::directory_from(dir, reader)
+        };
+        Ok((source, unreadable))
     }
 
     fn directory_from(dir: &Path, reader: Box<dyn io::Read + Send>) -> StreamSource {
@@ -136,6 +146,7 @@ impl StreamSource {
             reader,
             source: Some(serde_json::json!({ "path": absolute(dir) })),
             expected_sha256: None,
+            left_out: None,
         }
     }
 
@@ -168,6 +179,7 @@ impl StreamSource {
             reader: Box::new(CommandOutput { child, stdout, line, status: None }),
             source: Some(serde_json::json!({ "command": argv })),
             expected_sha256: None,
+            left_out: None,
         })
     }
 }

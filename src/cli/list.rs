@@ -47,6 +47,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
                 serde_json::json!({
                     "name": s.name, "kind": s.kind, "size": s.size, "sha256": s.sha256,
                     "blake3": s.blake3, "chunks": s.chunk_count(), "source": s.source,
+                    "unreadable": s.unreadable,
                 })
             })
             .collect();
@@ -82,6 +83,15 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
         );
         println!("  sha256 {}", s.sha256);
         println!("  blake3 {}", s.blake3);
+        if let Some(u) = &s.unreadable {
+            println!("  INCOMPLETE: {} paths could not be read and were left out", u.count);
+            for p in &u.paths {
+                println!("    {}: {}", p.path, p.error);
+            }
+            if u.count > u.paths.len() as u64 {
+                println!("    and {} more", u.count - u.paths.len() as u64);
+            }
+        }
     }
     for line in qvault::qdrant::cluster::backup::describe(&m.streams) {
         println!("cluster  {line}");

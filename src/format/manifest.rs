@@ -59,6 +59,44 @@ pub struct StreamRecord {
     /// Where the stream came from (e.g. Qdrant collection config and info), free-form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<serde_json::Value>,
+    /// Set when the source left paths out (`backup --dir` could not read them): the backup
+    /// is incomplete. Absent in complete streams and in manifests older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unreadable: Option<Unreadable>,
+}
+
+/// The paths a stream's source left out: how many, and the first [`UNREADABLE_NAMED`] of
+/// them with why, in walk order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unreadable {
+    pub count: u64,
+    pub paths: Vec<UnreadablePath>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnreadablePath {
+    pub path: String,
+    pub error: String,
+}
+
+/// How many left-out paths a stream record names: a tree with a million unreadable files
+/// must not make a million-line manifest; the count is always whole.
+pub const UNREADABLE_NAMED: usize = 100;
+
+impl Unreadable {
+    /// The record of `paths` (each with its error), `None` when there are none.
+    pub fn of(paths: &[(std::path::PathBuf, String)]) -> Option<Unreadable> {
+        if paths.is_empty() {
+            return None;
+        }
+        let named = paths.iter().take(UNREADABLE_NAMED);
+        Some(Unreadable {
+            count: paths.len() as u64,
+            paths: named
+                .map(|(p, e)| UnreadablePath { path: p.display().to_string(), error: e.clone() })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -126,6 +164,11 @@ impl Manifest {
 
     pub fn total_size(&self) -> u64 {
         self.streams.iter().map(|s| s.size).sum()
+    }
+
+    /// Paths the backup's sources left out, over all streams: 0 for a complete backup.
+    pub fn unreadable_count(&self) -> u64 {
+        self.streams.iter().filter_map(|s| s.unreadable.as_ref()).map(|u| u.count).sum()
     }
 
     /// The stream named `wanted`, or the only stream when `wanted` is `None`.

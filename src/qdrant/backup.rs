@@ -225,6 +225,7 @@ impl SnapshotStreams<'_> {
             reader: lazy_download(client, &scope, &snapshot.name, &self.download_errors),
             source: Some(source.to_source()?),
             expected_sha256: snapshot.checksum,
+            left_out: None,
         })
     }
 

@@ -49,6 +49,9 @@ pub struct BackupInfo {
     /// separated), else the host and what it read: `host:/abs/path` for files and
     /// directories, `host:command#<digest>` for a command's output, the host alone for stdin.
     pub source: String,
+    /// Paths the backup's sources could not read and left out (`backup --dir`); 0 for a
+    /// complete backup.
+    pub unreadable: u64,
 }
 
 impl BackupInfo {
@@ -83,6 +86,7 @@ impl BackupInfo {
             tags: m.tags.clone(),
             streams,
             source,
+            unreadable: m.unreadable_count(),
         })
     }
 }

@@ -18,6 +18,7 @@ fn info(n: u32, time: &str) -> BackupInfo {
         tags: BTreeMap::new(),
         streams: vec!["products".into()],
         source: "http://qdrant:6333".into(),
+        unreadable: 0,
     }
 }
 
@@ -441,6 +442,7 @@ fn the_source_is_the_qdrant_url_else_the_host() {
             chunks: vec![],
             list: None,
             source,
+            unreadable: None,
         }],
         summary: Default::default(),
     };

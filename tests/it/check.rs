@@ -18,6 +18,7 @@ fn info(n: u8, time: &str, source: &str) -> BackupInfo {
         tags: Default::default(),
         streams: vec!["products".into()],
         source: source.into(),
+        unreadable: 0,
     }
 }
 
@@ -57,6 +58,30 @@ fn a_recent_verified_backup_of_similar_size_passes() {
     assert_eq!(g.size_change_percent, Some(10.0));
     assert_eq!(g.age_seconds, 6 * 3600);
     assert!(g.last_verify.as_ref().unwrap().passed);
+}
+
+#[test]
+fn a_group_whose_latest_backup_left_paths_out_fails_and_an_older_incomplete_one_does_not() {
+    let incomplete = |n, time, source| BackupInfo { unreadable: 3, ..info(n, time, source) };
+    let backups = vec![
+        (info(1, "2026-11-29T00:00:00Z", "now-incomplete"), 1000),
+        (incomplete(2, "2026-11-30T00:00:00Z", "now-incomplete"), 1000),
+        (incomplete(3, "2026-11-29T00:00:00Z", "complete-again"), 1000),
+        (info(4, "2026-11-30T00:00:00Z", "complete-again"), 1000),
+    ];
+    let log = [verified(&[1, 2, 3, 4], &[], Outcome::Ok)];
+    let report = evaluate(&backups, &log, &options(), now());
+    assert!(!report.ok);
+    let failing: Vec<_> = report.failing().map(|g| g.group.as_str()).collect();
+    assert_eq!(failing, ["source=now-incomplete streams=products"]);
+    let short = BackupId([2; 32]).short();
+    assert_eq!(
+        report.groups[1].failures,
+        [format!(
+            "the latest backup {short} is incomplete: 3 paths could not be read and were left \
+             out (`qvault show {short}` names them); give the backup's user read access"
+        )]
+    );
 }
 
 #[test]

@@ -78,6 +78,7 @@ async fn backup_dir(repo: &Repository, dir: &Path) -> qvault::backup::BackupSumm
         reader: tar_reader(dir).unwrap(),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     backup(repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))
         .await

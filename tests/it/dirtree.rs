@@ -29,6 +29,7 @@ async fn round_trip(src: &Path) -> PathBuf {
         reader: tar_reader(src).unwrap(),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let summary =
         backup(&repo, vec![source], &BackupOptions::default(), Arc::new(Progress::default()))

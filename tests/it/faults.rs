@@ -98,6 +98,7 @@ async fn faulty_storage_never_records_a_backup_that_cannot_be_restored() {
             reader: Box::new(std::io::Cursor::new(data.clone())),
             source: None,
             expected_sha256: None,
+            left_out: None,
         };
         let result =
             qvault::backup::backup(&repo, vec![source], &Default::default(), Arc::default()).await;

@@ -587,6 +587,7 @@ async fn generate_fixture_repository() {
                 reader: Box::new(Cursor::new(bytes)),
                 source: None,
                 expected_sha256: None,
+                left_out: None,
             })
             .collect();
         let options = qvault::backup::BackupOptions {

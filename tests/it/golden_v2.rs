@@ -139,6 +139,7 @@ async fn generate_fixture_repository_v2() {
             reader: Box::new(Cursor::new(bytes)),
             source: None,
             expected_sha256: None,
+            left_out: None,
         };
         let options = qvault::backup::BackupOptions {
             name: Some(name.to_string()),

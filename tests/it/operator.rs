@@ -144,6 +144,7 @@ fn info(n: u8, time: &str) -> BackupInfo {
         tags: Default::default(),
         streams: vec!["products".into()],
         source: "q".into(),
+        unreadable: 0,
     }
 }
 

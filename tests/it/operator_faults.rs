@@ -38,6 +38,11 @@ async fn cold(t: &TestRepo) -> Repository {
     Repository::open(t.storage(), credentials, &Cache::InMemory).await.unwrap()
 }
 
+/// The first sample of metric family `name` in Prometheus text, as its whole line.
+fn metric(metrics: &str, name: &str) -> Option<String> {
+    metrics.lines().find(|l| l.starts_with(&format!("{name}{{"))).map(str::to_string)
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -466,6 +471,51 @@ async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     assert!(dest.join("closed").is_dir(), "a directory it could not read is stored empty");
     assert!(!dest.join("closed/inner.txt").exists());
     assert!(!dest.join("secret.txt").exists());
+
+    // The manifest records what was left out, so the backup does not pass for complete:
+    // `show` names the paths, `check` fails the group, and the metrics neither count it as
+    // the last success nor hide the count (it was the group's latest success until now).
+    let out = t.cli().args(["--json", "show", &id]).output().unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let record = &shown["streams"][0]["unreadable"];
+    assert_eq!(record["count"], 2, "{shown}");
+    let paths: Vec<&str> =
+        record["paths"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, expected.iter().map(|p| p.to_str().unwrap()).collect::<Vec<_>>());
+    let out = t.cli().args(["show", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("INCOMPLETE: 2 paths could not be read and were left out"), "{text}");
+    let out = t.cli().args(["check", "--skip-verify"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert_eq!(out.status.code(), Some(9), "{text}");
+    let short = &id[..8];
+    assert!(text.contains(&format!("the latest backup {short} is incomplete: 2 paths")), "{text}");
+    let out = t.cli().arg("metrics").output().unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metric(&metrics, "qvault_backup_last_unreadable_paths").unwrap().ends_with(" 2"),
+        "{metrics}"
+    );
+    assert_eq!(metric(&metrics, "qvault_backup_last_success_timestamp_seconds"), None, "{metrics}");
+
+    // Once readable again, the next backup is complete and the group passes.
+    let status = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&src).status();
+    assert!(status.unwrap().success());
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
+    let out = cmd.args(["backup", "--dir"]).arg(&src).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.cli().args(["check", "--skip-verify"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = t.cli().arg("metrics").output().unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        metric(&metrics, "qvault_backup_last_unreadable_paths").unwrap().ends_with(" 0"),
+        "{metrics}"
+    );
+    assert!(
+        metric(&metrics, "qvault_backup_last_success_timestamp_seconds").is_some(),
+        "{metrics}"
+    );
 }
 
 #[test]

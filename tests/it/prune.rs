@@ -271,6 +271,7 @@ impl PausedBackup {
                 reader: Box::new(reader),
                 source: None,
                 expected_sha256: None,
+                left_out: None,
             };
             qvault::backup::backup(&repo, vec![source], &options, Default::default()).await
         });
@@ -503,6 +504,7 @@ async fn with_only_the_repository_key_prune_repacks_a_partly_used_list_block_pac
         reader: Box::new(std::io::Cursor::new(bytes.to_vec())),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let both = vec![stream("x.bin", &x), stream("z.bin", &z)];
     let b1 = qvault::backup::backup(&admin, both, &Default::default(), Default::default())

@@ -252,6 +252,7 @@ async fn several_streams_in_one_backup() {
             reader: Box::new(std::io::Cursor::new(pseudo_random(50_000, i))),
             source: Some(serde_json::json!({ "shard": i })),
             expected_sha256: None,
+            left_out: None,
         })
         .collect();
     let summary = backup(&repo, sources, &BackupOptions::default(), Arc::default()).await.unwrap();
@@ -490,6 +491,7 @@ async fn a_failed_source_records_no_backup_and_a_rerun_reuses_its_packs() {
         }),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let err =
         backup(&repo, vec![source], &BackupOptions::default(), Arc::default()).await.unwrap_err();
@@ -511,6 +513,7 @@ async fn a_wrong_announced_checksum_records_no_backup() {
         reader: Box::new(std::io::Cursor::new(pseudo_random(10_000, 15))),
         source: None,
         expected_sha256: Some("00".repeat(32)),
+        left_out: None,
     };
     let err =
         backup(&repo, vec![source], &BackupOptions::default(), Arc::default()).await.unwrap_err();

@@ -23,6 +23,7 @@ async fn backup_dir(repo: &qvault::repo::Repository, dir: &std::path::Path) -> q
         reader: qvault::dirtar::tar_reader(dir).unwrap(),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     backup(repo, vec![source], &Default::default(), Default::default()).await.unwrap().id
 }

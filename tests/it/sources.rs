@@ -79,6 +79,7 @@ async fn an_empty_stream_is_refused_unless_allowed() {
         reader: Box::new(std::io::empty()),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     let err = run(&repo, empty(), &BackupOptions::default()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);

@@ -217,6 +217,7 @@ impl ShardStreams<'_> {
             reader: blocking_reader(download.into_stream(), &self.download_errors),
             source: Some(source.to_source()?),
             expected_sha256: expected,
+            left_out: None,
         })
     }
 

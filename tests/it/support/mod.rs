@@ -152,6 +152,7 @@ pub async fn backup_bytes(repo: &Repository, name: &str, data: Vec<u8>) -> Backu
         reader: Box::new(std::io::Cursor::new(data)),
         source: None,
         expected_sha256: None,
+        left_out: None,
     };
     qvault::backup::backup(repo, vec![source], &Default::default(), std::sync::Arc::default())
         .await

@@ -69,6 +69,7 @@ pub(crate) mod digest;
 pub mod dirtar;
 pub mod error;
 pub mod format;
+pub mod held;
 pub mod id;
 pub mod index;
 pub mod oplog;

@@ -1,5 +1,6 @@
 //! A command stopped by SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes, `timeout`): what
-//! it holds in storage is removed before the process exits (`qvault::prune::held`), the
+//! it holds is undone before the process exits (`qvault::held`: leases, the prune lock,
+//! snapshots it created on a Qdrant node), the
 //! operation log and metrics record the stop, and the exit code is 128 + the signal's
 //! number, as a shell reports a process the signal killed.
 
@@ -66,6 +67,6 @@ pub async fn signalled() -> Signal {
 
 /// Removes what this run holds in storage; the error the command then ends with.
 pub async fn stop(signal: Signal) -> Interrupted {
-    let released = qvault::prune::held::release_all(RELEASE_WAIT).await;
+    let released = qvault::held::release_all(RELEASE_WAIT).await;
     Interrupted { signal, released }
 }

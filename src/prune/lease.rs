@@ -167,6 +167,9 @@ pub struct Lease {
     /// Dropping it stops the refresher between two writes, never during one.
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     refresher: Option<tokio::task::JoinHandle<()>>,
+    /// Deleted by [`crate::held::release_all`] if a signal stops the process first; a lease
+    /// dropped without `release` stays held (deleting it then is right too).
+    held: crate::held::Token,
 }
 
 impl Lease {
@@ -182,11 +185,11 @@ impl Lease {
         let sealed = seal(repo, &path, &Holder::me())?;
         let started = Stamp::now();
         repo.storage().write_new(&path, sealed.clone()).await?;
-        super::held::hold(repo.storage(), &path);
+        let held = crate::held::hold_object(repo.storage(), &path);
         let marked = match marked_packs(repo).await {
             Ok(marked) => marked,
             Err(e) => {
-                super::held::let_go(repo.storage(), &path);
+                crate::held::let_go(held);
                 // Not left to go stale: it would hold every mark made meanwhile for a day.
                 if let Err(d) = repo.storage().delete(&path).await {
                     tracing::warn!("could not delete lease {path}: {d}; it goes stale by itself");
@@ -212,6 +215,7 @@ impl Lease {
             health,
             stop: Some(stop),
             refresher: Some(refresher),
+            held,
         })
     }
 
@@ -274,7 +278,7 @@ impl Lease {
                 self.path
             );
         }
-        super::held::let_go(repo.storage(), &self.path);
+        crate::held::let_go(self.held);
     }
 }
 

@@ -209,6 +209,8 @@ pub async fn write_mark(
 pub struct PruneLock {
     /// The storage's clock when the lock was taken.
     pub now: Option<SystemTime>,
+    /// Deleted by [`crate::held::release_all`] if a signal stops the process first.
+    held: crate::held::Token,
 }
 
 impl PruneLock {
@@ -218,9 +220,9 @@ impl PruneLock {
         for _ in 0..2 {
             match write_sealed(repo, PRUNE_LOCK, &Holder::me(), true).await {
                 Ok(()) => {
-                    super::held::hold(repo.storage(), PRUNE_LOCK);
+                    let held = crate::held::hold_object(repo.storage(), PRUNE_LOCK);
                     let now = repo.storage().modified(PRUNE_LOCK).await?;
-                    return Ok(PruneLock { now });
+                    return Ok(PruneLock { now, held });
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     let held_since = repo.storage().modified(PRUNE_LOCK).await?;
@@ -256,7 +258,7 @@ impl PruneLock {
 
     pub async fn release(self, repo: &Repository) -> Result<()> {
         let deleted = repo.storage().delete(PRUNE_LOCK).await;
-        super::held::let_go(repo.storage(), PRUNE_LOCK);
+        crate::held::let_go(self.held);
         deleted
     }
 }

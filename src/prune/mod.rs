@@ -26,7 +26,6 @@
 //! - `--dry-run` prints the plan that `execute` would carry out, and writes nothing.
 
 mod execute;
-pub mod held;
 mod lease;
 pub mod locks;
 pub mod table;

@@ -161,6 +161,8 @@ struct Used {
     created: bool,
     /// `None` while it is still on the node for the pipeline to read.
     outcome: Option<SnapshotFate>,
+    /// Set while a snapshot this run created (and does not keep) is on the node.
+    held: Option<crate::held::Token>,
 }
 
 /// The backup's streams, one snapshot at a time: each is created (or, with `--snapshot`,
@@ -212,11 +214,14 @@ impl SnapshotStreams<'_> {
                 (snapshot, true)
             }
         };
+        let held = (created && !self.keep_remote)
+            .then(|| super::create::hold_snapshot(client, &scope, &snapshot.name));
         self.used.push(Used {
             scope: scope.clone(),
             name: snapshot.name.clone(),
             created,
             outcome: None,
+            held,
         });
         source.snapshot = Some(SnapshotProvenance::new(&snapshot, created));
         Ok(StreamSource {
@@ -247,6 +252,9 @@ impl SnapshotStreams<'_> {
                     }
                 }
             };
+            if let Some(held) = used.held.take() {
+                crate::held::let_go(held);
+            }
             used.outcome = Some(outcome);
         }
     }

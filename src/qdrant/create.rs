@@ -32,6 +32,25 @@ impl Default for CreateOptions {
     }
 }
 
+/// Records that snapshot `name` of `scope`, which this run created, is deleted from the node
+/// if a signal stops the process before the backup deletes it ([`crate::held`]). A snapshot
+/// still being created when the signal comes has no name yet and is left: `qvault qdrant
+/// snapshots list` shows it.
+pub(crate) fn hold_snapshot(
+    client: &QdrantClient,
+    scope: &SnapshotScope,
+    name: &str,
+) -> crate::held::Token {
+    let (client, scope, name) = (client.clone(), scope.clone(), name.to_string());
+    let what = format!("snapshot {name} of {scope} on {}", client.url());
+    crate::held::hold(
+        what,
+        Box::new(move || {
+            Box::pin(async move { client.delete_snapshot(&scope, &name, true).await })
+        }),
+    )
+}
+
 /// The names of `scope`'s snapshots now: what [`create_snapshot`] compares with. Listed
 /// before anything else the backup reads right before creating (the exact count).
 pub async fn snapshots_before(

@@ -33,6 +33,7 @@ mod repository;
 mod restore_drill;
 mod restore_test_qdrant;
 mod secrets;
+mod signals;
 mod sources;
 mod storage;
 mod verify;

@@ -86,6 +86,7 @@ struct Pending {
     node: usize,
     scope: SnapshotScope,
     name: String,
+    held: crate::held::Token,
 }
 
 struct ShardStreams<'a> {
@@ -197,7 +198,9 @@ impl ShardStreams<'_> {
                 let before = snapshots_before(client, &scope).await?;
                 let snapshot = create_snapshot(client, &scope, &before, &self.create).await?;
                 let name = snapshot.name.clone();
-                self.pending = Some(Pending { node, scope: scope.clone(), name: name.clone() });
+                let held = crate::qdrant::create::hold_snapshot(client, &scope, &name);
+                self.pending =
+                    Some(Pending { node, scope: scope.clone(), name: name.clone(), held });
                 source.snapshot = Some(SnapshotProvenance::new(&snapshot, true));
                 let d = client.download_snapshot(&scope, &name).await?;
                 (d, ReadVia::Snapshot, snapshot.checksum)
@@ -232,6 +235,7 @@ impl ShardStreams<'_> {
                 SnapshotFate::DeleteFailed(e.to_string())
             }
         };
+        crate::held::let_go(p.held);
         self.snapshots.push(RemoteSnapshot { scope: p.scope.to_string(), name: p.name, outcome });
     }
 }

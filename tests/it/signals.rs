@@ -1,0 +1,122 @@
+//! A command stopped by SIGINT or SIGTERM undoes what it holds before it exits: leases,
+//! the prune lock, the snapshots a backup created on a Qdrant node.
+
+use crate::prune::data;
+use crate::prune_safety::leases_in;
+use crate::support::fake_qdrant::{FakeOptions, FakeQdrant, Fault};
+use crate::support::TestRepo;
+use std::time::Duration;
+
+/// Waits up to 60 s for `done`, polling.
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &std::process::Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill only sends a signal to the child this test spawned.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// Ctrl-C, or the SIGTERM of systemd or Kubernetes: the command removes its lease before
+/// it exits (it stayed, holding every prune mark for the stale limit of 24 h), records
+/// nothing, logs the stop and exits 128 + the signal's number. The backup's stdin and the
+/// restore's stdout stay open, as a stuck source or reader would: the exit does not wait
+/// for them.
+#[test]
+fn a_backup_stopped_by_sigint_and_a_restore_stopped_by_sigterm_remove_their_leases() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let locks = t.location().join("locks");
+
+    let mut backup = t
+        .cli()
+        .args(["backup", "--name", "job", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = backup.stdin.take().unwrap();
+    stdin.write_all(&data(300_000, 5)).unwrap();
+    wait_for("the backup's lease", || leases_in(&locks).len() == 1);
+    let lease = leases_in(&locks).remove(0);
+    signal(&backup, libc::SIGINT);
+    let out = backup.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let name = lease.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains("interrupted by SIGINT; removed what this run held: "), "{err}");
+    assert!(err.contains(&format!("/locks/{name}")), "{err}");
+    assert!(leases_in(&locks).is_empty(), "the lease is gone");
+    drop(stdin);
+    let out = t.cli().args(["--json", "backups"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing recorded: {listed}");
+    let out = t.cli().args(["log"]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(log.contains("FAILED: interrupted by SIGINT"), "{log}");
+
+    // A restore blocked on a reader that does not read.
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, data(3_000_000, 6)).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restore = t
+        .cli()
+        .args(["restore", "latest", "--to", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the restore's lease", || leases_in(&locks).len() == 1);
+    signal(&restore, libc::SIGTERM);
+    let out = restore.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("interrupted by SIGTERM; removed what this run held: "), "{err}");
+    assert!(leases_in(&locks).is_empty(), "the lease is gone");
+}
+
+/// A backup from Qdrant stopped half way through its download: the snapshot it created is
+/// deleted from the node too (each stopped nightly run left one, filling the node's disk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qdrant_backup_stopped_by_sigterm_deletes_the_snapshot_it_created() {
+    use std::process::Stdio;
+    let fake = FakeQdrant::start(FakeOptions::default()).await;
+    fake.create_collection("c", serde_json::json!({"vectors": {"size": 4, "distance": "Dot"}}));
+    fake.set_snapshot_source("c", data(2_000_000, 9));
+    // 4 KiB every 50 ms: the download takes ~25 s, the signal comes long before.
+    fake.inject(Fault::slow_body("/snapshots/", 4096, Duration::from_millis(50), 1));
+    let t = TestRepo::new(None).await;
+    let locks = t.location().join("locks");
+    let url = fake.url();
+    let backup = t
+        .cli()
+        .args(["backup", "--qdrant", &url, "--collection", "c"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let names = || fake.snapshot_names("c");
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while names().is_empty() || leases_in(&locks).is_empty() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for the snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let snapshot = names().remove(0);
+    signal(&backup, libc::SIGTERM);
+    let out =
+        tokio::task::spawn_blocking(move || backup.wait_with_output()).await.unwrap().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains(&format!("snapshot {snapshot} of collection `c` on {url}")), "{err}");
+    assert_eq!(names(), Vec::<String>::new(), "the snapshot is gone from the node");
+    assert!(leases_in(&t.location().join("locks")).is_empty(), "the lease is gone");
+}

@@ -165,6 +165,20 @@ struct Used {
     held: Option<crate::held::Token>,
 }
 
+impl Used {
+    /// A snapshot the backup reads: `created` by this run when `Some` (holding it unless it
+    /// is kept), an existing one (`--snapshot`) when `None`.
+    fn new(scope: &SnapshotScope, name: &str, created: Option<Option<crate::held::Token>>) -> Used {
+        Used {
+            scope: scope.clone(),
+            name: name.to_string(),
+            created: created.is_some(),
+            outcome: None,
+            held: created.flatten(),
+        }
+    }
+}
+
 /// The backup's streams, one snapshot at a time: each is created (or, with `--snapshot`,
 /// looked up) when the pipeline asks for its stream, and released when the pipeline asks
 /// for the next one or the backup ends.
@@ -196,12 +210,21 @@ impl SnapshotStreams<'_> {
             source.requested_as = self.requested_as.get(&stream_name(&scope)).cloned();
         }
         let (snapshot, created) = match &self.existing_snapshot {
-            Some(name) => (existing_snapshot(client, &scope, name).await?, false),
+            Some(name) => {
+                let snapshot = existing_snapshot(client, &scope, name).await?;
+                self.used.push(Used::new(&scope, &snapshot.name, None));
+                (snapshot, false)
+            }
             None => {
                 let before = snapshots_before(client, &scope).await?;
                 add_exact_counts(client, &scope, &mut source).await?;
                 record_sample(client, &scope, self.sample.as_ref(), &mut source).await;
                 let snapshot = create_snapshot(client, &scope, &before, &self.create).await?;
+                // Recorded at once, so that a failure of the count below, or a signal during
+                // it, deletes the snapshot too.
+                let held = (!self.keep_remote)
+                    .then(|| super::create::hold_snapshot(client, &scope, &snapshot.name));
+                self.used.push(Used::new(&scope, &snapshot.name, Some(held)));
                 // Counted again so restore knows the range a snapshot taken while clients
                 // wrote may hold; recorded only when it differs, so backups of quiet
                 // collections keep the provenance shape they always had.
@@ -214,15 +237,6 @@ impl SnapshotStreams<'_> {
                 (snapshot, true)
             }
         };
-        let held = (created && !self.keep_remote)
-            .then(|| super::create::hold_snapshot(client, &scope, &snapshot.name));
-        self.used.push(Used {
-            scope: scope.clone(),
-            name: snapshot.name.clone(),
-            created,
-            outcome: None,
-            held,
-        });
         source.snapshot = Some(SnapshotProvenance::new(&snapshot, created));
         Ok(StreamSource {
             name: stream_name(&scope),

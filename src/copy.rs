@@ -297,6 +297,7 @@ pub async fn execute(
             )));
         }
         // As a backup does: a lease a prune may have judged stale protects nothing.
+        let _recording = crate::held::critical();
         lease.check(target).await?;
         let new_id = target.write_manifest(&manifest).await?;
         report.copied.insert(id, new_id);

@@ -7,14 +7,49 @@
 //! node's disk with every stopped run (a CronJob past its deadline, each night).
 //!
 //! Undoing them on a signal is safe: the process stops with the command, so nothing the
-//! lease or lock protects is written or deleted afterwards. A backup whose manifest was
-//! already written needs no lease any more; one whose manifest was not is not recorded.
+//! lease or lock protects is written or deleted afterwards.
+//!
+//! Some steps must not be cut by a signal, because dropping the command does not stop a
+//! write already handed to a thread: the write of a lease or of the prune lock (it would
+//! land after the undo ran, and stay), and a backup's end from its last lease check through
+//! the manifest write and the lease's release (the lease must outlive the manifest write,
+//! and a recorded backup must not report failure). They run under a [`Critical`] guard; the
+//! binary, on a signal, keeps running the command until no guard is held
+//! ([`critical_done`]), then stops it and undoes what is held.
 
 use crate::error::Result;
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// How many [`Critical`] guards are held in this process.
+static CRITICAL: LazyLock<tokio::sync::watch::Sender<usize>> =
+    LazyLock::new(|| tokio::sync::watch::Sender::new(0));
+
+/// While held, a signal lets the command run on (see the module docs).
+#[must_use = "the section ends when the guard is dropped"]
+#[derive(Debug)]
+pub struct Critical(());
+
+/// Starts a critical section: a signal waits until its guard is dropped.
+pub fn critical() -> Critical {
+    CRITICAL.send_modify(|n| *n += 1);
+    Critical(())
+}
+
+impl Drop for Critical {
+    fn drop(&mut self) {
+        CRITICAL.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Resolves once no [`Critical`] guard is held (at once when none is).
+pub async fn critical_done() {
+    let mut rx = CRITICAL.subscribe();
+    // The sender is a static that lives as long as the process: this cannot fail.
+    let _ = rx.wait_for(|n| *n == 0).await;
+}
 
 /// How one held thing is undone: a delete, typically.
 pub(crate) type Undo = Box<dyn FnOnce() -> BoxFuture<'static, Result<()>> + Send>;

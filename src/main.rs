@@ -49,9 +49,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let logged = cli::log::operation(&cli.command);
     let record = logged.map(|(op, what)| qvault::oplog::OpRecord::started(op, what));
     let started = std::time::Instant::now();
+    let mut command = std::pin::pin!(dispatch(g, &cli.command));
     let result = tokio::select! {
-        result = dispatch(g, &cli.command) => result,
-        signal = cli::interrupt::signalled() => Err(cli::interrupt::stop(signal).await.into()),
+        result = &mut command => result,
+        signal = cli::interrupt::signalled() => {
+            // A write under way that must not be cut (a lease, a manifest) finishes first;
+            // a command that completes meanwhile ends as it would have (qvault::held).
+            tokio::select! {
+                result = &mut command => result,
+                () = qvault::held::critical_done() => Err(cli::interrupt::stop(signal).await.into()),
+            }
+        }
     };
     if let Some(record) = record {
         cli::log::record(record, started, &result).await;

@@ -242,7 +242,8 @@ pub async fn backup_from<S: StreamSources>(
     let lease = crate::prune::Lease::take_with(repo, options.lease).await?;
     let result = backup_leased(repo, sources, options, progress, &lease).await;
     lease.release(repo).await;
-    result
+    // The critical section from the last lease check ends only here, after the release.
+    result.map(|(summary, _recorded)| summary)
 }
 
 /// The longest name, tag key or tag value a backup takes, in bytes.
@@ -276,7 +277,7 @@ async fn backup_leased<S: StreamSources>(
     options: &BackupOptions,
     progress: Arc<Progress>,
     lease: &crate::prune::Lease,
-) -> Result<BackupSummary> {
+) -> Result<(BackupSummary, crate::held::Critical)> {
     let started = Instant::now();
     let time = now_rfc3339();
     // Reuse what an interrupted run uploaded; never dedup against a pack that is gone.
@@ -382,9 +383,12 @@ async fn backup_leased<S: StreamSources>(
             duration_ms: started.elapsed().as_millis() as u64,
         },
     };
+    // From here a signal lets the backup finish: the lease must outlive the manifest write,
+    // and a backup that is recorded must not report failure (crate::held).
+    let recording = crate::held::critical();
     lease.check(repo).await?;
     let id = repo.write_manifest(&manifest).await?;
-    Ok(BackupSummary { id, manifest })
+    Ok((BackupSummary { id, manifest }, recording))
 }
 
 #[cfg(test)]

@@ -155,17 +155,23 @@ impl StreamSource {
     /// error goes to ours and its standard input is empty. A command that exits non-zero or
     /// is killed fails the read at the end of its output, naming the command and its status.
     pub fn command(program: &str, args: &[String]) -> Result<StreamSource> {
+        use std::os::unix::process::CommandExt;
         let line = command_line(program, args);
+        // A process group of its own, ended with us: a shell's children too (`sh -c '…;
+        // sleep 30'`). A signal to qvault reaches it through crate::held, not the terminal.
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .process_group(0)
             .spawn()
             .map_err(|e| Error::io(format!("starting command {line}"), e))?;
+        let held = hold_command(&child, program);
         let Some(stdout) = child.stdout.take() else {
             // Unreachable with Stdio::piped, but a child must not be left behind.
             reap(&mut child);
+            crate::held::let_go(held);
             return Err(Error::io(
                 format!("reading the output of command {line}"),
                 io::Error::other("no standard output pipe"),
@@ -176,7 +182,7 @@ impl StreamSource {
         Ok(StreamSource {
             name: name_of(Path::new(program), "command"),
             kind: StreamKind::Stdin,
-            reader: Box::new(CommandOutput { child, stdout, line, status: None }),
+            reader: Box::new(CommandOutput { child, stdout, line, status: None, held }),
             source: Some(serde_json::json!({ "command": argv })),
             expected_sha256: None,
             left_out: None,
@@ -273,9 +279,36 @@ fn command_line(program: &str, args: &[String]) -> String {
 /// Kills and waits for a child whose output is no longer wanted.
 fn reap(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
-        let _ = child.kill();
+        kill_group(child.id(), libc::SIGKILL);
     }
     let _ = child.wait();
+}
+
+/// Sends `signal` to the process group `leader` leads (the command and what it started).
+fn kill_group(leader: u32, signal: libc::c_int) {
+    if let Ok(pid) = libc::pid_t::try_from(leader) {
+        // SAFETY: kill only sends a signal; the group is the command's own (process_group(0)),
+        // and its leader is not yet reaped, so the id cannot have been reused.
+        unsafe {
+            libc::kill(-pid, signal);
+        }
+    }
+}
+
+/// Ends the command's process group if a signal stops qvault before the output ends: the
+/// blocking thread that would drop [`CommandOutput`] does not run again.
+/// Named by the program alone: arguments may carry tokens.
+fn hold_command(child: &Child, program: &str) -> crate::held::Token {
+    let leader = child.id();
+    crate::held::hold(
+        format!("command {program} (process group {leader})"),
+        Box::new(move || {
+            Box::pin(async move {
+                kill_group(leader, libc::SIGTERM);
+                Ok(())
+            })
+        }),
+    )
 }
 
 /// A command's standard output; its exit status is checked when the output ends.
@@ -285,13 +318,18 @@ struct CommandOutput {
     line: String,
     /// Set once the command was waited for.
     status: Option<ExitStatus>,
+    held: crate::held::Token,
 }
 
 impl CommandOutput {
     fn finish(&mut self) -> io::Result<()> {
         let status = match self.status {
             Some(s) => s,
-            None => *self.status.insert(self.child.wait()?),
+            None => {
+                let status = self.child.wait()?;
+                crate::held::let_go(self.held);
+                *self.status.insert(status)
+            }
         };
         if status.success() {
             return Ok(());
@@ -319,6 +357,7 @@ impl Drop for CommandOutput {
     fn drop(&mut self) {
         if self.status.is_none() {
             reap(&mut self.child);
+            crate::held::let_go(self.held);
         }
     }
 }

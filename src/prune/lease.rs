@@ -184,8 +184,11 @@ impl Lease {
         let path = random_name(LEASE_PREFIX);
         let sealed = seal(repo, &path, &Holder::me())?;
         let started = Stamp::now();
-        repo.storage().write_new(&path, sealed.clone()).await?;
-        let held = crate::held::hold_object(repo.storage(), &path);
+        let held = {
+            let _written_whole = crate::held::critical();
+            repo.storage().write_new(&path, sealed.clone()).await?;
+            crate::held::hold_object(repo.storage(), &path)
+        };
         let marked = match marked_packs(repo).await {
             Ok(marked) => marked,
             Err(e) => {

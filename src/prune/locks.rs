@@ -218,9 +218,11 @@ impl PruneLock {
     /// prune is `ErrorKind::Refused`.
     pub async fn acquire(repo: &Repository, stale_after: Duration) -> Result<PruneLock> {
         for _ in 0..2 {
+            let written_whole = crate::held::critical();
             match write_sealed(repo, PRUNE_LOCK, &Holder::me(), true).await {
                 Ok(()) => {
                     let held = crate::held::hold_object(repo.storage(), PRUNE_LOCK);
+                    drop(written_whole);
                     let now = repo.storage().modified(PRUNE_LOCK).await?;
                     return Ok(PruneLock { now, held });
                 }

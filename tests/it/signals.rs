@@ -5,6 +5,7 @@ use crate::prune::data;
 use crate::prune_safety::leases_in;
 use crate::support::fake_qdrant::{FakeOptions, FakeQdrant, Fault};
 use crate::support::TestRepo;
+use std::process::Stdio;
 use std::time::Duration;
 
 /// Waits up to 60 s for `done`, polling.
@@ -30,7 +31,6 @@ fn signal(child: &std::process::Child, signal: libc::c_int) {
 #[test]
 fn a_backup_stopped_by_sigint_and_a_restore_stopped_by_sigterm_remove_their_leases() {
     use std::io::Write;
-    use std::process::Stdio;
     let rt = tokio::runtime::Runtime::new().unwrap();
     let t = rt.block_on(TestRepo::new(None));
     let locks = t.location().join("locks");
@@ -88,7 +88,6 @@ fn a_backup_stopped_by_sigint_and_a_restore_stopped_by_sigterm_remove_their_leas
 /// deleted from the node too (each stopped nightly run left one, filling the node's disk).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qdrant_backup_stopped_by_sigterm_deletes_the_snapshot_it_created() {
-    use std::process::Stdio;
     let fake = FakeQdrant::start(FakeOptions::default()).await;
     fake.create_collection("c", serde_json::json!({"vectors": {"size": 4, "distance": "Dot"}}));
     fake.set_snapshot_source("c", data(2_000_000, 9));
@@ -119,4 +118,80 @@ async fn a_qdrant_backup_stopped_by_sigterm_deletes_the_snapshot_it_created() {
     assert!(err.contains(&format!("snapshot {snapshot} of collection `c` on {url}")), "{err}");
     assert_eq!(names(), Vec::<String>::new(), "the snapshot is gone from the node");
     assert!(leases_in(&t.location().join("locks")).is_empty(), "the lease is gone");
+}
+
+/// Signals at every moment of a short backup and a short prune (found by a tester: a signal
+/// while the lease or the prune lock was being written left it behind, and one during the
+/// manifest write exited 130 for a backup that was recorded). After each run: nothing left
+/// in `locks/`, and the exit code tells the truth — 0 exactly when the backup was recorded,
+/// 130 (or killed before qvault listens for signals) when it was not.
+#[test]
+fn a_signal_at_any_moment_leaves_no_lock_and_the_exit_code_says_whether_a_backup_was_recorded() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let locks = t.location().join("locks");
+    let file = t.dir.path().join("in.bin");
+    let backups = || {
+        let out = t.cli().args(["--json", "backups"]).output().unwrap();
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        listed.as_array().unwrap().len()
+    };
+    let mut before = backups();
+    for round in 0..24u8 {
+        std::fs::write(&file, data(400_000, round)).unwrap();
+        let mut cmd = t.cli();
+        let child = cmd.args(["backup", "--file"]).arg(&file).stderr(Stdio::piped()).spawn();
+        let child = child.unwrap();
+        std::thread::sleep(Duration::from_millis(u64::from(round) * 2));
+        signal(&child, libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let after = backups();
+        match out.status.code() {
+            Some(0) => assert_eq!(after, before + 1, "round {round}: exit 0, recorded: {err}"),
+            Some(130) | None => assert_eq!(after, before, "round {round}: stopped: {err}"),
+            other => panic!("round {round}: exit {other:?}: {err}"),
+        }
+        assert!(leases_in(&locks).is_empty(), "round {round}: a lease was left: {err}");
+        before = after;
+
+        let mut cmd = t.cli();
+        let child = cmd.args(["prune", "--max-unused", "0%"]).stderr(Stdio::piped()).spawn();
+        let child = child.unwrap();
+        std::thread::sleep(Duration::from_millis(u64::from(round)));
+        signal(&child, libc::SIGINT);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(matches!(out.status.code(), Some(0 | 130) | None), "round {round}: {err}");
+        assert!(!locks.join("prune").exists(), "round {round}: the prune lock was left: {err}");
+    }
+}
+
+/// `backup --from-command` stopped by SIGTERM (`timeout`, systemd): the command and what it
+/// started are ended too (a shell looping over a producer kept running, reparented to init).
+#[test]
+fn a_from_command_backup_stopped_by_sigterm_ends_the_command_and_its_children() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let pids = t.dir.path().join("pids");
+    let script = format!(
+        "echo $$ > {p}; sleep 300 & echo $! >> {p}; while :; do head -c 1000 /dev/urandom; sleep 0.05; done",
+        p = pids.display()
+    );
+    let mut cmd = t.cli();
+    cmd.args(["backup", "--name", "producer", "--from-command", "--", "sh", "-c", &script]);
+    let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let read_pids = || -> Vec<i32> {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+    };
+    wait_for("the command and its child", || read_pids().len() == 2);
+    signal(&child, libc::SIGTERM);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(143), "{err}");
+    assert!(err.contains("removed what this run held: command sh (process group "), "{err}");
+    // SAFETY: kill with signal 0 only asks whether the process exists.
+    let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
+    wait_for("the command and its child to end", || read_pids().into_iter().all(|p| !alive(p)));
 }

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, ErrorKind, Result};
 
 mod extract;
+pub(crate) use extract::remove_tree;
 
 /// Tar bytes handed from the producer thread to the reader per piece, and pieces in flight.
 const PIECE: usize = 256 * 1024;
@@ -378,7 +379,7 @@ impl<R: Read> Read for ExactReader<R> {
 
 /// A staging directory beside `target` and a writer that extracts a tar stream into it.
 pub struct DirExtractor {
-    staging: PathBuf,
+    staging: crate::partial::Partial,
     target: PathBuf,
     /// `None` once the extraction is joined.
     writer: Option<ChannelWriter>,
@@ -402,15 +403,11 @@ impl DirExtractor {
                 ));
             }
         }
-        let name = target
-            .file_name()
-            .map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
-        let nonce: u32 = rand::random();
-        let staging = target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"));
-        fs::create_dir_all(&staging)
-            .map_err(|e| Error::io(format!("creating {}", staging.display()), e))?;
+        let staging = crate::partial::Partial::beside(target);
+        fs::create_dir_all(staging.path())
+            .map_err(|e| Error::io(format!("creating {}", staging.path().display()), e))?;
         let (tx, rx) = crossbeam_channel::bounded::<io::Result<Vec<u8>>>(PIECES_IN_FLIGHT);
-        let dest = staging.clone();
+        let dest = staging.path().to_path_buf();
         let worker = std::thread::Builder::new()
             .name("qvault-dir-extract".into())
             .spawn(move || {
@@ -434,12 +431,13 @@ impl DirExtractor {
             fs::remove_dir(&self.target)
                 .map_err(|e| Error::io(format!("replacing empty {}", self.target.display()), e))?;
         }
-        fs::rename(&self.staging, &self.target).map_err(|e| {
+        fs::rename(self.staging.path(), &self.target).map_err(|e| {
             Error::io(
-                format!("renaming {} to {}", self.staging.display(), self.target.display()),
+                format!("renaming {} to {}", self.staging.path().display(), self.target.display()),
                 e,
             )
         })?;
+        self.staging.placed();
         Ok(entries)
     }
 
@@ -485,13 +483,11 @@ impl Write for DirExtractor {
 
 impl Drop for DirExtractor {
     fn drop(&mut self) {
-        // Not finished: nothing half-extracted is left behind.
-        if self.staging.exists() {
-            self.writer = None;
-            if let Some(w) = self.worker.take() {
-                let _ = w.join();
-            }
-            let _ = extract::remove_tree(&self.staging);
+        // Not finished: the extraction ends before `staging` (dropped after this) removes
+        // what it wrote, so nothing half-extracted is left behind.
+        self.writer = None;
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
         }
     }
 }

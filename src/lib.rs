@@ -73,6 +73,7 @@ pub mod held;
 pub mod id;
 pub mod index;
 pub mod oplog;
+mod partial;
 pub mod prune;
 pub mod qdrant;
 pub mod redact;

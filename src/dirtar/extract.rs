@@ -308,7 +308,7 @@ fn set_times(path: &Path, mtime: u64, is_dir: bool) -> io::Result<()> {
 
 /// Removes a staging tree even when it holds read-only directories (a failed restore must
 /// leave nothing behind, also for a non-root user).
-pub(super) fn remove_tree(path: &Path) -> io::Result<()> {
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
     fn open_up(dir: &Path) {
         let _ = set_path_mode(dir, 0o700);
         if let Ok(entries) = fs::read_dir(dir) {

@@ -49,27 +49,20 @@ pub async fn download_to_file(
             ))
         })?
         .checksum;
-    let file_name =
-        path.file_name().map_or_else(|| "snapshot".into(), |n| n.to_string_lossy().to_string());
-    let nonce: u32 = rand::random();
-    let partial = path.with_file_name(format!(".{file_name}.qvault-partial-{nonce:08x}"));
-    let result = write_checked(client, scope, name, &partial, expected.as_deref()).await;
-    let finished = result.and_then(|(bytes, sha256)| {
-        std::fs::rename(&partial, path).map_err(|e| {
-            Error::io(format!("renaming {} to {}", partial.display(), path.display()), e)
-        })?;
-        Ok(DownloadReport {
-            path: path.to_path_buf(),
-            bytes,
-            sha256,
-            checksum_checked: expected.is_some(),
-        })
-    });
-    if finished.is_err() {
-        // Nothing that looks like a complete snapshot is left behind.
-        let _ = std::fs::remove_file(&partial);
-    }
-    finished
+    // Removed unless placed: nothing that looks like a complete snapshot is left behind.
+    let mut partial = crate::partial::Partial::beside(path);
+    let (bytes, sha256) =
+        write_checked(client, scope, name, partial.path(), expected.as_deref()).await?;
+    std::fs::rename(partial.path(), path).map_err(|e| {
+        Error::io(format!("renaming {} to {}", partial.path().display(), path.display()), e)
+    })?;
+    partial.placed();
+    Ok(DownloadReport {
+        path: path.to_path_buf(),
+        bytes,
+        sha256,
+        checksum_checked: expected.is_some(),
+    })
 }
 
 async fn write_checked(

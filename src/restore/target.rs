@@ -53,33 +53,18 @@ pub async fn restore_to_file(
             format!("{} exists: choose another --to, or pass --overwrite", path.display()),
         ));
     }
-    let partial = partial_path(path);
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| Error::io(format!("creating {}", partial.display()), e))?;
+    // Removed unless placed: nothing that looks complete is left behind.
+    let mut partial = crate::partial::Partial::beside(path);
+    let shown = partial.path().display().to_string();
+    let file = std::fs::File::create(partial.path())
+        .map_err(|e| Error::io(format!("creating {shown}"), e))?;
     let out = std::io::BufWriter::with_capacity(1 << 20, file);
-    let finished = async {
-        let (out, summary) = execute(repo, plan, out, options).await?;
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(format!("writing {}", partial.display()), e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(format!("syncing {}", partial.display()), e))?;
-        std::fs::rename(&partial, path).map_err(|e| {
-            Error::io(format!("renaming {} to {}", partial.display(), path.display()), e)
-        })?;
-        Ok(summary)
-    }
-    .await;
-    if finished.is_err() {
-        // Nothing that looks complete is left behind.
-        let _ = std::fs::remove_file(&partial);
-    }
-    finished
-}
-
-/// A temporary sibling of `target`: same directory, so the final rename is atomic.
-fn partial_path(target: &Path) -> PathBuf {
-    let name =
-        target.file_name().map_or_else(|| "restore".into(), |n| n.to_string_lossy().to_string());
-    let nonce: u32 = rand::random();
-    target.with_file_name(format!(".{name}.qvault-partial-{nonce:08x}"))
+    let (out, summary) = execute(repo, plan, out, options).await?;
+    let file =
+        out.into_inner().map_err(|e| Error::io(format!("writing {shown}"), e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(format!("syncing {shown}"), e))?;
+    std::fs::rename(partial.path(), path)
+        .map_err(|e| Error::io(format!("renaming {shown} to {}", path.display()), e))?;
+    partial.placed();
+    Ok(summary)
 }

@@ -195,3 +195,57 @@ fn a_from_command_backup_stopped_by_sigterm_ends_the_command_and_its_children() 
     let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
     wait_for("the command and its child to end", || read_pids().into_iter().all(|p| !alive(p)));
 }
+
+/// Entries of `dir` whose names mark a partial output.
+fn partials_in(dir: &std::path::Path) -> Vec<String> {
+    let entries = std::fs::read_dir(dir).unwrap();
+    let names = entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.contains(".qvault-partial-")).collect()
+}
+
+/// A restore stopped while it writes its output: the hidden partial file or directory is
+/// removed (a 95 MB `.z.bin.qvault-partial-…` was left), and the target does not appear.
+#[test]
+fn a_restore_stopped_while_writing_leaves_no_partial_output() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let input = data(24_000_000, 3);
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, &input).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let tree = t.dir.path().join("tree");
+    for i in 0..400 {
+        std::fs::create_dir_all(tree.join(format!("d{}", i % 20))).unwrap();
+        std::fs::write(tree.join(format!("d{}/f{i}", i % 20)), data(20_000, i as u8)).unwrap();
+    }
+    let out = t.cli().args(["backup", "--dir"]).arg(&tree).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = t.cli().args(["--json", "backups"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<String> =
+        listed.as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap().to_string()).collect();
+
+    let outdir = t.dir.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    for (id, flag, name, sig) in
+        [(&ids[0], "--to", "z.bin", libc::SIGINT), (&ids[1], "--to-dir", "tree", libc::SIGTERM)]
+    {
+        let target = outdir.join(name);
+        let mut cmd = t.cli();
+        let child = cmd.args(["restore", id, flag]).arg(&target).stderr(Stdio::piped()).spawn();
+        let child = child.unwrap();
+        wait_for("the partial output", || !partials_in(&outdir).is_empty() || target.exists());
+        signal(&child, sig);
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(partials_in(&outdir), Vec::<String>::new(), "{flag}: {err}");
+        match out.status.code() {
+            // The restore was faster than the signal: complete.
+            Some(0) => assert!(target.exists(), "{flag}: {err}"),
+            Some(130 | 143) => assert!(!target.exists(), "{flag}: {err}"),
+            other => panic!("{flag}: exit {other:?}: {err}"),
+        }
+        eprintln!("{flag}: exit {:?}", out.status.code());
+    }
+}

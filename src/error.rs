@@ -86,8 +86,19 @@ impl Error {
         Error::new(ErrorKind::NotFound, message)
     }
     /// Local I/O failed while doing `what` (which names the path).
+    /// A local I/O error (source file, restore output, cache), with what to do about the
+    /// two a disk fills up or is mounted into.
     pub fn io(what: impl fmt::Display, source: std::io::Error) -> Self {
-        Error::new(ErrorKind::Io, format!("{what}: {source}")).with_source(source)
+        let advice = match source.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                ": the filesystem is full; free space there, or write somewhere else"
+            }
+            std::io::ErrorKind::ReadOnlyFilesystem => {
+                ": the filesystem is mounted read-only; write somewhere else"
+            }
+            _ => "",
+        };
+        Error::new(ErrorKind::Io, format!("{what}: {source}{advice}")).with_source(source)
     }
 }
 

@@ -387,7 +387,10 @@ async fn backup_leased<S: StreamSources>(
     // and a backup that is recorded must not report failure (crate::held).
     let recording = crate::held::critical();
     lease.check(repo).await?;
-    let id = repo.write_manifest(&manifest).await?;
+    let id = repo
+        .write_manifest(&manifest)
+        .await
+        .map_err(|e| e.context("backup failed, no backup recorded"))?;
     Ok((BackupSummary { id, manifest }, recording))
 }
 

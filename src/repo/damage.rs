@@ -137,12 +137,17 @@ pub(super) async fn refuse_orphaned_data(storage: &Storage) -> Result<()> {
 }
 
 /// `error` (what failed `init`), after removing the key objects in `written` that init wrote
-/// before it; an object it could not remove is named in the error.
+/// before it; an object it could not remove is named in the error. Not when another init
+/// wrote `config` first (the keys then belong to it).
 pub(super) async fn remove_partial_init(
     storage: &Storage,
     written: &[String],
     error: Error,
 ) -> Error {
+    if error.kind() == ErrorKind::AlreadyExists {
+        // Another init won the race for `config`: the keys are its repository's now.
+        return error;
+    }
     let mut left = Vec::new();
     for path in written {
         if storage.delete(path).await.is_err() {

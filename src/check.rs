@@ -158,10 +158,10 @@ pub fn evaluate(
         }
         if latest.unreadable > 0 {
             failures.push(format!(
-                "the latest backup {} is incomplete: {} paths could not be read and were left \
-                 out (`qvault show {}` names them); give the backup's user read access",
+                "the latest backup {} is incomplete: {} (`qvault show {}` names them); give \
+                 the backup's user read access",
                 latest.id.short(),
-                latest.unreadable,
+                crate::report::unreadable_paths(latest.unreadable),
                 latest.id.short()
             ));
         }

@@ -34,7 +34,7 @@
 
 use crate::backup::{packer, upload, NewBlob, Progress};
 use crate::codec;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{first_real_error, pipeline_stopped, Error, ErrorKind, Result};
 use crate::format::manifest::Manifest;
 use crate::format::pack::{self, PackData, PackEntry};
 use crate::id::{BackupId, ChunkId, PackId};
@@ -396,13 +396,16 @@ async fn transfer(
         async move {
             let join = |e| Error::new(ErrorKind::Io, format!("the copy packer failed: {e}"));
             let (data, lists) = tokio::join!(data, lists);
-            data.map_err(join)??;
-            lists.map_err(join)?
+            let errors =
+                [data, lists].into_iter().filter_map(|r| r.map_err(join).and_then(|r| r).err());
+            first_real_error(errors).map_or(Ok(()), Err)
         }
     };
     let sinks = Sinks { data: blob_tx, lists: list_tx, list_blocks };
     let progress = Progress::default();
-    let produce = async {
+    let feed = async {
+        // Dropped when feeding ends, however it ends: the packers then seal what they hold.
+        let sinks = sinks;
         let mut read = 0u64;
         let mut chunks = 0u64;
         // Ordered: a failure stops after every earlier pack was handed to the packer, whose
@@ -422,15 +425,18 @@ async fn transfer(
             .await
             .map_err(|e| Error::new(ErrorKind::Io, format!("a copy worker failed: {e}")))??;
         }
-        drop(sinks);
-        packers.await?;
         Ok::<_, Error>((read, chunks))
     };
     let upload = upload::upload_packs(target, pack_rx, concurrency, &progress);
-    let (produced, uploaded) = tokio::join!(produce, upload);
-    let (read, chunks) = produced.map_err(|e| e.context("copy failed, no backup copied"))?;
-    let written = uploaded.map_err(|e| e.context("copy failed, no backup copied"))?;
-    Ok((read, written, chunks))
+    let (fed, packed, uploaded) = tokio::join!(feed, packers, upload);
+    match (fed, packed, uploaded) {
+        (Ok((read, chunks)), Ok(()), Ok(written)) => Ok((read, written, chunks)),
+        // A stage that stopped because another did reports only that: name the cause (a
+        // full target's "No space left", exit 6), as a backup does.
+        (f, p, u) => Err(first_real_error([f.err(), p.err(), u.err()].into_iter().flatten())
+            .unwrap_or_else(pipeline_stopped)
+            .context("copy failed, no backup copied")),
+    }
 }
 
 /// Where extracted blobs go: list blocks to the metadata packer, the rest to the data one.
@@ -472,7 +478,7 @@ fn extract(
         }
         let blob = NewBlob { id: entry.chunk, blob, raw_length: entry.raw_length };
         let tx = if sinks.list_blocks.contains(&entry.chunk) { &sinks.lists } else { &sinks.data };
-        tx.send(blob).map_err(|_| Error::new(ErrorKind::Io, "the copy packer stopped"))?;
+        tx.send(blob).map_err(|_| pipeline_stopped())?;
     }
     Ok(())
 }

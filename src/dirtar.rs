@@ -22,6 +22,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::redact::printable;
 
 mod extract;
 pub(crate) use extract::remove_tree;
@@ -43,7 +44,8 @@ impl Unreadable {
     }
 
     fn push(&self, path: &Path, e: &io::Error) {
-        tracing::warn!("could not read {}: {e}; left out of the backup", path.display());
+        let shown = path.display().to_string();
+        tracing::warn!("could not read {}: {e}; left out of the backup", printable(&shown));
         let mut v = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         v.push((path.to_path_buf(), e.to_string()));
     }
@@ -296,7 +298,8 @@ impl Walk<'_> {
                 let mut h = header_for(&meta, tar::EntryType::Symlink, 0);
                 builder.append_link(&mut h, &rel_path, &target)?;
             } else {
-                tracing::warn!(path = %full.display(), "skipping a special file (socket, fifo or device)");
+                let shown = full.display().to_string();
+                tracing::warn!(path = %printable(&shown), "skipping a special file (socket, fifo or device)");
             }
         }
         Ok(())

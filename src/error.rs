@@ -102,6 +102,41 @@ impl Error {
     }
 }
 
+/// The cause a pipeline stage (backup's, copy's) reports when it stops because another stage
+/// stopped first (a channel closed): the stage that stopped first has the real error.
+/// Checked by type, never by text.
+#[derive(Debug)]
+struct PipelineStopped;
+
+impl fmt::Display for PipelineStopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("backup pipeline stopped")
+    }
+}
+
+impl std::error::Error for PipelineStopped {}
+
+/// What a stage returns when it stops because another stage stopped first.
+pub(crate) fn pipeline_stopped() -> Error {
+    Error::new(ErrorKind::Io, PipelineStopped.to_string()).with_source(PipelineStopped)
+}
+
+fn is_pipeline_stopped(e: &Error) -> bool {
+    std::error::Error::source(e).is_some_and(|cause| cause.is::<PipelineStopped>())
+}
+
+/// Picks the error that explains a pipeline's failure over the ones it caused downstream.
+pub(crate) fn first_real_error(errors: impl IntoIterator<Item = Error>) -> Option<Error> {
+    let mut fallback = None;
+    for e in errors {
+        if !is_pipeline_stopped(&e) {
+            return Some(e);
+        }
+        fallback.get_or_insert(e);
+    }
+    fallback
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
@@ -122,5 +157,21 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stopped_marker_is_told_apart_by_type_not_by_text() {
+        let lookalike = Error::new(ErrorKind::Io, "backup pipeline stopped");
+        assert!(!is_pipeline_stopped(&lookalike));
+        assert!(is_pipeline_stopped(&pipeline_stopped().context("packer")));
+        let picked = first_real_error([pipeline_stopped(), lookalike]).unwrap();
+        assert!(!is_pipeline_stopped(&picked));
+        assert!(is_pipeline_stopped(&first_real_error([pipeline_stopped()]).unwrap()));
+        assert!(first_real_error([]).is_none());
     }
 }

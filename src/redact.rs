@@ -1,4 +1,8 @@
-//! Secrets out of what qvault shows: URLs in messages, logs and `Debug` output.
+//! Secrets out of what qvault shows: URLs in messages, logs and `Debug` output; and control
+//! characters out of names from a backed-up tree shown on a terminal.
+//!
+//! Guarantee of [`printable`]: what it returns holds no control character and no
+//! bidirectional override, so a file name cannot forge a line or colour a terminal.
 //!
 //! Guarantees of [`url`]: the password of a URL's userinfo and the value of every
 //! secret-looking query parameter ([`secret_param`]) are replaced by [`MASK`]; everything
@@ -78,9 +82,41 @@ pub fn scrub(message: String, secret: Option<&str>) -> String {
     }
 }
 
+/// `s` as a terminal may show it: control characters (a newline, ESC) and Unicode's
+/// bidirectional controls become Rust escapes (`\n`, `\u{1b}`); everything else stays as is.
+/// For names qvault did not choose (paths of a backed-up tree); JSON escapes on its own.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    fn unsafe_char(c: char) -> bool {
+        c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    }
+    if !s.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printable_escapes_control_and_bidi_characters_and_keeps_the_rest() {
+        assert_eq!(printable("a b/é.txt"), "a b/é.txt");
+        assert_eq!(
+            printable("a\n  and 0 more\nstream   fake (File)\u{1b}[31mRED"),
+            "a\\n  and 0 more\\nstream   fake (File)\\u{1b}[31mRED"
+        );
+        assert_eq!(printable("x\ty\r\u{7f}\u{202e}z"), "x\\ty\\r\\u{7f}\\u{202e}z");
+        assert!(!printable("\u{85}\u{2066}").chars().any(|c| c.is_control() || c == '\u{2066}'));
+    }
 
     #[test]
     fn passwords_and_secret_params_are_masked_and_nothing_else_changes() {

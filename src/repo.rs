@@ -214,12 +214,21 @@ impl Repository {
         config.chunker.params(key.chunker_seed()).validate()?;
         config.seal(&key)?;
         let key_bytes = keyfile::encode(&key, id)?;
-        for recipient in &options.recipients {
-            let sealed = crypto::encrypt(std::slice::from_ref(recipient), key_bytes.expose())?;
-            storage.write(&key_path(recipient), Bytes::from(sealed)).await?;
+        let mut written = Vec::new();
+        let stored = async {
+            for recipient in &options.recipients {
+                let sealed = crypto::encrypt(std::slice::from_ref(recipient), key_bytes.expose())?;
+                let path = key_path(recipient);
+                storage.write(&path, Bytes::from(sealed)).await?;
+                written.push(path);
+            }
+            // The config goes last: until it exists, the location is not a repository.
+            storage.write_new(CONFIG_PATH, Bytes::from(config.encode()?)).await
         }
-        // The config goes last: until it exists, the location is not a repository.
-        storage.write_new(CONFIG_PATH, Bytes::from(config.encode()?)).await?;
+        .await;
+        if let Err(e) = stored {
+            return Err(damage::remove_partial_init(&storage, &written, e).await);
+        }
         let index = Arc::new(cache.open(id)?);
         let data_recipients = options.recipients;
         Ok(Repository {

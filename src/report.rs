@@ -253,7 +253,8 @@ pub fn html(report: &Report) -> String {
             let incomplete = if b.unreadable == 0 {
                 String::new()
             } else {
-                format!(" <span class=\"bad\">INCOMPLETE: {} paths left out</span>", b.unreadable)
+                let paths = count_of(b.unreadable, "path");
+                format!(" <span class=\"bad\">INCOMPLETE: {paths} left out</span>")
             };
             let _ = write!(
                 page,
@@ -366,6 +367,21 @@ td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#f4f
 
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// `n` things for people: `1 path`, `2 paths` (`noun` takes an `s`).
+pub fn count_of(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// What `show`, `check` and a backup's exit-10 error say about `n` paths a backup left out.
+pub fn unreadable_paths(n: u64) -> String {
+    let were = if n == 1 { "was" } else { "were" };
+    format!("{} could not be read and {were} left out", count_of(n, "path"))
 }
 
 /// `n` bytes for people: `512 B`, `1.5 MiB`.

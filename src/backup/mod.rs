@@ -37,7 +37,7 @@ pub(crate) mod upload;
 pub(crate) use chunks::NewBlob;
 pub use source::{OnChange, StreamSource, StreamSources};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{first_real_error, pipeline_stopped, Error, ErrorKind, Result};
 use crate::format::manifest::{BackupStats, Manifest, StreamKind, StreamRecord};
 use crate::format::pack::SealedPack;
 use crate::id::BackupId;
@@ -148,39 +148,6 @@ impl serde::Serialize for BackupSummary {
         }
         .serialize(serializer)
     }
-}
-
-/// The cause a stage reports when it stops because another stage stopped first (a channel
-/// closed): the stage that stopped first has the real error. Checked by type, never by text.
-#[derive(Debug)]
-struct PipelineStopped;
-
-impl std::fmt::Display for PipelineStopped {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("backup pipeline stopped")
-    }
-}
-
-impl std::error::Error for PipelineStopped {}
-
-fn pipeline_stopped() -> Error {
-    Error::new(ErrorKind::Io, PipelineStopped.to_string()).with_source(PipelineStopped)
-}
-
-fn is_pipeline_stopped(e: &Error) -> bool {
-    std::error::Error::source(e).is_some_and(|cause| cause.is::<PipelineStopped>())
-}
-
-/// Picks the error that explains a failure over the ones it caused downstream.
-fn first_real_error(errors: impl IntoIterator<Item = Error>) -> Option<Error> {
-    let mut fallback = None;
-    for e in errors {
-        if !is_pipeline_stopped(&e) {
-            return Some(e);
-        }
-        fallback.get_or_insert(e);
-    }
-    fallback
 }
 
 fn join_error(e: tokio::task::JoinError) -> Error {
@@ -392,20 +359,4 @@ async fn backup_leased<S: StreamSources>(
         .await
         .map_err(|e| e.context("backup failed, no backup recorded"))?;
     Ok((BackupSummary { id, manifest }, recording))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_stopped_marker_is_told_apart_by_type_not_by_text() {
-        let lookalike = Error::new(ErrorKind::Io, "backup pipeline stopped");
-        assert!(!is_pipeline_stopped(&lookalike));
-        assert!(is_pipeline_stopped(&pipeline_stopped().context("packer")));
-        let picked = first_real_error([pipeline_stopped(), lookalike]).unwrap();
-        assert!(!is_pipeline_stopped(&picked));
-        assert!(is_pipeline_stopped(&first_real_error([pipeline_stopped()]).unwrap()));
-        assert!(first_real_error([]).is_none());
-    }
 }

@@ -14,6 +14,7 @@ use qvault::qdrant::backup::{
 };
 use qvault::qdrant::cluster::backup::{backup_cluster, ClusterBackupOptions, ShardRead};
 use qvault::qdrant::SnapshotScope;
+use qvault::redact::printable;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -464,16 +465,18 @@ fn incomplete(summary: &BackupSummary, unreadable: &[(PathBuf, String)]) -> anyh
     let mut named: Vec<String> = unreadable
         .iter()
         .take(NAMED_PATHS)
-        .map(|(path, error)| format!("{} ({error})", path.display()))
+        .map(|(path, error)| {
+            let path = path.display().to_string();
+            format!("{} ({})", printable(&path), printable(error))
+        })
         .collect();
     if unreadable.len() > NAMED_PATHS {
         named.push(format!("and {} more", unreadable.len() - NAMED_PATHS));
     }
     IncompleteBackup(format!(
-        "backup {} was recorded, but {} paths could not be read and are not in it: {}; make \
-         them readable by this user and back up again",
+        "backup {} was recorded, but {}: {}; make them readable by this user and back up again",
         summary.id,
-        unreadable.len(),
+        qvault::report::unreadable_paths(unreadable.len() as u64),
         named.join(", ")
     ))
     .into()

@@ -4,6 +4,7 @@ use super::common;
 use super::GlobalArgs;
 use anyhow::Result;
 use clap::Args;
+use qvault::redact::printable;
 
 pub async fn backups(global: &GlobalArgs) -> Result<()> {
     let repo = common::open(global).await?;
@@ -74,7 +75,7 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
         m.summary.duration_ms as f64 / 1000.0
     );
     for s in &m.streams {
-        println!("stream   {} ({:?})", s.name, s.kind);
+        println!("stream   {} ({:?})", printable(&s.name), s.kind);
         println!(
             "  size   {} ({} bytes), {} chunks",
             common::human_bytes(s.size),
@@ -84,9 +85,9 @@ pub async fn show(global: &GlobalArgs, args: &ShowArgs) -> Result<()> {
         println!("  sha256 {}", s.sha256);
         println!("  blake3 {}", s.blake3);
         if let Some(u) = &s.unreadable {
-            println!("  INCOMPLETE: {} paths could not be read and were left out", u.count);
+            println!("  INCOMPLETE: {}", qvault::report::unreadable_paths(u.count));
             for p in &u.paths {
-                println!("    {}: {}", p.path, p.error);
+                println!("    {}: {}", printable(&p.path), printable(&p.error));
             }
             if u.count > u.paths.len() as u64 {
                 println!("    and {} more", u.count - u.paths.len() as u64);

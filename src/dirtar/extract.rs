@@ -109,7 +109,8 @@ pub(super) fn extract<R: Read>(reader: R, dest: &Path) -> Result<u64> {
         {
             continue;
         } else {
-            tracing::warn!(entry = %rel.display(), "skipping a special file (fifo or device) in the stream");
+            let shown = rel.display().to_string();
+            tracing::warn!(entry = %crate::redact::printable(&shown), "skipping a special file (fifo or device) in the stream");
             continue;
         }
         count += 1;

@@ -10,6 +10,9 @@
 //!   config lists its recipient, is `Corrupt`, named, with what to do; a key that is not for
 //!   this identity or of a newer version keeps its error.
 //! - A newer format version keeps its own error (exit 7).
+//! - An `init` that fails (a full or read-only disk) removes the key objects it wrote, and
+//!   `keys/` when that leaves it empty, so the same init runs once the cause is fixed. Only
+//!   those: init wrote nothing before it found the location held no repository.
 
 use super::CONFIG_PATH;
 use crate::error::{Error, ErrorKind, Result};
@@ -130,6 +133,36 @@ pub(super) async fn refuse_orphaned_data(storage: &Storage) -> Result<()> {
             storage.location(),
             held.join(", ")
         ),
+    ))
+}
+
+/// `error` (what failed `init`), after removing the key objects in `written` that init wrote
+/// before it; an object it could not remove is named in the error. Not when another init
+/// wrote `config` first (the keys then belong to it).
+pub(super) async fn remove_partial_init(
+    storage: &Storage,
+    written: &[String],
+    error: Error,
+) -> Error {
+    if error.kind() == ErrorKind::AlreadyExists {
+        // Another init won the race for `config`: the keys are its repository's now.
+        return error;
+    }
+    let mut left = Vec::new();
+    for path in written {
+        if storage.delete(path).await.is_err() {
+            left.push(path.as_str());
+        }
+    }
+    if left.is_empty() {
+        // The empty directory a filesystem keeps would make the location "not empty" for
+        // the next init; object stores have no directories (nothing to delete).
+        let _ = storage.delete("keys/").await;
+        return error;
+    }
+    error.context(format_args!(
+        "init could not remove what it wrote ({}: delete it before running init again)",
+        left.join(", ")
     ))
 }
 

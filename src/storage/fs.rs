@@ -198,8 +198,8 @@ pub(super) enum Put {
 fn io_advice(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => format!(
-            "{e}: the repository's filesystem is full; free space there (`qvault prune` \
-             frees what no backup references) and run the command again"
+            "{e}: the repository's filesystem is full; free space there and run the command \
+             again (in a repository with backups, `qvault forget` and `qvault prune` free space)"
         ),
         std::io::ErrorKind::ReadOnlyFilesystem => format!(
             "{e}: the repository's filesystem is mounted read-only; remount it read-write \

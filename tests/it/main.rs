@@ -21,6 +21,7 @@ mod notify;
 mod operator;
 mod operator_cli;
 mod operator_faults;
+mod operator_faults_more;
 mod oplog;
 mod prune;
 mod prune_safety;

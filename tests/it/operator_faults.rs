@@ -542,50 +542,64 @@ fn prune_on_the_command_line_names_a_damaged_mark_and_removes_it() {
 
 // ----- a full or read-only repository filesystem -----
 
-/// `t`'s repository moved onto a tmpfs of `size` mounted at its own path (unmounted on
-/// drop), or `None` when this machine cannot mount (not root, no CAP_SYS_ADMIN): then it
-/// says so on stderr and the caller skips loudly.
-struct Mounted<'a> {
-    t: &'a TestRepo,
+/// A directory moved onto a tmpfs of `size` mounted at its own path (unmounted on drop),
+/// or `None` when this machine cannot mount (not root, no CAP_SYS_ADMIN): then it says so on
+/// stderr and the caller skips loudly.
+pub(crate) struct Mounted {
+    dir: PathBuf,
 }
 
-impl<'a> Mounted<'a> {
-    fn tmpfs(t: &'a TestRepo, size: &str) -> Option<Mounted<'a>> {
-        let repo = t.location();
-        let kept = t.dir.path().join("repo-before-mount");
-        std::fs::rename(&repo, &kept).unwrap();
-        std::fs::create_dir(&repo).unwrap();
+impl Mounted {
+    /// `t`'s repository, with what it holds.
+    pub(crate) fn tmpfs(t: &TestRepo, size: &str) -> Option<Mounted> {
+        Mounted::tmpfs_at(&t.location(), size)
+    }
+
+    /// `dir` (made if missing), with what it holds.
+    pub(crate) fn tmpfs_at(dir: &Path, size: &str) -> Option<Mounted> {
+        let mut kept = dir.as_os_str().to_owned();
+        kept.push("-before-mount");
+        let kept = PathBuf::from(kept);
+        let existed = dir.exists();
+        if existed {
+            std::fs::rename(dir, &kept).unwrap();
+        }
+        std::fs::create_dir(dir).unwrap();
         let mounted = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&repo)
+            .arg(dir)
             .output();
         if !mounted.as_ref().is_ok_and(|o| o.status.success()) {
             eprintln!(
                 "SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN): {mounted:?}"
             );
-            std::fs::remove_dir(&repo).unwrap();
-            std::fs::rename(&kept, &repo).unwrap();
+            std::fs::remove_dir(dir).unwrap();
+            if existed {
+                std::fs::rename(&kept, dir).unwrap();
+            }
             return None;
         }
-        let copied =
-            std::process::Command::new("cp").arg("-a").arg(kept.join(".")).arg(&repo).status();
-        assert!(copied.unwrap().success());
-        Some(Mounted { t })
+        if existed {
+            let copied =
+                std::process::Command::new("cp").arg("-a").arg(kept.join(".")).arg(dir).status();
+            assert!(copied.unwrap().success());
+        }
+        Some(Mounted { dir: dir.to_path_buf() })
     }
 
-    fn remount(&self, options: &str) {
+    pub(crate) fn remount(&self, options: &str) {
         let out = std::process::Command::new("mount")
             .args(["-o", &format!("remount,{options}")])
-            .arg(self.t.location())
+            .arg(&self.dir)
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", stderr(&out));
     }
 }
 
-impl Drop for Mounted<'_> {
+impl Drop for Mounted {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(self.t.location()).status();
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
     }
 }
 

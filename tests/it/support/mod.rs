@@ -125,9 +125,14 @@ impl TestRepo {
     /// config directory (so nothing is remembered outside the test), and no repository or
     /// Qdrant key from the environment.
     pub fn cli(&self) -> std::process::Command {
+        self.cli_on(&self.location())
+    }
+
+    /// [`TestRepo::cli`] on another repository location (one to init, a copy target).
+    pub fn cli_on(&self, repo: &std::path::Path) -> std::process::Command {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_qvault"));
         cmd.arg("--repo")
-            .arg(self.location())
+            .arg(repo)
             .arg("--identity")
             .arg(self.identity_path())
             .env("QVAULT_CACHE_DIR", self.dir.path().join("cli-cache"))

@@ -117,12 +117,7 @@ async fn read_only_directories_restore_for_a_non_root_user() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = v["id"].as_str().unwrap().to_string();
     // Let the unprivileged user read the repository and write the cache and the target.
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(repo.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::chmod_r("a+rwX", repo.dir.path());
     let dest = repo.dir.path().join("back");
     let out = cmd.arg("restore").arg(&id).arg("--to-dir").arg(&dest).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

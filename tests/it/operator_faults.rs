@@ -129,13 +129,8 @@ fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
     let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     // Readable by all, writable only by root; the test directory (cache, target) by all.
-    let chmod = |mode: &str, path: &Path| {
-        let status =
-            std::process::Command::new("chmod").args(["-R", mode]).arg(path).status().unwrap();
-        assert!(status.success());
-    };
-    chmod("a+rwX", t.dir.path());
-    chmod("go-w", &t.location());
+    support::chmod_r("a+rwX", t.dir.path());
+    support::chmod_r("go-w", &t.location());
     let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
     let to = t.dir.path().join("out.bin");
     let out = cmd.args(["restore", "latest", "--to"]).arg(&to).output().unwrap();
@@ -155,16 +150,9 @@ fn a_restore_from_storage_it_may_not_write_runs_without_a_lease_and_says_so() {
 #[test]
 fn a_cache_this_user_cannot_write_is_left_alone_and_backup_and_restore_still_run() {
     let (_rt, t) = with_a_backup();
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(t.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::chmod_r("a+rwX", t.dir.path());
     let cache = t.dir.path().join("cli-cache");
-    let status =
-        std::process::Command::new("chmod").args(["-R", "go-w"]).arg(&cache).status().unwrap();
-    assert!(status.success());
+    support::chmod_r("go-w", &cache);
     let before = files_under(&cache);
     let input = data(80_000, 43);
     let file = t.dir.path().join("second.bin");
@@ -438,12 +426,7 @@ async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     std::fs::write(src.join("a.txt"), b"readable").unwrap();
     std::fs::write(src.join("closed/inner.txt"), b"behind a closed directory").unwrap();
     std::fs::write(src.join("secret.txt"), b"no permission").unwrap();
-    let status = std::process::Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(t.dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::chmod_r("a+rwX", t.dir.path());
     std::fs::set_permissions(src.join("secret.txt"), std::fs::Permissions::from_mode(0o000))
         .unwrap();
     std::fs::set_permissions(src.join("closed"), std::fs::Permissions::from_mode(0o000)).unwrap();
@@ -499,8 +482,7 @@ async fn backup_dir_leaves_out_what_it_cannot_read_names_it_and_exits_10() {
     assert_eq!(metric(&metrics, "qvault_backup_last_success_timestamp_seconds"), None, "{metrics}");
 
     // Once readable again, the next backup is complete and the group passes.
-    let status = std::process::Command::new("chmod").args(["-R", "a+rX"]).arg(&src).status();
-    assert!(status.unwrap().success());
+    support::chmod_r("a+rX", &src);
     let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
     let out = cmd.args(["backup", "--dir"]).arg(&src).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
@@ -603,6 +585,17 @@ impl Drop for Mounted {
     }
 }
 
+/// Asserts `out` is a command that failed at once on a repository filesystem that is full:
+/// exit 6, the cause and what to do, and no retries with backoff. Returns its stderr.
+pub(crate) fn failed_on_a_full_repository(out: &std::process::Output) -> String {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(6), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("the repository's filesystem is full; free space there"), "{err}");
+    assert!(!err.contains("retrying"), "{err}");
+    err
+}
+
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten() {
@@ -626,13 +619,8 @@ fn a_full_filesystem_fails_the_backup_at_once_leaves_nothing_behind_and_a_rerun_
     std::fs::write(&file, &input).unwrap();
 
     let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(6), "{err}");
+    let err = failed_on_a_full_repository(&out);
     assert!(err.contains("no backup recorded"), "{err}");
-    assert!(err.contains("No space left on device"), "{err}");
-    assert!(err.contains("the repository's filesystem is full; free space there"), "{err}");
-    // Failed once: a full disk is not retried with backoff.
-    assert!(!err.contains("retrying"), "{err}");
     // No temp file or lease keeps the disk full. A pack is in `data/` whole or not at all:
     // a small one (the list blocks') may have been written before the disk filled, and the
     // next backup reuses it (verified below).

@@ -34,6 +34,12 @@ pub fn as_nobody(cli: &std::process::Command) -> Option<std::process::Command> {
     Some(cmd)
 }
 
+/// `chmod -R mode path`, for tests that run commands as another user ([`as_nobody`]).
+pub fn chmod_r(mode: &str, path: &std::path::Path) {
+    let status = std::process::Command::new("chmod").args(["-R", mode]).arg(path).status();
+    assert!(status.unwrap().success(), "chmod -R {mode} {}", path.display());
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }

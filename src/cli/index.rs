@@ -33,7 +33,11 @@ pub async fn run(global: &GlobalArgs, command: &IndexCommand) -> Result<()> {
                     "chunks": chunks, "backups": backups, "packs_indexed": indexed
                 }))?;
             } else {
-                println!("local index rebuilt: {chunks} chunks, {backups} backups");
+                let kept = match repo.index().path() {
+                    Some(path) => format!("in {}", path.display()),
+                    None => "in memory only: nothing was kept for later runs".to_string(),
+                };
+                println!("local index rebuilt {kept}: {chunks} chunks, {backups} backups");
                 if *read_packs {
                     println!("indexed {indexed} packs that no index file listed");
                 }

@@ -128,6 +128,12 @@ impl LocalIndex {
         )
     }
 
+    /// The cache file, `None` when the index lives in memory only (`--no-cache`, or a cache
+    /// this user cannot write).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// A cache that lives only as long as the process (tests, one-off commands).
     pub fn in_memory() -> Result<Self> {
         let conn = Connection::open_in_memory().map_err(|e| db_err(&None, e))?;

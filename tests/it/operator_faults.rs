@@ -171,6 +171,10 @@ fn a_cache_this_user_cannot_write_is_left_alone_and_backup_and_restore_still_run
     let out = cmd.args(["restore", id, "--to"]).arg(&to).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(std::fs::read(&to).unwrap() == input, "restored bytes differ");
+    let Some(mut cmd) = support::as_nobody(&t.cli()) else { return };
+    let out = cmd.args(["index", "rebuild"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("rebuilt in memory only: nothing was kept"), "{text}");
     assert_eq!(files_under(&cache), before, "the cache is left as it was");
 }
 

@@ -44,6 +44,11 @@ impl Drop for Critical {
     }
 }
 
+/// Whether a [`Critical`] guard is held now.
+pub fn in_critical() -> bool {
+    *CRITICAL.borrow() > 0
+}
+
 /// Resolves once no [`Critical`] guard is held (at once when none is).
 pub async fn critical_done() {
     let mut rx = CRITICAL.subscribe();

@@ -49,15 +49,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let logged = cli::log::operation(&cli.command);
     let record = logged.map(|(op, what)| qvault::oplog::OpRecord::started(op, what));
     let started = std::time::Instant::now();
+    let mut signals = cli::interrupt::Signals::listen();
     let mut command = std::pin::pin!(dispatch(g, &cli.command));
     let result = tokio::select! {
         result = &mut command => result,
-        signal = cli::interrupt::signalled() => {
+        signal = signals.next() => {
             // A write under way that must not be cut (a lease, a manifest) finishes first;
-            // a command that completes meanwhile ends as it would have (qvault::held).
+            // a command that completes meanwhile ends as it would have (qvault::held). A
+            // second signal does not wait (storage that hangs in its retries).
+            if qvault::held::in_critical() {
+                eprintln!(
+                    "qvault: {}: finishing the write under way, then stopping (send it again to \
+                     stop at once)",
+                    signal.name()
+                );
+            }
             tokio::select! {
                 result = &mut command => result,
                 () = qvault::held::critical_done() => Err(cli::interrupt::stop(signal).await.into()),
+                again = signals.next() => Err(cli::interrupt::stop(again).await.into()),
             }
         }
     };

@@ -354,9 +354,24 @@ async fn backup_leased<S: StreamSources>(
     // and a backup that is recorded must not report failure (crate::held).
     let recording = crate::held::critical();
     lease.check(repo).await?;
+    stall_before_manifest().await;
     let id = repo
         .write_manifest(&manifest)
         .await
         .map_err(|e| e.context("backup failed, no backup recorded"))?;
     Ok((BackupSummary { id, manifest }, recording))
+}
+
+/// Lets the signal tests hold a backup inside its last critical section, as a storage that
+/// hangs would: with `QVAULT_TEST_STALL_BEFORE_MANIFEST_MS=N` (debug builds only) the
+/// backup warns and waits N ms after its last lease check, before the manifest write.
+async fn stall_before_manifest() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("QVAULT_TEST_STALL_BEFORE_MANIFEST_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!("test hook: stalling {ms} ms before the manifest write");
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
 }

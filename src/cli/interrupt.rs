@@ -24,6 +24,15 @@ pub enum Signal {
     Term,
 }
 
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Int => "SIGINT",
+            Signal::Term => "SIGTERM",
+        }
+    }
+}
+
 impl Interrupted {
     /// 130 for SIGINT, 143 for SIGTERM.
     pub fn exit_code(&self) -> u8 {
@@ -36,11 +45,7 @@ impl Interrupted {
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self.signal {
-            Signal::Int => "SIGINT",
-            Signal::Term => "SIGTERM",
-        };
-        write!(f, "interrupted by {name}")?;
+        write!(f, "interrupted by {}", self.signal.name())?;
         if !self.released.is_empty() {
             write!(f, "; removed what this run held: {}", self.released.join(", "))?;
         }
@@ -50,18 +55,31 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// Resolves when SIGINT or SIGTERM arrives; never, if neither can be listened for (then
-/// the signal's default action, ending the process, stays in force).
-pub async fn signalled() -> Signal {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => Signal::Int,
-        _ = term.recv() => Signal::Term,
+/// SIGINT and SIGTERM, listened for from [`Signals::listen`] on: none arriving after that is
+/// missed, however late [`Signals::next`] is asked (a second signal sent while the first is
+/// being handled is seen).
+pub struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl Signals {
+    /// Starts listening (needs the runtime). If neither signal can be listened for, the
+    /// signals' default action, ending the process, stays in force.
+    pub fn listen() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(int), Ok(term)) => Signals(Some((int, term))),
+            _ => Signals(None),
+        }
+    }
+
+    /// The next signal; never, when not listening.
+    pub async fn next(&mut self) -> Signal {
+        let Some((int, term)) = self.0.as_mut() else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => Signal::Int,
+            _ = term.recv() => Signal::Term,
+        }
     }
 }
 

@@ -140,7 +140,12 @@ fn a_signal_at_any_moment_leaves_no_lock_and_the_exit_code_says_whether_a_backup
     for round in 0..24u8 {
         std::fs::write(&file, data(400_000, round)).unwrap();
         let mut cmd = t.cli();
-        let child = cmd.args(["backup", "--file"]).arg(&file).stderr(Stdio::piped()).spawn();
+        let child = cmd
+            .args(["backup", "--file"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
         let child = child.unwrap();
         std::thread::sleep(Duration::from_millis(u64::from(round) * 2));
         signal(&child, libc::SIGINT);
@@ -156,7 +161,11 @@ fn a_signal_at_any_moment_leaves_no_lock_and_the_exit_code_says_whether_a_backup
         before = after;
 
         let mut cmd = t.cli();
-        let child = cmd.args(["prune", "--max-unused", "0%"]).stderr(Stdio::piped()).spawn();
+        let child = cmd
+            .args(["prune", "--max-unused", "0%"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
         let child = child.unwrap();
         std::thread::sleep(Duration::from_millis(u64::from(round)));
         signal(&child, libc::SIGINT);
@@ -180,7 +189,7 @@ fn a_from_command_backup_stopped_by_sigterm_ends_the_command_and_its_children() 
     );
     let mut cmd = t.cli();
     cmd.args(["backup", "--name", "producer", "--from-command", "--", "sh", "-c", &script]);
-    let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let read_pids = || -> Vec<i32> {
         let text = std::fs::read_to_string(&pids).unwrap_or_default();
         text.lines().filter_map(|l| l.trim().parse().ok()).collect()
@@ -248,4 +257,40 @@ fn a_restore_stopped_while_writing_leaves_no_partial_output() {
         }
         eprintln!("{flag}: exit {:?}", out.status.code());
     }
+}
+
+/// A signal while a backup writes its manifest (its last critical section) waits for the
+/// write and says so; a second signal stops it at once — storage that hangs in its retries
+/// must not make Ctrl-C useless. Stopped there, nothing is recorded and the lease is gone.
+#[test]
+fn a_second_signal_stops_a_backup_that_waits_in_its_last_critical_section() {
+    use std::io::BufRead;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, data(300_000, 4)).unwrap();
+    let mut cmd = t.cli();
+    cmd.args(["backup", "--file"]).arg(&file).env("QVAULT_TEST_STALL_BEFORE_MANIFEST_MS", "60000");
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    let mut wait_for_line = |needle: &str, seen: &mut String| {
+        while !seen.contains(needle) {
+            line.clear();
+            assert!(stderr.read_line(&mut line).unwrap() > 0, "no {needle:?} in {seen}");
+            seen.push_str(&line);
+        }
+    };
+    wait_for_line("test hook: stalling", &mut seen);
+    signal(&child, libc::SIGINT);
+    wait_for_line("finishing the write under way, then stopping (send it again", &mut seen);
+    signal(&child, libc::SIGINT);
+    wait_for_line("interrupted by SIGINT; removed what this run held", &mut seen);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(leases_in(&t.location().join("locks")).is_empty(), "{seen}");
+    let out = t.cli().args(["--json", "backups"]).output().unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(0), "nothing recorded: {listed}");
 }

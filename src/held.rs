@@ -1,6 +1,7 @@
 //! What this process must undo if a signal stops it: the leases of backups, restores and
 //! copies and the prune lock it holds in storage, the snapshots a backup created on a
-//! Qdrant node. A command stopped by Ctrl-C or by the SIGTERM of systemd or Kubernetes
+//! Qdrant node, a `--from-command` process group, a restore's partial output
+//! ([`crate::partial`]). A command stopped by Ctrl-C or by the SIGTERM of systemd or Kubernetes
 //! undoes them before it exits ([`release_all`], called by the binary). Left behind, a
 //! lease holds every prune mark made meanwhile until it goes stale (24 h), a prune lock
 //! refuses every prune until `qvault prune --unlock`, and a snapshot fills the Qdrant
@@ -15,7 +16,8 @@
 //! the manifest write and the lease's release (the lease must outlive the manifest write,
 //! and a recorded backup must not report failure). They run under a [`Critical`] guard; the
 //! binary, on a signal, keeps running the command until no guard is held
-//! ([`critical_done`]), then stops it and undoes what is held.
+//! ([`critical_done`]), then stops it and undoes what is held; a second signal stops it at
+//! once (storage that hangs in its retries must not make Ctrl-C useless).
 
 use crate::error::Result;
 use futures::future::BoxFuture;

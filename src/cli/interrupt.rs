@@ -1,8 +1,9 @@
 //! A command stopped by SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes, `timeout`): what
 //! it holds is undone before the process exits (`qvault::held`: leases, the prune lock,
-//! snapshots it created on a Qdrant node), the
+//! snapshots it created on a Qdrant node, a command's process group, partial output), the
 //! operation log and metrics record the stop, and the exit code is 128 + the signal's
-//! number, as a shell reports a process the signal killed.
+//! number, as a shell reports a process the signal killed. A write that must not be cut
+//! finishes first, unless a second signal comes.
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! What this process must undo if a signal stops it: the leases of backups, restores and
 //! copies and the prune lock it holds in storage, the snapshots a backup created on a
 //! Qdrant node, a `--from-command` process group, a restore's partial output
-//! ([`crate::partial`]). A command stopped by Ctrl-C or by the SIGTERM of systemd or Kubernetes
+//! (`partial.rs`). A command stopped by Ctrl-C or by the SIGTERM of systemd or Kubernetes
 //! undoes them before it exits ([`release_all`], called by the binary). Left behind, a
 //! lease holds every prune mark made meanwhile until it goes stale (24 h), a prune lock
 //! refuses every prune until `qvault prune --unlock`, and a snapshot fills the Qdrant

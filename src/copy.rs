@@ -302,6 +302,9 @@ pub async fn execute(
         let new_id = target.write_manifest(&manifest).await?;
         report.copied.insert(id, new_id);
     }
+    // Every backup is copied: the releases of the leases that follow must not turn a copy
+    // that is done into a reported failure.
+    crate::held::commit();
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
 }

@@ -21,7 +21,7 @@
 
 use crate::error::Result;
 use futures::future::BoxFuture;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -46,16 +46,29 @@ impl Drop for Critical {
     }
 }
 
-/// Whether a [`Critical`] guard is held now.
-pub fn in_critical() -> bool {
-    *CRITICAL.borrow() > 0
+/// Set by [`commit`]: the command's outcome is decided.
+static COMMITTED: AtomicBool = AtomicBool::new(false);
+
+/// Says that the command's outcome is decided — its backup recorded, its copies written, its
+/// restored output in place — so that a signal from now on lets it finish and report that
+/// (a backup that was recorded exited 130 when the signal came during the lease's release).
+/// For the binary, which runs one command per process; it stays set for the process.
+pub fn commit() {
+    COMMITTED.store(true, Ordering::SeqCst);
+    CRITICAL.send_modify(|_| {});
 }
 
-/// Resolves once no [`Critical`] guard is held (at once when none is).
+/// Whether a signal must wait: a [`Critical`] guard is held, or the command committed.
+pub fn in_critical() -> bool {
+    *CRITICAL.borrow() > 0 || COMMITTED.load(Ordering::SeqCst)
+}
+
+/// Resolves once no [`Critical`] guard is held (at once when none is); never after
+/// [`commit`].
 pub async fn critical_done() {
     let mut rx = CRITICAL.subscribe();
     // The sender is a static that lives as long as the process: this cannot fail.
-    let _ = rx.wait_for(|n| *n == 0).await;
+    let _ = rx.wait_for(|n| *n == 0 && !COMMITTED.load(Ordering::SeqCst)).await;
 }
 
 /// How one held thing is undone: a delete, typically.

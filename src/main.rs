@@ -59,7 +59,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             // second signal does not wait (storage that hangs in its retries).
             if qvault::held::in_critical() {
                 eprintln!(
-                    "qvault: {}: finishing the write under way, then stopping (send it again to \
+                    "qvault: {}: finishing what is under way, then stopping (send it again to \
                      stop at once)",
                     signal.name()
                 );
@@ -220,7 +220,10 @@ fn main() -> ExitCode {
         }
     }
     if interrupted {
-        runtime.shutdown_background();
+        // Threads the stopped command handed work to end by themselves once their channels
+        // close, and clean up as they go (a directory restore's extraction removes its
+        // partial tree): given a moment, not forever (one blocked reading a source).
+        runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     }
     ExitCode::from(code)
 }

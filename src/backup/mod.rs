@@ -359,6 +359,7 @@ async fn backup_leased<S: StreamSources>(
         .write_manifest(&manifest)
         .await
         .map_err(|e| e.context("backup failed, no backup recorded"))?;
+    crate::held::commit();
     Ok((BackupSummary { id, manifest }, recording))
 }
 

@@ -284,6 +284,15 @@ fn reap(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// How long a command's process group gets to end after SIGTERM before SIGKILL.
+const COMMAND_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Whether a process of the group `leader` leads still exists (zombies included).
+fn group_alive(leader: u32) -> bool {
+    // SAFETY: signal 0 only asks whether the group has a process we may signal.
+    libc::pid_t::try_from(leader).is_ok_and(|pid| unsafe { libc::kill(-pid, 0) } == 0)
+}
+
 /// Sends `signal` to the process group `leader` leads (the command and what it started).
 fn kill_group(leader: u32, signal: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(leader) {
@@ -296,7 +305,9 @@ fn kill_group(leader: u32, signal: libc::c_int) {
 }
 
 /// Ends the command's process group if a signal stops qvault before the output ends: the
-/// blocking thread that would drop [`CommandOutput`] does not run again.
+/// blocking thread that would drop [`CommandOutput`] does not run again. SIGTERM first, then
+/// SIGKILL for what is still there after [`COMMAND_GRACE`] (a command that ignores SIGTERM
+/// kept running, reparented to init).
 /// Named by the program alone: arguments may carry tokens.
 fn hold_command(child: &Child, program: &str) -> crate::held::Token {
     let leader = child.id();
@@ -305,6 +316,11 @@ fn hold_command(child: &Child, program: &str) -> crate::held::Token {
         Box::new(move || {
             Box::pin(async move {
                 kill_group(leader, libc::SIGTERM);
+                let until = std::time::Instant::now() + COMMAND_GRACE;
+                while group_alive(leader) && std::time::Instant::now() < until {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                kill_group(leader, libc::SIGKILL);
                 Ok(())
             })
         }),

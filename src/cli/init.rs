@@ -129,6 +129,10 @@ fn existing_identity_hint(error: anyhow::Error, path: &Path) -> anyhow::Error {
 }
 
 pub async fn run(global: &GlobalArgs, args: &InitArgs) -> Result<()> {
+    // Short, and half done it is worse than not started (a key without a config, an
+    // identity file without a repository: the rerun is refused), so a signal lets it finish
+    // (a second one still stops it).
+    let _whole = qvault::held::critical();
     let storage = common::storage(global)?;
     // Before anything opens the directory (and leaves its temporary directory there).
     let may_hold_data = match storage.local_root() {

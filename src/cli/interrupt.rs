@@ -1,4 +1,5 @@
-//! A command stopped by SIGINT (Ctrl-C) or SIGTERM (systemd, Kubernetes, `timeout`): what
+//! A command stopped by SIGINT (Ctrl-C), SIGTERM (systemd, Kubernetes, `timeout`), SIGHUP
+//! (a closed terminal or ssh session) or SIGQUIT: what
 //! it holds is undone before the process exits (`qvault::held`: leases, the prune lock,
 //! snapshots it created on a Qdrant node, a command's process group, partial output), the
 //! operation log and metrics record the stop, and the exit code is 128 + the signal's
@@ -19,10 +20,14 @@ pub struct Interrupted {
     released: Vec<String>,
 }
 
+/// The signals that stop a command: Ctrl-C, a service manager's stop, a closed terminal or
+/// ssh session, `Ctrl-\`.
 #[derive(Clone, Copy, Debug)]
 pub enum Signal {
     Int,
     Term,
+    Hup,
+    Quit,
 }
 
 impl Signal {
@@ -30,17 +35,25 @@ impl Signal {
         match self {
             Signal::Int => "SIGINT",
             Signal::Term => "SIGTERM",
+            Signal::Hup => "SIGHUP",
+            Signal::Quit => "SIGQUIT",
+        }
+    }
+
+    fn number(self) -> u8 {
+        match self {
+            Signal::Hup => 1,
+            Signal::Int => 2,
+            Signal::Quit => 3,
+            Signal::Term => 15,
         }
     }
 }
 
 impl Interrupted {
-    /// 130 for SIGINT, 143 for SIGTERM.
+    /// 128 + the signal's number: 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM.
     pub fn exit_code(&self) -> u8 {
-        match self.signal {
-            Signal::Int => 130,
-            Signal::Term => 143,
-        }
+        128 + self.signal.number()
     }
 }
 
@@ -56,31 +69,38 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// SIGINT and SIGTERM, listened for from [`Signals::listen`] on: none arriving after that is
+/// The [`Signal`]s, listened for from [`Signals::listen`] on: none arriving after that is
 /// missed, however late [`Signals::next`] is asked (a second signal sent while the first is
 /// being handled is seen).
-pub struct Signals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+pub struct Signals(Vec<(Signal, tokio::signal::unix::Signal)>);
 
 impl Signals {
-    /// Starts listening (needs the runtime). If neither signal can be listened for, the
-    /// signals' default action, ending the process, stays in force.
+    /// Starts listening (needs the runtime). A signal that cannot be listened for keeps its
+    /// default action (ending the process).
     pub fn listen() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
-            (Ok(int), Ok(term)) => Signals(Some((int, term))),
-            _ => Signals(None),
-        }
+        let kinds = [
+            (Signal::Int, SignalKind::interrupt()),
+            (Signal::Term, SignalKind::terminate()),
+            (Signal::Hup, SignalKind::hangup()),
+            (Signal::Quit, SignalKind::quit()),
+        ];
+        Signals(kinds.into_iter().filter_map(|(s, kind)| Some((s, signal(kind).ok()?))).collect())
     }
 
-    /// The next signal; never, when not listening.
+    /// The next signal; never, when listening to none.
     pub async fn next(&mut self) -> Signal {
-        let Some((int, term)) = self.0.as_mut() else {
+        if self.0.is_empty() {
             return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = int.recv() => Signal::Int,
-            _ = term.recv() => Signal::Term,
         }
+        let waits = self.0.iter_mut().map(|(s, stream)| {
+            let s = *s;
+            Box::pin(async move {
+                stream.recv().await;
+                s
+            })
+        });
+        futures::future::select_all(waits).await.0
     }
 }
 

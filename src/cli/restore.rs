@@ -428,6 +428,7 @@ async fn run_to_dir(
     let extractor = qvault::dirtar::DirExtractor::new(dir)?;
     let (extractor, summary) = execute(repo, &plan, extractor, &RestoreOptions::default()).await?;
     let entries = extractor.finish()?;
+    qvault::held::commit();
     let seconds = summary.duration.as_secs_f64();
     if global.json {
         common::print_json(&RestoreReport::new(&plan, summary.clone()).extracted(dir, entries))?;
@@ -480,6 +481,8 @@ async fn run_on(global: &GlobalArgs, args: &RestoreArgs, repo: &Repository) -> R
     } else {
         restore_to_file(repo, &plan, Path::new(to), args.overwrite, &options).await?
     };
+    // In place (or written out): a signal now lets the restore finish and report success.
+    qvault::held::commit();
     super::log::note(summary.bytes, vec![plan.backup], vec![]);
     let stream = &plan.stream;
     if global.json {

@@ -425,6 +425,15 @@ async fn run_to_dir(
         return print_dry_run(global, repo, &plan, None).await;
     }
     let (id, stream) = (plan.backup, &plan.stream);
+    if stream.kind != qvault::format::manifest::StreamKind::Directory {
+        return Err(qvault::Error::invalid_input(format!(
+            "stream {} of backup {} is not a directory backup (`backup --dir`): restore it with \
+             --to FILE",
+            qvault::redact::printable(&stream.name),
+            id.short(),
+        ))
+        .into());
+    }
     let extractor = qvault::dirtar::DirExtractor::new(dir)?;
     let (extractor, summary) = execute(repo, &plan, extractor, &RestoreOptions::default()).await?;
     let entries = extractor.finish()?;

@@ -153,3 +153,22 @@ async fn a_left_out_path_with_control_characters_is_shown_escaped_not_raw() {
     let path = &shown["streams"][0]["unreadable"]["paths"][0]["path"];
     assert_eq!(path.as_str(), Some(src.join(evil).to_str().unwrap()), "{shown}");
 }
+
+/// `restore --to-dir` of a file backup says what it is and what to use (it failed with
+/// "failed to read entire block" from the tar reader), and creates nothing.
+#[test]
+fn restore_to_dir_of_a_file_backup_says_to_use_to_and_creates_nothing() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestRepo::new(None));
+    let file = t.dir.path().join("in.bin");
+    std::fs::write(&file, data(10_000, 44)).unwrap();
+    let out = t.cli().args(["backup", "--file"]).arg(&file).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = t.dir.path().join("tree");
+    let out = t.cli().args(["restore", "latest", "--to-dir"]).arg(&dir).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("stream in.bin of backup "), "{err}");
+    assert!(err.contains("is not a directory backup (`backup --dir`): restore it with --to FILE"));
+    assert!(!dir.exists());
+}

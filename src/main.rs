@@ -222,7 +222,10 @@ fn main() -> ExitCode {
     if interrupted {
         // Threads the stopped command handed work to end by themselves once their channels
         // close, and clean up as they go (a directory restore's extraction removes its
-        // partial tree): given a moment, not forever (one blocked reading a source).
+        // partial tree): given a moment, not forever (one blocked reading a source). Everything
+        // is reported by now; a thread that touches the stopping runtime (a download's timer)
+        // panics, harmlessly, and must not print a backtrace after the error.
+        std::panic::set_hook(Box::new(|_| {}));
         runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     }
     ExitCode::from(code)

@@ -307,8 +307,8 @@ fn kill_group(leader: u32, signal: libc::c_int) {
 /// Ends the command's process group if a signal stops qvault before the output ends: the
 /// blocking thread that would drop [`CommandOutput`] does not run again. SIGTERM first, then
 /// SIGKILL for what is still there after [`COMMAND_GRACE`] (a command that ignores SIGTERM
-/// kept running, reparented to init).
-/// Named by the program alone: arguments may carry tokens.
+/// kept running, reparented to init). Named by the program alone: arguments may carry
+/// tokens.
 fn hold_command(child: &Child, program: &str) -> crate::held::Token {
     let leader = child.id();
     crate::held::hold(

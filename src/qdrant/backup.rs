@@ -166,16 +166,15 @@ struct Used {
 }
 
 impl Used {
-    /// A snapshot the backup reads: `created` by this run when `Some` (holding it unless it
-    /// is kept), an existing one (`--snapshot`) when `None`.
-    fn new(scope: &SnapshotScope, name: &str, created: Option<Option<crate::held::Token>>) -> Used {
-        Used {
-            scope: scope.clone(),
-            name: name.to_string(),
-            created: created.is_some(),
-            outcome: None,
-            held: created.flatten(),
-        }
+    /// A snapshot the backup reads: `created` by this run or an existing one (`--snapshot`);
+    /// `held` while a snapshot it created (and does not keep) is on the node.
+    fn new(
+        scope: &SnapshotScope,
+        name: &str,
+        created: bool,
+        held: Option<crate::held::Token>,
+    ) -> Used {
+        Used { scope: scope.clone(), name: name.to_string(), created, outcome: None, held }
     }
 }
 
@@ -212,7 +211,7 @@ impl SnapshotStreams<'_> {
         let (snapshot, created) = match &self.existing_snapshot {
             Some(name) => {
                 let snapshot = existing_snapshot(client, &scope, name).await?;
-                self.used.push(Used::new(&scope, &snapshot.name, None));
+                self.used.push(Used::new(&scope, &snapshot.name, false, None));
                 (snapshot, false)
             }
             None => {
@@ -224,7 +223,7 @@ impl SnapshotStreams<'_> {
                 // it, deletes the snapshot too.
                 let held = (!self.keep_remote)
                     .then(|| super::create::hold_snapshot(client, &scope, &snapshot.name));
-                self.used.push(Used::new(&scope, &snapshot.name, Some(held)));
+                self.used.push(Used::new(&scope, &snapshot.name, true, held));
                 // Counted again so restore knows the range a snapshot taken while clients
                 // wrote may hold; recorded only when it differs, so backups of quiet
                 // collections keep the provenance shape they always had.
